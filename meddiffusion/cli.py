@@ -1,0 +1,83 @@
+"""``meddiff <command>``: every capability of the backend as one command-line tool.
+
+The same commands serve a researcher in a terminal (progress bar, readable summary) and the
+Slicer modules, which run them as child processes with ``--events jsonl`` and read one JSON
+event per line.  Exit status: 0 done, 2 bad input (the message says what was wrong and what
+is expected), 1 internal error, 130 cancelled (SIGINT/SIGTERM; no output written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+
+from meddiffusion import __version__
+from meddiffusion.commands import COMMANDS
+from meddiffusion.progress import (EXIT_CANCELLED, BarSink, Cancelled, JsonlSink, NullSink,
+                                   Progress, cancellation_signals)
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meddiff",
+        description="SlicerMedDiffusion backend: diffusion models for cardiac and thoracic imaging.",
+        epilog="Run 'meddiff <command> --help' for a command's options and an example.")
+    parser.add_argument("--version", action="version", version=f"meddiffusion {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMANDS:
+        module = importlib.import_module(f"meddiffusion.commands.{name}")
+        before = set(subparsers.choices)
+        module.add_parser(subparsers)
+        for added in set(subparsers.choices) - before:
+            sub = subparsers.choices[added]
+            _add_common_options(sub)
+            sub.set_defaults(_module=module)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reporting")
+    group.add_argument("--events", choices=("bar", "jsonl", "none"), default="bar",
+                       help="progress as a terminal bar (default), JSON lines on stdout "
+                            "(for Slicer and scripts), or nothing")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    sink = {"jsonl": JsonlSink, "bar": BarSink, "none": NullSink}[args.events]()
+    progress = Progress(sink)
+    with cancellation_signals(progress):
+        try:
+            result = args._module.run(args, progress) or {}
+        except Cancelled:
+            progress.cancelled_event()
+            return EXIT_CANCELLED
+        except ValueError as exc:  # bad input: VolumeError and friends are ValueErrors
+            progress.error(str(exc), kind="input")
+            _print_if_terminal(args, f"meddiff {args.command}: error: {exc}")
+            return EXIT_BAD_INPUT
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: report, don't crash
+            progress.error(f"{type(exc).__name__}: {exc}", kind="internal")
+            traceback.print_exc(file=sys.stderr)
+            return EXIT_INTERNAL
+        finally:
+            sink.close()
+    progress.result(**result)
+    if args.events != "jsonl":
+        summary = result.get("summary")
+        print(summary if summary else json.dumps(result, indent=2, default=str))
+    return EXIT_OK
+
+
+def _print_if_terminal(args: argparse.Namespace, message: str) -> None:
+    if args.events == "none":
+        print(message, file=sys.stderr)

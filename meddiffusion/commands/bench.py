@@ -1,0 +1,50 @@
+"""``meddiff bench <name>``: the measured speed and quality figures quoted in the README.
+
+Targets are checked here, never by timed unit tests: each bench prints a Markdown table (and
+writes it with ``-o``) together with the machine it ran on, so a figure can be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+#: bench name -> (module under meddiffusion.benchmarks, one-line description)
+BENCHES = {
+    "precision": ("precision", "fp32 vs bf16 autocast: speed and output error of the shipped network types"),
+    "phantom": ("phantom", "seconds per thorax phantom frame (256x256x128 CT) and per modality"),
+}
+
+EXAMPLE = """examples:
+  meddiff bench precision --threads 2
+  meddiff bench phantom -o bench_phantom.md"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="measure speed/quality figures (README tables)",
+                              description=__doc__ + "\nbenches:\n" + "\n".join(
+                                  f"  {k:<10} {d}" for k, (_, d) in BENCHES.items()),
+                              epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(BENCHES), help="which bench to run")
+    p.add_argument("-o", "--output", help="write the Markdown table here (JSON beside it as .json)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes/fewer repeats (smoke test)")
+    from meddiffusion.commands.options import add_device_options
+
+    add_device_options(p)
+
+
+def run(args: argparse.Namespace, progress) -> dict:
+    from meddiffusion.commands.options import setup_device
+
+    device = setup_device(args)
+    module = importlib.import_module(f"meddiffusion.benchmarks.{BENCHES[args.name][0]}")
+    result = module.run(device=device, quick=args.quick, progress=progress)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result["table"] + "\n")
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
+    result["summary"] = result["table"]
+    return result

@@ -1,0 +1,24 @@
+"""Options shared by several subcommands, so every command spells them the same way."""
+
+from __future__ import annotations
+
+import argparse
+
+from meddiffusion.devices import default_threads, resolve_device, set_threads
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("compute")
+    group.add_argument("--device", default="auto",
+                       help="auto (CUDA, then MPS where supported, else CPU), cpu, cuda, cuda:N or mps")
+    group.add_argument("--threads", type=int, default=default_threads(),
+                       help="CPU threads for torch (default: torch's choice, or $MEDDIFF_THREADS)")
+    group.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="mixed precision: auto = bf16/fp16 on GPU, fp32 on CPU unless the model "
+                            "is validated for bf16 and the CPU has native bf16")
+
+
+def setup_device(args: argparse.Namespace, *, mps_ok: bool = False):
+    """Apply --threads and resolve --device (raises ValueError with a clear message)."""
+    set_threads(args.threads)
+    return resolve_device(args.device, mps_ok=mps_ok)

@@ -1,0 +1,337 @@
+"""Volumes in and out: one ``Volume`` type, read from and written to NRRD, NIfTI, MHA and DICOM.
+
+Geometry follows SimpleITK/ITK (LPS physical space): ``spacing`` and ``origin`` are (x, y, z)
+in mm and ``direction`` is the row-major 3×3 cosine matrix, while ``array`` is indexed
+(z, y, x).  Reading and writing round-trips geometry exactly, and every write is atomic
+(temporary file in the target folder, then rename), so a crash or Cancel never leaves a
+half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+__all__ = [
+    "Volume", "VolumeError", "read_volume", "write_volume", "read_sequence", "write_sequence",
+    "VOLUME_SUFFIXES",
+]
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+_UNITS_BY_MODALITY = {"CT": "HU", "PT": "Bq/ml", "NM": "counts", "MR": "a.u."}
+
+
+class VolumeError(ValueError):
+    """A volume could not be read or is not what the operation needs."""
+
+
+@dataclass
+class Volume:
+    """A 3D scalar image with its physical geometry.
+
+    ``array`` is float32 (z, y, x).  ``modality`` uses DICOM terms (CT, MR, PT, NM) and
+    ``units`` says what the numbers mean (HU for CT), so a result can stay in HU.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    modality: str = ""
+    units: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
+        self.direction = tuple(float(d) for d in self.direction)
+        if not self.units and self.modality in _UNITS_BY_MODALITY:
+            self.units = _UNITS_BY_MODALITY[self.modality]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        return self.spacing[::-1]
+
+    def with_array(self, array: np.ndarray, **changes) -> "Volume":
+        """A new volume on the same grid (e.g. a model's output), input left untouched."""
+        if array.shape != self.array.shape:
+            raise VolumeError(f"result shape {array.shape} differs from the input grid {self.array.shape}")
+        return replace(self, array=array, metadata=dict(self.metadata), **changes)
+
+    def index_to_physical(self, zyx) -> np.ndarray:
+        """Physical (LPS, mm) coordinates of a (z, y, x) index."""
+        ijk = np.asarray(zyx, dtype=float)[::-1]
+        d = np.asarray(self.direction).reshape(3, 3)
+        return np.asarray(self.origin) + d @ (ijk * np.asarray(self.spacing))
+
+    # -- SimpleITK bridge ---------------------------------------------------------------
+    def to_sitk(self) -> sitk.Image:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image, modality: str = "", units: str = "") -> "Volume":
+        validate_image(image)
+        array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        validate_array(array)
+        return cls(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
+                   modality=modality, units=units)
+
+
+# -- validation ------------------------------------------------------------------------------
+def validate_image(image: sitk.Image, source: str = "image") -> None:
+    if image.GetDimension() != 3:
+        raise VolumeError(
+            f"{source} is {image.GetDimension()}D; a 3D volume (z, y, x) is needed"
+            + (" — for a 4D series, use a sequence input" if image.GetDimension() == 4 else ""))
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeError(
+            f"{source} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
+            "(colour or vector image); a scalar (grey-level) volume is needed")
+    if 0 in image.GetSize():
+        raise VolumeError(f"{source} is empty (size {image.GetSize()})")
+
+
+def validate_array(array: np.ndarray, source: str = "image") -> None:
+    if array.ndim != 3:
+        raise VolumeError(f"{source} has {array.ndim} dimensions; a 3D array (z, y, x) is needed")
+    if array.size == 0:
+        raise VolumeError(f"{source} is empty (shape {array.shape})")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise VolumeError(f"{source} contains {int(bad.sum())} NaN/Inf voxels; all voxels must be finite")
+
+
+# -- reading -------------------------------------------------------------------------------
+def read_volume(path: str | os.PathLike, modality: str = "") -> Volume:
+    """Read a 3D scalar volume from a file (NRRD, NIfTI, MHA, single DICOM) or a DICOM folder.
+
+    For DICOM, CT values are returned in HU (rescale slope/intercept applied) and the
+    modality is taken from the header; for other formats pass ``modality`` if known.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"input not found: {path}")
+    if path.is_dir():
+        image, dicom_modality = _read_dicom_series(path)
+    else:
+        try:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            dicom_modality = reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else ""
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise VolumeError(f"cannot read {path}: not a readable NRRD, NIfTI, MHA or DICOM image "
+                              f"({_first_line(exc)})") from None
+        if image.GetDimension() == 2:  # a single DICOM/2D file: one slice
+            image = sitk.JoinSeries(image)
+            if not dicom_modality:
+                raise VolumeError(f"{path} is a 2D image; a 3D volume (z, y, x) is needed")
+    validate_image(image, source=str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    validate_array(array, source=str(path))
+    return Volume(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
+                  modality=modality or dicom_modality)
+
+
+def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str]:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise VolumeError(f"no DICOM series found in folder {folder}")
+    if len(series) > 1:
+        sizes = {s: len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s)) for s in series}
+        raise VolumeError(f"folder {folder} holds {len(series)} DICOM series "
+                          f"({', '.join(f'{s}: {n} files' for s, n in sizes.items())}); "
+                          "put one series per folder")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise VolumeError(f"cannot read the DICOM series in {folder} ({_first_line(exc)})") from None
+    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
+    return image, modality
+
+
+# -- writing -------------------------------------------------------------------------------
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write atomically.  A path without a known suffix is taken as a DICOM series folder."""
+    path = Path(path)
+    validate_array(volume.array, source="volume to write")
+    if _has_volume_suffix(path):
+        image = volume.to_sitk()
+        for key, value in volume.metadata.items():
+            image.SetMetaData(key, value)
+        return _atomic_file(path, lambda tmp: sitk.WriteImage(image, str(tmp), compress))
+    return _write_dicom_series(volume, path)
+
+
+def _has_volume_suffix(path: Path) -> bool:
+    return any(path.name.lower().endswith(s) for s in VOLUME_SUFFIXES)
+
+
+def _atomic_file(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _write_dicom_series(volume: Volume, folder: Path) -> Path:
+    """One file per axial slice, stored as int16 with a rescale slope chosen so values survive.
+
+    Integer-valued data (CT in HU) is stored exactly with slope 1; anything else (PET, MR,
+    model outputs) gets slope max|v|/32000, a relative precision of about 3e-5.
+    """
+    modality = volume.modality or "OT"
+    lo, hi = float(volume.array.min()), float(volume.array.max())
+    integral = np.allclose(volume.array, np.round(volume.array)) and lo >= -32768 and hi <= 32767
+    slope = 1.0 if integral else max(abs(lo), abs(hi), 1e-12) / 32000.0
+    if integral:
+        image = sitk.GetImageFromArray(np.round(volume.array).astype(np.int16))
+    else:  # GDCM applies the inverse rescale to float pixels using the tags below
+        image = sitk.GetImageFromArray(volume.array.astype(np.float32))
+    image.SetSpacing(volume.spacing)
+    image.SetOrigin(volume.origin)
+    image.SetDirection(volume.direction)
+
+    study_uid, series_uid = _dicom_uid(), _dicom_uid()
+    d = np.asarray(volume.direction).reshape(3, 3)
+    orientation = "\\".join(f"{v:.10g}" for v in (*d[:, 0], *d[:, 1]))
+    tags = {
+        "0008|0060": modality, "0020|000d": study_uid, "0020|000e": series_uid,
+        "0008|103e": volume.metadata.get("SeriesDescription", "SlicerMedDiffusion output"),
+        "0020|0037": orientation, "0028|1052": "0", "0028|1053": f"{slope:.10g}",
+        "0018|0050": f"{volume.spacing[2]:.10g}",
+        "0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1",
+    }
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        for k in range(volume.array.shape[0]):
+            s = image[:, :, k]
+            for key, value in tags.items():
+                s.SetMetaData(key, value)
+            s.SetMetaData("0008|0018", _dicom_uid())
+            s.SetMetaData("0020|0013", str(k + 1))
+            s.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
+            writer.SetFileName(str(tmp / f"slice{k:04d}.dcm"))
+            writer.Execute(s)
+        if folder.exists():
+            if not folder.is_dir() or any(folder.iterdir()):
+                raise VolumeError(f"DICOM output folder {folder} exists and is not empty; choose a new folder")
+            folder.rmdir()
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _dicom_uid() -> str:
+    # 2.25.<uuid as integer> is the standard way to make a UID without a registered root.
+    return "2.25." + str(uuid.uuid4().int)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+# -- 4D sequences (Slicer .seq.nrrd) ---------------------------------------------------------
+def write_sequence(frames: list[Volume], path: str | os.PathLike, *, index_name: str = "time",
+                   index_unit: str = "ms", index_values: list[float] | None = None) -> Path:
+    """Write frames on one grid as a Slicer volume sequence (4D NRRD, first axis a list).
+
+    Slicer's Sequences module reads this as a sequence node with its index values, so a
+    cine series loads as one browsable 4D volume.
+    """
+    import nrrd
+
+    if not frames:
+        raise VolumeError("a sequence needs at least one frame")
+    ref = frames[0]
+    for i, f in enumerate(frames):
+        validate_array(f.array, source=f"frame {i}")
+        if f.shape != ref.shape or f.spacing != ref.spacing or f.origin != ref.origin or f.direction != ref.direction:
+            raise VolumeError(f"frame {i} is on a different grid than frame 0; all frames must share one grid")
+    values = list(index_values) if index_values is not None else list(range(len(frames)))
+    if len(values) != len(frames):
+        raise VolumeError(f"{len(values)} index values for {len(frames)} frames")
+    data = np.stack([f.array for f in frames])            # (t, z, y, x)
+    data = np.ascontiguousarray(np.transpose(data, (0, 3, 2, 1)))   # nrrd order: (t, x, y, z)
+    d = np.asarray(ref.direction).reshape(3, 3)
+    directions = np.full((4, 3), np.nan)
+    directions[1:] = (d * np.asarray(ref.spacing)).T       # one row per axis x, y, z
+    header = {
+        "encoding": "gzip",
+        "space": "left-posterior-superior",
+        "kinds": ["list", "domain", "domain", "domain"],
+        "space directions": directions, "space origin": np.asarray(ref.origin),
+        "axis 0 index type": "numeric", "axis 0 index values": " ".join(f"{v:g}" for v in values),
+        "axis 0 quantity": index_name, "axis 0 unit": index_unit,
+    }
+    if ref.modality:
+        header["modality"] = ref.modality
+    custom = {k: "string" for k in ("axis 0 index type", "axis 0 index values", "axis 0 quantity",
+                                    "axis 0 unit", "modality") if k in header}
+    path = Path(path)
+    return _atomic_file(path, lambda tmp: nrrd.write(str(tmp), data, header, custom_field_map=custom,
+                                                      index_order="F"))
+
+
+def read_sequence(path: str | os.PathLike) -> tuple[list[Volume], list[float]]:
+    """Read a 4D NRRD sequence written by Slicer or :func:`write_sequence`."""
+    import nrrd
+
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"input not found: {path}")
+    try:
+        data, header = nrrd.read(str(path), index_order="F")
+    except Exception as exc:  # pynrrd raises several types for malformed files
+        raise VolumeError(f"cannot read {path} as a NRRD sequence ({exc})") from None
+    if data.ndim != 4:
+        raise VolumeError(f"{path} is {data.ndim}D; a 4D sequence (frames of 3D volumes) is needed")
+    directions = np.asarray(header["space directions"], dtype=float)
+    list_axis = int(np.where(np.isnan(directions).all(axis=1))[0][0]) if np.isnan(directions).any() else 0
+    data = np.moveaxis(data, list_axis, 0)
+    axes = [a for a in range(4) if a != list_axis]
+    spatial = directions[axes]
+    spacing = np.linalg.norm(spatial, axis=1)
+    direction = (spatial / spacing[:, None]).T.reshape(-1)
+    origin = tuple(np.asarray(header.get("space origin", (0, 0, 0)), dtype=float))
+    values_text = header.get(f"axis {list_axis} index values")
+    values = [float(v) for v in values_text.split()] if values_text else list(range(data.shape[0]))
+    modality = header.get("modality", "")
+    frames = []
+    for t in range(data.shape[0]):
+        arr = np.ascontiguousarray(np.transpose(data[t], (2, 1, 0))).astype(np.float32)
+        validate_array(arr, source=f"{path} frame {t}")
+        frames.append(Volume(arr, tuple(spacing), origin, tuple(direction), modality=modality))
+    return frames, values
