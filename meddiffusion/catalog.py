@@ -1,0 +1,325 @@
+"""The model catalogue: which trained models exist, how to build them, and their weights.
+
+Two sources are merged into one list:
+
+* shipped models, described in ``meddiffusion/models/catalog.json`` with their weights files
+  beside it, and
+* user models (fine-tuned locally), one model card ``<id>.json`` plus ``<id>.safetensors``
+  each in the user model folder (``~/.meddiffusion/models``, or ``$MEDDIFF_MODEL_DIR``).
+
+Weights are safetensors only and every load checks the file's sha256 against the card, so a
+model file can neither run code (pickle) nor silently differ from what was measured.
+``torch.load`` is never called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import safetensors
+import safetensors.torch
+import torch
+
+__all__ = ["ModelEntry", "WeightsError", "SCHEMA_VERSION", "SHIPPED_DIR", "ENV_MODEL_DIR",
+           "user_model_dir", "shipped_models", "user_models", "list_models", "get_model",
+           "register_user_model", "load_state_dict", "load_weights", "check_safetensors", "save_model",
+           "sha256_file", "atomic_write"]
+
+#: version of the catalogue / model card layout; bumped when a field changes meaning
+SCHEMA_VERSION = 1
+SHIPPED_DIR = Path(__file__).parent / "models"
+ENV_MODEL_DIR = "MEDDIFF_MODEL_DIR"
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+_CONVERT_HINT = ("Only safetensors weights are accepted, because pickled files can run arbitrary "
+                 "code when loaded. Convert it once, in an environment you trust:\n"
+                 "    import torch, safetensors.torch\n"
+                 "    state = torch.load('model.pt', map_location='cpu', weights_only=True)\n"
+                 "    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, "
+                 "'model.safetensors')")
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, pickled, not safetensors, or fails its checksum."""
+
+
+@dataclass
+class ModelEntry:
+    """One model card.
+
+    ``architecture`` is ``{"network": <class name in meddiffusion.nets>, "kwargs": {...}}``;
+    ``normalization`` says how inputs are scaled before the network (e.g.
+    ``{"kind": "hu_window", "low": -1000, "high": 1000}``); ``weights`` is a file name
+    relative to the catalogue folder the card came from.
+    """
+
+    id: str
+    task: str
+    version: str
+    architecture: dict[str, Any]
+    weights: str = ""
+    sha256: str = ""
+    normalization: dict[str, Any] = field(default_factory=dict)
+    training_data: str = ""
+    training_command: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    license: str = ""
+    description: str = ""
+    # where the card was found; not part of the card itself
+    folder: Path | None = field(default=None, compare=False, repr=False)
+    user: bool = field(default=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not _ID_PATTERN.match(self.id):
+            raise ValueError(f"model id {self.id!r} is not valid; expected letters, digits, '.', '_' "
+                             "or '-', starting with a letter or digit (it becomes a file name)")
+        for name in ("task", "version"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"model '{self.id}': '{name}' must be a non-empty string")
+        arch = self.architecture
+        if (not isinstance(arch, dict) or not isinstance(arch.get("network"), str)
+                or not isinstance(arch.get("kwargs", {}), dict)):
+            raise ValueError(f"model '{self.id}': 'architecture' must be "
+                             "{'network': <class name>, 'kwargs': {...}}, got " + repr(arch))
+        for name in ("normalization", "metrics"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"model '{self.id}': '{name}' must be a JSON object (dict), "
+                                 f"got {type(getattr(self, name)).__name__}")
+        if self.weights and Path(self.weights).name != self.weights:
+            raise ValueError(f"model '{self.id}': 'weights' must be a bare file name, got {self.weights!r}")
+
+    @property
+    def weights_path(self) -> Path:
+        """Absolute path of the weights file."""
+        if self.folder is None or not self.weights:
+            raise WeightsError(f"model '{self.id}' has no weights file recorded in its card")
+        return Path(self.folder) / self.weights
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON model card (without where it was found)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("folder", "user")}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, folder: Path | None = None,
+                  user: bool = False) -> "ModelEntry":
+        card_fields = {f.name for f in fields(cls)} - {"folder", "user"}
+        unknown = sorted(set(data) - card_fields - {"schema_version"})
+        if unknown:
+            raise ValueError(f"model card {data.get('id', '?')!r} has unknown field(s) {unknown}; "
+                             f"expected a subset of {sorted(card_fields)}")
+        missing = sorted({"id", "task", "version", "architecture"} - set(data))
+        if missing:
+            raise ValueError(f"model card {data.get('id', '?')!r} lacks required field(s) {missing}")
+        return cls(**{k: v for k, v in data.items() if k != "schema_version"}, folder=folder, user=user)
+
+
+# -- catalogue sources -------------------------------------------------------------------
+
+def user_model_dir() -> Path:
+    """The folder for locally registered models: ``$MEDDIFF_MODEL_DIR`` or ``~/.meddiffusion/models``."""
+    value = os.environ.get(ENV_MODEL_DIR)
+    return Path(value).expanduser() if value else Path.home() / ".meddiffusion" / "models"
+
+
+def shipped_models() -> list[ModelEntry]:
+    """Models listed in the catalogue shipped with the package."""
+    path = SHIPPED_DIR / "catalog.json"
+    data = _read_json(path)
+    _check_schema(data, path)
+    if not isinstance(data.get("models"), list):
+        raise ValueError(f"{path}: expected a 'models' list")
+    return [ModelEntry.from_dict(item, folder=SHIPPED_DIR) for item in data["models"]]
+
+
+def user_models() -> list[ModelEntry]:
+    """Models registered in the user model folder (one ``<id>.json`` card each)."""
+    folder = user_model_dir()
+    if not folder.is_dir():
+        return []
+    entries = []
+    for card in sorted(folder.glob("*.json")):
+        data = _read_json(card)
+        _check_schema(data, card)
+        entry = ModelEntry.from_dict(data, folder=folder, user=True)
+        if entry.id != card.stem:
+            raise ValueError(f"model card {card} holds id '{entry.id}'; the file must be named {entry.id}.json")
+        entries.append(entry)
+    return entries
+
+
+def list_models(task: str | None = None) -> list[ModelEntry]:
+    """Shipped and user models, optionally only those for ``task``.
+
+    A user model whose id equals a shipped one is an error rather than an override, so a
+    model id always means the same weights.
+    """
+    shipped, user = shipped_models(), user_models()
+    shipped_ids = {m.id for m in shipped}
+    for entry in user:
+        if entry.id in shipped_ids:
+            raise ValueError(f"user model card {entry.folder / (entry.id + '.json')} reuses the id "
+                             f"'{entry.id}' of a shipped model; rename or remove it")
+    models = shipped + user
+    return [m for m in models if task is None or m.task == task]
+
+
+def get_model(model_id: str) -> ModelEntry:
+    """The model with id ``model_id``; a ValueError lists the known ids otherwise."""
+    models = list_models()
+    for entry in models:
+        if entry.id == model_id:
+            return entry
+    known = ", ".join(m.id for m in models) or "none installed"
+    raise ValueError(f"unknown model '{model_id}'; known models: {known}")
+
+
+def register_user_model(entry: ModelEntry, weights: str | os.PathLike | Mapping[str, torch.Tensor],
+                        *, overwrite: bool = False) -> ModelEntry:
+    """Store a model in the user folder and return its card as registered.
+
+    ``weights`` is a safetensors file (copied) or a state dict (written). The file becomes
+    ``<id>.safetensors``, its sha256 goes into the card, and the card ``<id>.json`` is written
+    last, so a half-registered model never appears in :func:`list_models`.
+    ``overwrite`` replaces an earlier user model with the same id; shipped ids are never reused.
+    """
+    ids = {m.id: m for m in list_models()}
+    if entry.id in ids and (not ids[entry.id].user or not overwrite):
+        where = "a shipped model" if not ids[entry.id].user else "a user model (pass overwrite=True to replace it)"
+        raise ValueError(f"model id '{entry.id}' is already taken by {where}")
+    folder = user_model_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{entry.id}.safetensors"
+    if isinstance(weights, Mapping):
+        save_model(weights, target, {"model_id": entry.id, "version": entry.version})
+    else:
+        source = Path(weights)
+        check_safetensors(source)
+        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    card = ModelEntry.from_dict({**entry.to_dict(), "weights": target.name, "sha256": sha256_file(target)},
+                                folder=folder, user=True)
+    text = json.dumps({"schema_version": SCHEMA_VERSION, **card.to_dict()}, indent=2)
+    atomic_write(folder / f"{entry.id}.json", lambda tmp: tmp.write_text(text + "\n"))
+    return card
+
+
+# -- weights -----------------------------------------------------------------------------
+
+def load_state_dict(entry: ModelEntry, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The model's tensors, after checking the file's sha256 against the card."""
+    if not entry.sha256:
+        raise WeightsError(f"model '{entry.id}' has no sha256 in its card; refusing unverified weights")
+    return load_weights(entry.weights_path, sha256=entry.sha256, device=device)
+
+
+def load_weights(path: str | os.PathLike, *, sha256: str | None = None,
+                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, refusing pickles and (when given) a wrong checksum."""
+    path = Path(path)
+    check_safetensors(path)
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256.lower():
+            raise WeightsError(f"checksum mismatch for {path}: the model card expects sha256 {sha256.lower()} "
+                               f"but the file has {actual}; the file is corrupt or was replaced")
+    return safetensors.torch.load_file(str(path), device=str(device))
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise :class:`WeightsError` unless ``path`` is a readable safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    looks_pickled = head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+    if looks_pickled or path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise WeightsError(f"{path} looks like a pickled PyTorch file (torch.save), not safetensors. "
+                           + _CONVERT_HINT)
+    try:
+        with safetensors.safe_open(str(path), framework="pt"):
+            pass
+    except Exception as exc:  # safetensors raises its own error type for every malformed file
+        raise WeightsError(f"{path} is not a valid safetensors file ({exc}). " + _CONVERT_HINT) from None
+
+
+def save_model(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike,
+               metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write tensors as safetensors atomically (temp file + rename).
+
+    Metadata values that are not strings are stored as JSON text, since safetensors
+    metadata is a string-to-string map.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"weights must be written as a .safetensors file, got {path.name}")
+    tensors = _own_memory(state_dict)
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=meta))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+def _own_memory(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, cloning any that share storage (safetensors refuses aliases)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"state dict entry '{name}' is a {type(tensor).__name__}, expected a tensor")
+        tensor = tensor.detach().to("cpu").contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in seen and tensor.numel():
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        out[name] = tensor
+    return out
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Run ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
+
+    Readers see the old file or the new one, never a partial one; a failed write leaves nothing.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _check_schema(data: Mapping[str, Any], path: Path) -> None:
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema_version {version!r}; this meddiffusion reads version "
+                         f"{SCHEMA_VERSION} (update meddiffusion or re-register the model)")
