@@ -1,0 +1,62 @@
+"""Fixtures for module logic tests on a real MRML scene (slicer-core, no Slicer application).
+
+Fixtures:
+  mrml          MRMLTestScene (scene + application logic + module logics), with
+                slicer.mrmlScene and a slicer.modules stand-in set for the test
+  scene         its vtkMRMLScene
+  add_volume    add_volume(array, ijk_to_ras=None, name="CT") -> volume node (oblique grid)
+  ct_volume     a small int16 CT-like volume on an oblique grid, under a patient/study
+  slice_views   {"Red": (sliceNode, compositeNode), "Yellow": ..., "Green": ...}
+  fake_task     path of fake_task.py, a stand-in backend speaking the JSON-lines protocol
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mrml_fixtures  # noqa: E402
+
+mrml_fixtures.add_module_paths()
+
+
+@pytest.fixture
+def mrml():
+    with mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test_scene:
+        yield test_scene
+
+
+@pytest.fixture
+def scene(mrml):
+    return mrml.scene
+
+
+@pytest.fixture
+def add_volume(scene):
+    def add(array, ijk_to_ras=None, name="CT", node_class="vtkMRMLScalarVolumeNode"):
+        return mrml_fixtures.add_volume(scene, array, ijk_to_ras=ijk_to_ras, name=name,
+                                        node_class=node_class)
+    return add
+
+
+@pytest.fixture
+def ct_volume(scene):
+    rng = np.random.default_rng(7)
+    array = rng.normal(40.0, 20.0, size=(6, 7, 8)).round().astype(np.int16)
+    node = mrml_fixtures.add_volume(scene, array, name="CT")
+    mrml_fixtures.put_in_study(scene, node)
+    return node
+
+
+@pytest.fixture
+def slice_views(mrml):
+    return mrml_fixtures.add_slice_views(mrml)
+
+
+@pytest.fixture
+def fake_task():
+    return mrml_fixtures.FAKE_TASK
