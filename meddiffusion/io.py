@@ -171,16 +171,32 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str]:
 
 
 # -- writing -------------------------------------------------------------------------------
-def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
-    """Write atomically.  A path without a known suffix is taken as a DICOM series folder."""
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True,
+                 dtype: str | None = None) -> Path:
+    """Write atomically.  A path without a known suffix is taken as a DICOM series folder.
+
+    ``dtype`` (e.g. ``"int16"`` for CT in HU, ``"uint8"`` for label maps) stores the voxels
+    rounded in that type, halving file size; values outside its range are an error.
+    """
     path = Path(path)
     validate_array(volume.array, source="volume to write")
     if _has_volume_suffix(path):
-        image = volume.to_sitk()
+        image = volume.to_sitk() if dtype is None else _cast(volume, dtype).to_sitk()
         for key, value in volume.metadata.items():
             image.SetMetaData(key, value)
         return _atomic_file(path, lambda tmp: sitk.WriteImage(image, str(tmp), compress))
     return _write_dicom_series(volume, path)
+
+
+def _cast(volume: Volume, dtype: str) -> Volume:
+    target = np.dtype(dtype)
+    array = volume.array
+    if np.issubdtype(target, np.integer):
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise VolumeError(f"values {array.min():g}..{array.max():g} do not fit in {dtype}")
+        array = np.rint(array)
+    return replace(volume, array=array.astype(target))
 
 
 def _has_volume_suffix(path: Path) -> bool:

@@ -62,10 +62,15 @@ class JsonlSink:
 
 
 class BarSink:
-    """A terminal progress bar (tqdm) per stage on stderr; logs and errors as plain lines."""
+    """A terminal progress bar (tqdm) per stage on stderr; logs and errors as plain lines.
+
+    When stderr is not a terminal (a log file, CI), each stage prints one line when it ends
+    instead of a bar that would fill the log with redraws.
+    """
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stderr
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bar = None
         self._stage = None
 
@@ -83,6 +88,10 @@ class BarSink:
             self._close_bar()
 
     def _update_bar(self, event: dict[str, Any]) -> None:
+        if not self.interactive:
+            if event["done"] == event["total"] and event["total"]:
+                print(f"{event['stage']}: {event['done']}/{event['total']} done", file=self.stream)
+            return
         from tqdm import tqdm
 
         if self._bar is None or self._stage != event["stage"]:

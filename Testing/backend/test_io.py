@@ -151,3 +151,11 @@ def test_dicom_folder_with_two_series_is_refused(tmp_path, volume):
             f.rename(mixed / f"{sub}_{f.name}")
     with pytest.raises(VolumeError, match="holds 2 DICOM series"):
         read_volume(mixed)
+
+
+def test_integer_storage_rounds_and_refuses_out_of_range(tmp_path, volume):
+    back = read_volume(write_volume(volume.with_array(volume.array + 0.4), tmp_path / "ct.nrrd", dtype="int16"))
+    np.testing.assert_array_equal(back.array, volume.array)
+    assert sitk.ReadImage(str(tmp_path / "ct.nrrd")).GetPixelID() == sitk.sitkInt16
+    with pytest.raises(VolumeError, match="do not fit in uint8"):
+        write_volume(volume, tmp_path / "labels.nrrd", dtype="uint8")

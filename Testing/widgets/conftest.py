@@ -14,6 +14,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,33 @@ import mrml_fixtures  # noqa: E402
 import pytest  # noqa: E402
 
 mrml_fixtures.add_module_paths()
+
+
+def _keep_true_alive(reserve: int = 1 << 16) -> None:
+    """Guard against PySide6 6.12's ``SignalInstance.emit``, which returns ``True`` without
+    a new reference: every signal the stand-ins emit from Python takes one reference from
+    ``True``.  On Python < 3.12, where ``True`` is not immortal, a session with enough emits
+    aborts at interpreter shutdown ("bool_dealloc: deallocating True or False").  When the
+    leak is present, ``True`` gets a reserve of references (immortal in effect, as on 3.12+).
+    """
+    from PySide6.QtCore import QObject, Signal
+
+    class Probe(QObject):
+        fired = Signal()
+
+    if sys.version_info >= (3, 12):
+        return
+    probe, before = Probe(), sys.getrefcount(True)
+    for _ in range(32):
+        probe.fired.emit()
+    if sys.getrefcount(True) < before:
+        for _ in range(reserve + before - sys.getrefcount(True)):
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(True))
+
+
+
+
+_keep_true_alive()
 
 from MedDiffusionUtilsLib.parameters import named_widgets  # noqa: E402
 from standins import load_ui as _load_ui  # noqa: E402
