@@ -2,8 +2,10 @@
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +103,44 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, calcium_ct):
 
     result = meddiff("agatston", tmp_path / "missing.nrrd", "-o", tmp_path / "t.csv")
     assert result.returncode == 2 and "input not found" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_cancels_cleanly_with_exit_130_and_no_output(tmp_path, sig):
+    out = tmp_path / "cine.seq.nrrd"
+    child = subprocess.Popen([sys.executable, "-m", "meddiffusion", "phantom", "--modality", "mr",
+                              "--frames", "40", "--size", "96,96,48", "-o", str(out), "--events", "jsonl"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+    for line in child.stdout:                      # wait until the work has really started
+        events.append(json.loads(line))
+        if events[-1]["event"] == "progress" and events[-1]["done"] >= 1:
+            break
+    child.send_signal(sig)
+    rest, _ = child.communicate(timeout=120)
+    events += jsonl(rest)
+    assert child.returncode == 130
+    assert events[-1]["event"] == "cancelled"
+    assert list(tmp_path.iterdir()) == []          # no output, no temp file
+
+
+def test_main_job_on_the_bundled_sample_finds_the_phantom_plaques(tmp_path):
+    """README's main job: every lesion found lies on a known plaque of the sample's phantom."""
+    from meddiffusion.phantoms import Phantom
+
+    data = Path(__file__).resolve().parents[2] / "meddiffusion" / "data"
+    table = tmp_path / "agatston.csv"
+    result = meddiff("agatston", data / "sample_chest_ct.nrrd", "--seg", data / "sample_chest_coronaries.nrrd",
+                     "-o", table, "--lesions", tmp_path / "lesions.nrrd", "--events", "jsonl")
+    assert result.returncode == 0, result.stderr
+    final = jsonl(result.stdout)[-1]
+    assert final["num_lesions"] >= 1 and final["total"] > 0
+
+    truth = json.loads((data / "sample_chest_truth.json").read_text())
+    phantom = Phantom.sample("NOR", seed=truth["seed"], plaques=len(truth["plaques"]))
+    plaques = phantom.plaque_positions(truth["sample"]["time_s"])
+    for row in csv.DictReader(open(table)):
+        if row["lesion"] == "total":
+            continue
+        centroid = np.array([float(row[f"centroid_{a}_mm"]) for a in "xyz"])
+        assert np.linalg.norm(plaques - centroid, axis=1).min() < 3.0

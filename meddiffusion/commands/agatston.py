@@ -49,7 +49,8 @@ def run(args: argparse.Namespace, progress) -> dict:
             mask = np.rint(seg.array).astype(np.int32)
         step()
     with progress.stage("score", total=1) as step:
-        result = agatston(ct.array, ct.spacing, mask=mask, slice_thickness_mm=args.slice_thickness)
+        result = agatston(ct.array, ct.spacing, mask=mask, slice_thickness_mm=args.slice_thickness,
+                          origin_xyz=ct.origin, direction=ct.direction)
         step()
     with progress.stage("write", total=1) as step:
         result.write_csv(args.output)
