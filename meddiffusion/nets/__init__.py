@@ -1,0 +1,21 @@
+"""Networks of the backend, written in MONAI's style from MONAI building blocks where they fit."""
+
+from .clearnet import (
+    CLEARNET_PAPER,
+    CLEARNET_SMALL,
+    CLEARNet,
+    ErrorModulation,
+    clearnet_paper,
+    clearnet_small,
+    sinusoidal_embedding,
+)
+
+__all__ = [
+    "CLEARNet",
+    "ErrorModulation",
+    "sinusoidal_embedding",
+    "CLEARNET_PAPER",
+    "CLEARNET_SMALL",
+    "clearnet_paper",
+    "clearnet_small",
+]
