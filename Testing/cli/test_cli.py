@@ -15,7 +15,7 @@ from meddiffusion.io import Volume, read_volume, write_volume
 
 def meddiff(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
 def jsonl(stdout):
@@ -110,7 +110,7 @@ def test_signal_cancels_cleanly_with_exit_130_and_no_output(tmp_path, sig):
     out = tmp_path / "cine.seq.nrrd"
     child = subprocess.Popen([sys.executable, "-m", "meddiffusion", "phantom", "--modality", "mr",
                               "--frames", "40", "--size", "96,96,48", "-o", str(out), "--events", "jsonl"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     events = []
     for line in child.stdout:                      # wait until the work has really started
         events.append(json.loads(line))

@@ -367,5 +367,5 @@ def test_logic_imports_without_qt():
             "sys.exit(f'Qt imported: {loaded}' if loaded else 0)")
     completed = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR),
                                 str(mrml_fixtures.REPO_ROOT / "MedDiffusionUtils")],
-                               capture_output=True, text=True, timeout=60)
+                               capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -67,7 +67,7 @@ def test_logic_modules_import_without_qt():
     import subprocess
     completed = subprocess.run([sys.executable, "-c", code,
                                 str(mrml_fixtures.REPO_ROOT / "MedDiffusionUtils")],
-                               capture_output=True, text=True, timeout=60)
+                               capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert completed.returncode == 0, completed.stderr[-2000:]
 
 
