@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,10 +27,12 @@ import safetensors
 import safetensors.torch
 import torch
 
+from meddiffusion.files import atomic_write
+
 __all__ = ["ModelEntry", "WeightsError", "SCHEMA_VERSION", "SHIPPED_DIR", "ENV_MODEL_DIR",
            "user_model_dir", "shipped_models", "user_models", "list_models", "get_model",
            "register_user_model", "load_state_dict", "load_weights", "check_safetensors", "save_model",
-           "sha256_file", "atomic_write"]
+           "sha256_file"]
 
 #: version of the catalogue / model card layout; bumped when a field changes meaning
 SCHEMA_VERSION = 1
@@ -291,21 +292,6 @@ def _own_memory(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         seen.add(tensor.untyped_storage().data_ptr())
         out[name] = tensor
     return out
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Run ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
-
-    Readers see the old file or the new one, never a partial one; a failed write leaves nothing.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from meddiffusion.files import atomic_write
+
 __all__ = [
     "Volume", "VolumeError", "read_volume", "write_volume", "read_sequence", "write_sequence",
     "VOLUME_SUFFIXES",
@@ -184,7 +186,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
         image = volume.to_sitk() if dtype is None else _cast(volume, dtype).to_sitk()
         for key, value in volume.metadata.items():
             image.SetMetaData(key, value)
-        return _atomic_file(path, lambda tmp: sitk.WriteImage(image, str(tmp), compress))
+        return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), compress))
     return _write_dicom_series(volume, path)
 
 
@@ -201,19 +203,6 @@ def _cast(volume: Volume, dtype: str) -> Volume:
 
 def _has_volume_suffix(path: Path) -> bool:
     return any(path.name.lower().endswith(s) for s in VOLUME_SUFFIXES)
-
-
-def _atomic_file(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _write_dicom_series(volume: Volume, folder: Path) -> Path:
@@ -317,7 +306,7 @@ def write_sequence(frames: list[Volume], path: str | os.PathLike, *, index_name:
     custom = {k: "string" for k in ("axis 0 index type", "axis 0 index values", "axis 0 quantity",
                                     "axis 0 unit", "modality") if k in header}
     path = Path(path)
-    return _atomic_file(path, lambda tmp: nrrd.write(str(tmp), data, header, custom_field_map=custom,
+    return atomic_write(path, lambda tmp: nrrd.write(str(tmp), data, header, custom_field_map=custom,
                                                       index_order="F"))
 
 

@@ -116,10 +116,9 @@ def _write(frames, path: str, times_ms: list[float]):
 
 def run(args: argparse.Namespace, progress) -> dict:
     import json
-    import os
-    from pathlib import Path
 
     from meddiffusion.devices import set_threads
+    from meddiffusion.files import atomic_write
     from meddiffusion.phantoms import Phantom, chest_grid, render, short_axis_grid
 
     _validate(args)
@@ -163,11 +162,7 @@ def run(args: argparse.Namespace, progress) -> dict:
         if args.mu:
             written["mu"] = _write(mus, args.mu, times_ms)
         if args.truth:
-            path = Path(args.truth)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps(truth, indent=2))
-            os.replace(tmp, path)
+            path = atomic_write(args.truth, lambda tmp: tmp.write_text(json.dumps(truth, indent=2)))
             written["truth_file"] = str(path)
         step()
     lv = truth["lv"]

@@ -20,13 +20,14 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from meddiffusion.files import atomic_write
 
 __all__ = ["Lesion", "AgatstonResult", "ROW_FIELDS", "agatston", "density_weight", "risk_category"]
 
@@ -150,16 +151,13 @@ class AgatstonResult:
         path = Path(path)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
                 writer.writeheader()
                 writer.writerows(self.to_rows())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, write)
         return path
 
 

@@ -24,7 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from meddiffusion.catalog import atomic_write, load_weights, save_model
+from meddiffusion.catalog import load_weights, save_model
+from meddiffusion.files import atomic_write
 
 __all__ = ["FORMAT", "checkpoint_path", "latest_checkpoint", "write_checkpoint", "read_checkpoint",
            "flatten_optimizer_state", "unflatten_optimizer_state", "capture_rng", "restore_rng",
