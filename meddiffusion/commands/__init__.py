@@ -7,4 +7,4 @@ that becomes the final ``result`` event).  Heavy imports (torch, networks) happe
 """
 
 #: subcommands in the order ``meddiff --help`` lists them
-COMMANDS = ("info", "agatston", "phantom", "bench")
+COMMANDS = ("info", "agatston", "phantom", "simulate_motion", "bench")
