@@ -20,7 +20,7 @@ pydicom_data = pytest.importorskip("pydicom.data")
 
 
 def meddiff(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)], capture_output=True, text=True, encoding="utf-8",
                           timeout=timeout, env=env)
 
 
@@ -39,7 +39,7 @@ def tiny_model(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = meddiff("train", "ldct", "--config", "tiny", "--steps", "40", "--lr", "3e-3", "--out", out, "--register", "tiny-ldct",
                      "--size", "48", "--slices", "3", "--slabs", "1", "--val-slabs", "1", "--crop", "32",
-                     "--pixel-range", "4", "5", "--i0-range", "1e5", "3e5", "--val-every", "0", "--ckpt-every", "0",
+                     "--pixel-range", "4", "5", "--noise-range", "10", "20", "--val-every", "0", "--ckpt-every", "0",
                      "--events", "jsonl", env=env)
     assert result.returncode == 0, result.stderr
     final = jsonl(result.stdout)[-1]
@@ -104,7 +104,7 @@ def test_ldct_denoise_cancel_leaves_no_output(tmp_path, env, tiny_model):
     out = tmp_path / "out.nrrd"
     process = subprocess.Popen([sys.executable, "-m", "meddiffusion", "ldct-denoise", str(source), "-o", str(out),
                                 "--model", tiny_model, "--steps", "10", "--batch-size", "1", "--events", "jsonl"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env)
     events = []
     for line in process.stdout:
         events.append(json.loads(line))
