@@ -7,4 +7,5 @@ that becomes the final ``result`` event).  Heavy imports (torch, networks) happe
 """
 
 #: subcommands in the order ``meddiff --help`` lists them
-COMMANDS = ("info", "agatston", "phantom", "simulate_motion", "bench")
+COMMANDS = ("info", "agatston", "ldct_denoise", "simulate_ldct", "ldct_adapt", "phantom", "simulate_motion",
+            "train", "bench")

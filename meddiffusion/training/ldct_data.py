@@ -1,0 +1,337 @@
+"""Training data for low-dose CT denoising: paired slices simulated from the thorax phantom.
+
+Each *slab* is a few adjacent axial slices of a random patient (preset and seed), rendered on
+a random grid (pixel size, slice spacing, table height, in-plane rotation and offset). Pairs
+are made exactly as the evaluation makes them from real scans:
+
+1. the noise-free phantom slices get full-dose noise, giving the normal-dose (ND) images,
+   which carry realistic noise like a clinical scan. Its level is drawn log-uniform in HU
+   (clinical full-dose scans range from ~3 HU, heads, to ~30 HU, large bodies) and I0 is
+   calibrated to it on the middle slice: drawing I0 itself would make the noise depend on
+   body size and pixel size, from nothing to photon-starved streaks;
+2. the low-dose (LD) images are simulated *from the ND images* with ``input_is_noisy=True``
+   at the training dose, so only the missing noise is added (``tasks.ldct.simulate_pair``).
+
+Simulation costs seconds per 512² slice, so slabs are generated once into ``<out>/data``
+(one ``slab_NNNN.npz`` of int16 HU each; an interrupted run resumes) and training draws
+random crops, flips and transposes from them at no cost. Every slice of a slab is a training
+centre; the first and last replicate themselves as the missing neighbour, exactly as at
+inference, and a share of samples replicate the centre on both sides, as a single-slice
+input does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
+from meddiffusion.physics import calibrate_i0, simulate_low_dose
+from meddiffusion.tasks.ldct import (DEFAULT_DOSE, HU_RANGE, TASK, body_box, context_indices, normalize,
+                                    simulate_pair)
+
+__all__ = ["SlabSpec", "slab_spec", "render_slab", "build_cache", "LDCTPairs", "random_crops", "make_loss_fn",
+           "DataOptions", "NETWORK_CONFIGS", "start_at_identity", "train"]
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How slabs are drawn: image size, slices per slab, pixel and slice spacing and full-dose noise ranges."""
+
+    size: int = 512
+    slices: int = 4
+    pixel_mm: tuple[float, float] = (0.45, 0.9)
+    slice_mm: tuple[float, float] = (0.6, 3.0)
+    nd_noise_hu: tuple[float, float] = (2.5, 30.0)
+    dose: float = DEFAULT_DOSE
+    num_views: int = 720
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.slices < 1:
+            raise ValueError(f"slabs need size >= 16 and slices >= 1, got {self.size} and {self.slices}")
+        for name in ("pixel_mm", "slice_mm", "nd_noise_hu"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high, got {(low, high)}")
+        if not 0 < self.dose <= 1:
+            raise ValueError(f"dose must be a fraction in (0, 1], got {self.dose}")
+
+
+@dataclass(frozen=True)
+class SlabSpec:
+    """Everything that defines one slab; a pure function of (seed, index) via :func:`slab_spec`."""
+
+    preset: str
+    phantom_seed: int
+    pixel_mm: float
+    slice_mm: float
+    centre_mm: tuple[float, float, float]
+    angle_deg: float
+    nd_noise_hu: float
+    noise_seed: int
+
+
+def slab_spec(seed: int, index: int, options: DataOptions) -> SlabSpec:
+    """The random draw of slab ``index`` of dataset ``seed``."""
+    from meddiffusion.phantoms import PRESETS
+
+    rng = np.random.default_rng([int(seed), int(index)])
+    log_noise = rng.uniform(math.log(options.nd_noise_hu[0]), math.log(options.nd_noise_hu[1]))
+    return SlabSpec(
+        preset=str(rng.choice(sorted(PRESETS))), phantom_seed=int(rng.integers(2**31)),
+        pixel_mm=float(rng.uniform(*options.pixel_mm)), slice_mm=float(rng.uniform(*options.slice_mm)),
+        centre_mm=(float(rng.uniform(-15, 15)), float(rng.uniform(-15, 15)), float(rng.uniform(-120, 140))),
+        angle_deg=float(rng.uniform(-20, 20)), nd_noise_hu=float(math.exp(log_noise)),
+        noise_seed=int(rng.integers(2**31)))
+
+
+def render_slab(spec: SlabSpec, options: DataOptions) -> dict[str, np.ndarray | float]:
+    """ND and LD slices (slices, size, size) in HU for one slab, and the calibrated I0."""
+    from meddiffusion.phantoms import Grid, Phantom, render_ct
+
+    phantom = Phantom.sample(spec.preset, spec.phantom_seed)
+    c, s = math.cos(math.radians(spec.angle_deg)), math.sin(math.radians(spec.angle_deg))
+    grid = Grid.centred((options.size, options.size, options.slices), (spec.pixel_mm, spec.pixel_mm, spec.slice_mm),
+                        spec.centre_mm, (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    clean = torch.from_numpy(render_ct(phantom, grid).array)
+    middle = clean[options.slices // 2]
+    tissue = (middle > -200) & (middle < 200)
+    if tissue.sum() < 2:
+        tissue = middle > -500
+    i0 = calibrate_i0(middle, spec.nd_noise_hu, tissue, pixel_size_mm=spec.pixel_mm, num_views=options.num_views,
+                      seed=spec.noise_seed, rtol=0.1)
+    generator = torch.Generator().manual_seed(spec.noise_seed)
+    normal = simulate_low_dose(clean, 1.0, pixel_size_mm=spec.pixel_mm, i0=i0, num_views=options.num_views,
+                               generator=generator)
+    low = simulate_pair(normal, options.dose, pixel_size_mm=spec.pixel_mm, i0=i0, num_views=options.num_views,
+                        generator=generator)
+    return {"nd": normal.numpy(), "ld": low.numpy(), "i0": i0}
+
+
+def build_cache(folder: str | Path, count: int, seed: int, options: DataOptions,
+                callback: Callable[[int, int], None] | None = None, first: int = 0) -> list[Path]:
+    """Generate slabs ``first .. first + count - 1`` of dataset ``seed`` into ``folder``; existing ones are kept.
+
+    A slab's file records its spec and options; a file made with other options is an error,
+    since mixing them would silently change the training data.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, index in enumerate(range(first, first + count)):
+        path = folder / f"slab_{index:04d}.npz"
+        spec = slab_spec(seed, index, options)
+        meta = repr((asdict(spec), asdict(options)))
+        if path.exists():
+            with np.load(path) as stored:
+                if str(stored["meta"]) != meta:
+                    raise ValueError(f"{path} was generated with other data options; use a new --out folder "
+                                     "or delete its data/ subfolder")
+        else:
+            slab = render_slab(spec, options)
+            tmp = path.with_name(f".{path.stem}.tmp.npz")
+            np.savez_compressed(tmp, nd=_to_int16(slab["nd"]), ld=_to_int16(slab["ld"]), meta=np.array(meta),
+                                pixel_mm=spec.pixel_mm, i0=slab["i0"])
+            tmp.replace(path)
+        paths.append(path)
+        if callback is not None:
+            callback(n + 1, count)
+    return paths
+
+
+def _to_int16(hu: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+
+
+class LDCTPairs(Dataset):
+    """Every slice of the cached slabs as a training centre: int16 HU [above, centre, below] LD and ND.
+
+    Items are whole slices (``{"ld": (3, H, W), "nd": (1, H, W), "box": (4,)}``, box = the
+    body's (y0, y1, x0, x1)); :func:`random_crops` cuts the training crops from them with the
+    trainer's per-step generator, so a resumed run repeats the same crops.
+    """
+
+    def __init__(self, paths: list[str | Path]):
+        if not paths:
+            raise ValueError("no training slabs given; generate them with build_cache first")
+        self.slabs, self.items = [], []
+        for path in paths:
+            with np.load(path) as data:
+                nd, ld = data["nd"], data["ld"]
+            slab = len(self.slabs)
+            self.slabs.append((nd, ld))
+            for k in range(nd.shape[0]):
+                self.items.append((slab, k, body_box(nd[k : k + 1].astype(np.float32), margin=0, multiple=1)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        slab, k, box = self.items[index]
+        nd, ld = self.slabs[slab]
+        above, centre, below = context_indices(nd.shape[0], k)
+        box = box or (0, nd.shape[1], 0, nd.shape[2])
+        return {"ld": torch.from_numpy(ld[[above, centre, below]]), "nd": torch.from_numpy(nd[centre : centre + 1]),
+                "box": torch.tensor(box)}
+
+
+def random_crops(batch: dict[str, torch.Tensor], crop: int, generator: torch.Generator,
+                 replicate_share: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised (B, 3, c, c) LD context and (B, 1, c, c) ND crops, mostly over the body.
+
+    Each crop is centred at a uniform point of the body's box, then flipped/transposed at
+    random; ``replicate_share`` of the samples replace both neighbours by the centre slice.
+    """
+    ld, nd, boxes = batch["ld"], batch["nd"], batch["box"]
+    height, width = ld.shape[-2:]
+    if crop > min(height, width):
+        raise ValueError(f"crop {crop} is larger than the training slices ({height}×{width})")
+    uniform = torch.rand((ld.shape[0], 4), generator=generator, device=generator.device).cpu()
+    ld_crops, nd_crops = [], []
+    for i in range(ld.shape[0]):
+        y0, y1, x0, x1 = (int(v) for v in boxes[i])
+        cy = y0 + float(uniform[i, 0]) * (y1 - y0)
+        cx = x0 + float(uniform[i, 1]) * (x1 - x0)
+        top = int(min(max(cy - crop / 2, 0), height - crop))
+        left = int(min(max(cx - crop / 2, 0), width - crop))
+        pair = torch.cat([ld[i], nd[i]])[:, top : top + crop, left : left + crop].float()
+        code = int(uniform[i, 2] * 8)
+        if code & 1:
+            pair = pair.flip(-1)
+        if code & 2:
+            pair = pair.flip(-2)
+        if code & 4:
+            pair = pair.transpose(-1, -2)
+        if float(uniform[i, 3]) < replicate_share:
+            pair = torch.stack([pair[1], pair[1], pair[1], pair[3]])
+        ld_crops.append(pair[:3])
+        nd_crops.append(pair[3:])
+    return normalize(torch.stack(ld_crops)), normalize(torch.stack(nd_crops))
+
+
+def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share: float = 0.25):
+    """CoreDiff's two-stage loss on random crops, for :class:`meddiffusion.training.Trainer`."""
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        ld, nd = random_crops(batch, crop, generator, replicate_share)
+        ld, nd = ld.to(generator.device), nd.to(generator.device)
+        centre, context = ld[:, 1:2], torch.cat([ld[:, :1], ld[:, 2:]], dim=1)
+
+        def model_fn(x_t, t, ctx, emm_input):
+            return model(torch.cat([ctx[:, :1], x_t, ctx[:, 1:]], dim=1), t, emm_input)
+
+        t = diffusion.random_timestep(generator)
+        loss, _, x0_hat2 = diffusion.two_stage_loss(model_fn, nd, centre, t, context=context)
+        rmse_hu = ((x0_hat2.detach() - nd) * HU_RANGE).pow(2).mean().sqrt()
+        return loss, {"rmse_hu": rmse_hu}
+
+    return loss_fn
+
+
+
+
+# -- the training recipe behind ``meddiff train ldct`` ------------------------------------------------
+def _tiny_config() -> dict:
+    return {"channels": (8, 8, 16), "convs_per_level": (1, 1, 1), "decoder_convs": (1, 1), "time_dim": 8,
+            "emm_channels": (4, 4, 4)}
+
+
+def network_configs() -> dict[str, dict]:
+    """CLEAR-Net sizes: ``paper`` (GPU), ``small`` (CPU) and ``tiny`` (tests and smoke runs)."""
+    from meddiffusion.nets.clearnet import CLEARNET_PAPER, CLEARNET_SMALL
+
+    return {"paper": dict(CLEARNET_PAPER), "small": dict(CLEARNET_SMALL), "tiny": _tiny_config()}
+
+
+NETWORK_CONFIGS = ("paper", "small", "tiny")
+
+
+def start_at_identity(net: torch.nn.Module) -> torch.nn.Module:
+    """Zero CLEAR-Net's output convolution, so training starts from x0_hat = x_t.
+
+    The residual branch then grows from nothing instead of first unlearning a random
+    residual of hundreds of HU, which costs a short CPU run most of its steps.
+    """
+    torch.nn.init.zeros_(net.out_conv.conv.weight)
+    torch.nn.init.zeros_(net.out_conv.conv.bias)
+    return net
+
+
+def train(args, progress, device: torch.device) -> dict:
+    """Generate (or reuse) the slabs, train CLEAR-Net with the two-stage loss, export the EMA weights.
+
+    Writes ``<out>/model.safetensors`` and its card ``<out>/model.json`` (catalogue format);
+    with ``args.register`` the model is also registered in the user model folder.
+    """
+    import json
+
+    from meddiffusion.catalog import SCHEMA_VERSION, ModelEntry, atomic_write, register_user_model, sha256_file
+    from meddiffusion.nets.clearnet import CLEARNet
+    from meddiffusion.training import TrainConfig, Trainer, latest_checkpoint
+
+    out = Path(args.out)
+    options = DataOptions(size=args.size, slices=args.slices, dose=args.dose, nd_noise_hu=tuple(args.noise_range),
+                          pixel_mm=tuple(args.pixel_range))
+    start = time.monotonic()
+    paths = build_cache(out / "data", args.slabs + args.val_slabs, args.seed, options,
+                        progress.callback("simulate", args.slabs + args.val_slabs))
+    simulate_s = time.monotonic() - start
+    train_data, val_data = LDCTPairs(paths[: args.slabs]), LDCTPairs(paths[args.slabs :])
+    progress.log(f"{len(train_data)} training and {len(val_data)} validation slices "
+                 f"({options.size}², dose {options.dose:g}) in {out / 'data'}")
+
+    kwargs = network_configs()[args.config]
+    diffusion = MeanPreservingDiffusion(args.timesteps)
+    # EMA over about the last tenth of the run (CoreDiff: 0.995, i.e. ~200 steps, for long runs)
+    ema_decay = max(0.0, min(0.995, 1 - 10 / args.steps))
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule="cosine",
+                         ema_decay=ema_decay, ema_every=1, ema_start=min(200, args.steps // 10), grad_clip=1.0,
+                         val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=str(out), seed=args.seed)
+    trainer = Trainer(start_at_identity(CLEARNet(**kwargs)), make_loss_fn(diffusion, args.crop), config, train_data,
+                      val_data, progress=progress, device=device)
+    checkpoint = latest_checkpoint(out) if args.resume else None
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        progress.log(f"resumed from {checkpoint}")
+    val_start = trainer.validate()["loss"] if trainer.step == 0 else None
+    start = time.monotonic()
+    fit = trainer.fit()
+    train_s = time.monotonic() - start
+
+    model_id = args.register or f"ldct-corediff-{args.config}"
+    weights = trainer.export_weights(out / "model.safetensors", {"model_id": model_id, "task": TASK})
+    architecture = {"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in kwargs.items()},
+                    "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
+                    "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
+    metrics = {"val_loss_start": val_start, "val_loss_end": fit["val"].get("loss"), "steps": fit["step"],
+               "train_seconds": round(train_s, 1), "simulate_seconds": round(simulate_s, 1)}
+    entry = ModelEntry(
+        id=model_id, task=TASK, version="1.0", architecture=architecture, weights=weights.name,
+        sha256=sha256_file(weights),
+        normalization={"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
+        training_data=(f"{len(train_data)} slices of {args.slabs} thorax-phantom slabs ({options.size}², pixels "
+                       f"{options.pixel_mm[0]:g}-{options.pixel_mm[1]:g} mm, full-dose noise "
+                       f"{options.nd_noise_hu[0]:g}-{options.nd_noise_hu[1]:g} HU log-uniform), low dose "
+                       f"{options.dose:g} by projection-domain noise insertion into the noisy full-dose slices; "
+                       f"data seed {args.seed}"),
+        training_command=args.command_line, metrics=metrics, license="MIT",
+        description=f"CoreDiff CLEAR-Net ({args.config}) for {options.dose:g} dose CT, T={args.timesteps}")
+    card = out / "model.json"
+    text = json.dumps({"schema_version": SCHEMA_VERSION, **entry.to_dict()}, indent=2)
+    atomic_write(card, lambda tmp: tmp.write_text(text + "\n"))
+    registered = None
+    if args.register:
+        registered = register_user_model(entry, weights, overwrite=args.overwrite)
+    return {"weights": str(weights), "card": str(card), "model_id": model_id, "registered": bool(registered),
+            **metrics, "summary": (f"trained {fit['step']} steps in {train_s:.0f} s; validation loss "
+                                   f"{val_start if val_start is None else f'{val_start:.3g}'} -> "
+                                   f"{metrics['val_loss_end']:.3g}; weights {weights}"
+                                   + (f"; registered as '{model_id}'" if registered else ""))}
