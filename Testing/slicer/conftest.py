@@ -24,15 +24,7 @@ import mrml_fixtures  # noqa: E402
 mrml_fixtures.add_module_paths()
 
 
-@pytest.fixture
-def mrml():
-    with mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test_scene:
-        yield test_scene
-
-
-@pytest.fixture
-def scene(mrml):
-    return mrml.scene
+from mrml_fixtures import mrml, scene  # noqa: E402,F401 - shared fixtures
 
 
 @pytest.fixture

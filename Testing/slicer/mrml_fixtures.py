@@ -181,3 +181,19 @@ def fake_task_command(input_path, output_path, *options: str) -> list[str]:
     """The fake backend's command line (same protocol as ``python -m meddiffusion``)."""
     return [sys.executable, str(FAKE_TASK), str(input_path), "-o", str(output_path),
             *options, "--events", "jsonl"]
+
+
+# -- pytest fixtures, imported by both conftest.py files ----------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def mrml():
+    """A fresh scene, installed as ``slicer.mrmlScene`` for the test."""
+    with slicer_globals(make_scene()) as test_scene:
+        yield test_scene
+
+
+@pytest.fixture
+def scene(mrml):
+    return mrml.scene

@@ -67,15 +67,7 @@ def repo_root() -> Path:
     return mrml_fixtures.REPO_ROOT
 
 
-@pytest.fixture
-def mrml():
-    with mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test_scene:
-        yield test_scene
-
-
-@pytest.fixture
-def scene(mrml):
-    return mrml.scene
+from mrml_fixtures import mrml, scene  # noqa: E402,F401 - shared fixtures
 
 
 @pytest.fixture
