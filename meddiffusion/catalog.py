@@ -239,17 +239,20 @@ def check_safetensors(path: Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    looks_pickled = head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-    if looks_pickled or path.suffix.lower() in _PICKLE_SUFFIXES:
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise WeightsError(f"{path} looks like a pickled PyTorch file (torch.save), not safetensors. "
                            + _CONVERT_HINT)
-    try:
+    try:  # open first: a safetensors header length may itself start with byte 0x80
         with safetensors.safe_open(str(path), framework="pt"):
-            pass
+            return
     except Exception as exc:  # safetensors raises its own error type for every malformed file
-        raise WeightsError(f"{path} is not a valid safetensors file ({exc}). " + _CONVERT_HINT) from None
+        reason = str(exc)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        raise WeightsError(f"{path} looks like a pickled PyTorch file (torch.save), not safetensors. "
+                           + _CONVERT_HINT)
+    raise WeightsError(f"{path} is not a valid safetensors file ({reason}). " + _CONVERT_HINT)
 
 
 def save_model(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike,

@@ -185,3 +185,18 @@ def test_shipped_catalogue_is_valid_and_verified():
     for entry in entries:
         assert entry.weights and entry.sha256, entry.id
         assert catalog.load_state_dict(entry)
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_accepted(tmp_path):
+    """The first byte of a safetensors file is its header length's low byte, which can be 0x80,
+    the same byte a pickle starts with: such a file must still be accepted."""
+    import struct
+
+    from meddiffusion.catalog import check_safetensors, save_model
+
+    for n in range(300):
+        path = save_model({"w": torch.zeros(2)}, tmp_path / "m.safetensors", metadata={"pad": "x" * n})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80 and struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
+    check_safetensors(path)

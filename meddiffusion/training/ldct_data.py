@@ -235,8 +235,6 @@ def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share:
     return loss_fn
 
 
-
-
 # -- the training recipe behind ``meddiff train ldct`` ------------------------------------------------
 def _tiny_config() -> dict:
     return {"channels": (8, 8, 16), "convs_per_level": (1, 1, 1), "decoder_convs": (1, 1), "time_dim": 8,
