@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, progress) -> dict:
     import torch
 
     from meddiffusion.catalog import ModelEntry, register_user_model
-    from meddiffusion.commands.agatston import check_hu
+    from meddiffusion.commands.options import check_hu
     from meddiffusion.commands.options import setup_device
     from meddiffusion.io import read_volume
     from meddiffusion.tasks.ldct import TASK, context_indices, load_model

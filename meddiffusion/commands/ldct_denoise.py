@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, progress) -> dict:
     import time
     from pathlib import Path
 
-    from meddiffusion.commands.agatston import check_hu
+    from meddiffusion.commands.options import check_hu
     from meddiffusion.commands.options import setup_device
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.tasks.ldct import denoise_volume, load_model

@@ -22,3 +22,25 @@ def setup_device(args: argparse.Namespace, *, mps_ok: bool = False):
     """Apply --threads and resolve --device (raises ValueError with a clear message)."""
     set_threads(args.threads)
     return resolve_device(args.device, mps_ok=mps_ok)
+
+
+def check_hu(ct, skip: bool = False) -> None:
+    """Refuse images that are clearly not CT in HU (e.g. raw stored values or [0, 1] data)."""
+    lo, hi = float(ct.array.min()), float(ct.array.max())
+    if ct.modality and ct.modality not in ("CT", "OT"):
+        raise ValueError(f"input modality is {ct.modality}; a CT in Hounsfield units is needed")
+    if not skip and lo > -500:
+        raise ValueError(f"input does not look like CT in Hounsfield units: values range {lo:.0f}..{hi:.0f}, "
+                         "but a chest CT contains air near -1000 HU (pass --no-hu-check for a cropped "
+                         "region that contains no air)")
+
+
+def check_same_grid(reference, other, name: str) -> None:
+    import numpy as np
+
+    if other.shape != reference.shape:
+        raise ValueError(f"{name} has shape {other.shape} but the CT has {reference.shape}; it must be on the CT's grid")
+    for what in ("spacing", "origin", "direction"):
+        if not np.allclose(getattr(other, what), getattr(reference, what), atol=1e-3):
+            raise ValueError(f"{name} {what} {getattr(other, what)} differs from the CT's "
+                             f"{getattr(reference, what)}; it must be on the CT's grid")

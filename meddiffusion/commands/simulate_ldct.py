@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace, progress) -> dict:
     from pathlib import Path
 
-    from meddiffusion.commands.agatston import check_hu
+    from meddiffusion.commands.options import check_hu
     from meddiffusion.devices import set_threads
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.tasks.ldct import simulate_volume

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, progress) -> dict:
 
     import numpy as np
 
-    from meddiffusion.commands.agatston import check_hu
+    from meddiffusion.commands.options import check_hu
     from meddiffusion.devices import resolve_device, set_threads
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.physics.motion import ALLOWED_VIEWS, simulate_motion
@@ -139,7 +139,7 @@ def _read_mask(path, ct, name: str):
     """A mask file as a boolean array on the CT's grid (voxels > 0), or None without a path."""
     if not path:
         return None
-    from meddiffusion.commands.agatston import check_same_grid
+    from meddiffusion.commands.options import check_same_grid
     from meddiffusion.io import read_volume
 
     volume = read_volume(path)
