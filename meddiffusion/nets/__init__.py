@@ -9,6 +9,7 @@ from .clearnet import (
     clearnet_small,
     sinusoidal_embedding,
 )
+from .prodm import PRODM_CONFIGS, ProDMUNet
 
 __all__ = [
     "CLEARNet",
@@ -18,4 +19,6 @@ __all__ = [
     "CLEARNET_SMALL",
     "clearnet_paper",
     "clearnet_small",
+    "ProDMUNet",
+    "PRODM_CONFIGS",
 ]
