@@ -117,8 +117,14 @@ class ModelChoice:
         return " · ".join(part for part in parts if part)
 
     @property
+    def traits(self) -> str:
+        """What tells models apart in the list, e.g. "25 % dose, about 500 ms per slice on CPU" ("" if unknown)."""
+        return ", ".join(part for part in (f"{self.dose} dose" if self.dose else "", self.speed) if part)
+
+    @property
     def tooltip(self) -> str:
-        lines = [f"{self.id} (version {self.version})", self.description]
+        """Shown when hovering a model in the selector: id, version, dose and speed, description, data."""
+        lines = [f"{self.id} (version {self.version})", self.traits, self.description]
         if self.training_data:
             lines.append(f"Training data: {self.training_data}")
         return "\n".join(line for line in lines if line)

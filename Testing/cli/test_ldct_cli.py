@@ -10,11 +10,13 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from meddiffusion.io import Volume, read_volume, write_volume
+from meddiffusion.tasks.ldct import DEFAULT_DOSE
 
 pydicom_data = pytest.importorskip("pydicom.data")
 
@@ -47,6 +49,7 @@ def tiny_model(env, tmp_path_factory):
     assert 0 < final["val_loss_start"] < 1 and 0 < final["val_loss_end"] < 1
     card = json.loads((out / "model.json").read_text())
     assert card["task"] == "ldct" and card["training_command"].startswith("meddiff train ldct --config tiny")
+    assert card["metrics"]["dose"] == DEFAULT_DOSE  # shown by the module's model selector
     assert (out / "model.safetensors").is_file() and (out / "data" / "slab_0001.npz").is_file()
     return "tiny-ldct"
 
@@ -85,6 +88,49 @@ def test_ldct_denoise_bundled_sample_keeps_grid_and_hu(tmp_path, env, tiny_model
     assert float(np.abs(denoised.array - source.array)[body].mean()) < 150
 
 
+def read_png(path):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_ldct_denoise_bundled_sample_writes_volume_and_before_after_png(tmp_path, env, tiny_model):
+    """The README's command on the bundled sample, with the tiny model at 1 step to stay fast."""
+    from meddiffusion.figures import SEPARATOR_PX
+
+    sample = Path(__file__).resolve().parents[2] / "meddiffusion" / "data" / "sample_ldct_chest.nrrd"
+    out, png = tmp_path / "denoised.nrrd", tmp_path / "before_after.png"
+    result = meddiff("ldct-denoise", sample, "-o", out, "--png", png, "--png-slice", "3", "--model", tiny_model,
+                     "--steps", "1", "--events", "jsonl", env=env)
+    assert result.returncode == 0, result.stderr
+    final = jsonl(result.stdout)[-1]
+    assert final["event"] == "result" and final["png"] == str(png) and str(png) in final["summary"]
+    source, denoised = read_volume(sample), read_volume(out)
+    assert same_grid(source, denoised)
+    rgb = read_png(png)
+    size = source.shape[2]
+    assert rgb.shape == (source.shape[1], 2 * size + SEPARATOR_PX, 3)
+    # left: low-dose slice 3 in the soft-tissue window (-160, 240); right: the denoised one
+    for array, panel in ((source.array, rgb[:, :size, 0]), (denoised.array, rgb[:, size + SEPARATOR_PX:, 0])):
+        expected = np.clip((array[3] + 160) / 400, 0, 1) * 255
+        assert np.abs(panel[40:].astype(float) - expected[40:]).max() <= 1.0   # below the label
+
+
+def test_ldct_denoise_failures_leave_neither_volume_nor_png(tmp_path, env, tiny_model):
+    source = write_volume(water_volume(slices=3), tmp_path / "ct.nrrd")
+    png = tmp_path / "ba.png"
+    result = meddiff("ldct-denoise", source, "-o", tmp_path / "out.nrrd", "--png", png, "--png-slice", "3",
+                     "--model", tiny_model, env=env)
+    assert result.returncode == 2 and "--png-slice 3 is outside the input's axial slices 0..2" in result.stderr
+    # the volume cannot be written (its folder is a file): the picture, made first, is not kept
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    result = meddiff("ldct-denoise", source, "-o", blocker / "out.nrrd", "--png", png, "--model", tiny_model,
+                     "--steps", "1", env=env)
+    assert result.returncode == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "ct.nrrd"]
+
+
 def test_shipped_default_model_reduces_noise(tmp_path, env, ct_small):
     from meddiffusion.catalog import shipped_models
     from meddiffusion.tasks.ldct import estimate_noise_hu
@@ -103,7 +149,7 @@ def test_ldct_denoise_cancel_leaves_no_output(tmp_path, env, tiny_model):
     source = write_volume(water_volume(slices=60, size=96), tmp_path / "ct.nrrd")
     out = tmp_path / "out.nrrd"
     process = subprocess.Popen([sys.executable, "-m", "meddiffusion", "ldct-denoise", str(source), "-o", str(out),
-                                "--model", tiny_model, "--steps", "10", "--batch-size", "1", "--events", "jsonl"],
+                                "--png", str(tmp_path / "ba.png"), "--model", tiny_model, "--steps", "10", "--batch-size", "1", "--events", "jsonl"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env)
     events = []
     for line in process.stdout:

@@ -306,13 +306,30 @@ def test_model_choices_show_dose_speed_and_step_range():
 
     assert quarter.summary == "trained for 25 % dose · about 118 ms per slice on CPU · 10 steps"
     assert (quarter.max_steps, quarter.default_steps, quarter.cpu_steps) == (10, 10, 10)
-    assert quarter.tooltip == "corediff-25 (version 1.0)\nCoreDiff, quarter dose\nTraining data: phantom"
+    assert quarter.tooltip == ("corediff-25 (version 1.0)\n25 % dose, about 118 ms per slice on CPU\n"
+                               "CoreDiff, quarter dose\nTraining data: phantom")
     assert five.summary == ("trained for 5 % dose · about 2.5 s per slice on CPU, about 12 ms per "
                             "slice on GPU · 4 steps (2 on CPU)")
     assert (five.max_steps, five.default_steps_for("cuda"), five.default_steps_for("auto"),
             five.default_steps_for("cpu")) == (5, 4, 4, 2)
     # the module offers at most CoreDiff's 10 steps
     assert (bare.max_steps, bare.default_steps, bare.summary) == (10, 10, "10 steps")
+    assert (bare.traits, bare.tooltip) == ("", "bare (version 2)")
+
+
+def test_shipped_ldct_cards_show_their_dose_and_cpu_speed():
+    """The catalogue entries as ``meddiff info`` hands them to the module (plain JSON)."""
+    import json
+
+    catalogue = json.loads((mrml_fixtures.REPO_ROOT / "meddiffusion" / "models" / "catalog.json").read_text())
+    cards = [card for card in catalogue["models"] if card["task"] == "ldct"]
+    assert cards, "no shipped LDCT model"
+    for choice, card in zip(ldct.model_choices(cards), cards):
+        dose = card["metrics"]["dose"]
+        assert 0 < dose < 1 and choice.summary.startswith(f"trained for {dose * 100:g} % dose · ")
+        if "ms_per_slice_cpu" in card["metrics"]:
+            assert 0 < card["metrics"]["ms_per_slice_cpu"] < 60_000
+            assert "per slice on CPU" in choice.summary and choice.traits in choice.tooltip
 
 
 def test_parameter_defaults_and_limits(scene):

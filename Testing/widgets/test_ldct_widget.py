@@ -110,7 +110,9 @@ def test_model_selector_is_filled_from_the_catalogue_and_sets_the_steps_range(ma
     ui, parameters = panel.ui, panel.parameters
     combo = ui.modelComboBox
     assert [combo.itemText(i) for i in range(combo.count())] == ["fake-ldct-25", "fake-ldct-10"]
-    assert combo.itemData(0, 3) == "fake-ldct-25 (version 1.0)\nquarter dose\nTraining data: thorax phantom"
+    assert combo.itemData(0, 3) == ("fake-ldct-25 (version 1.0)\n25 % dose, about 150 ms per slice on CPU\n"
+                                    "quarter dose\nTraining data: thorax phantom")
+    assert combo.itemData(1, 3).startswith("fake-ldct-10 (version 0.2)\n10 % dose, about 90 ms per slice on CPU\n")
     assert parameters.model == "fake-ldct-25" and combo.currentText() == "fake-ldct-25"
     assert ui.modelInfoLabel.text() == "trained for 25 % dose · about 150 ms per slice on CPU · 10 steps"
     assert (ui.stepsSpinBox.maximum(), ui.stepsSpinBox.value()) == (10, 10)

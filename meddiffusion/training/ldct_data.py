@@ -309,8 +309,9 @@ def train(args, progress, device: torch.device) -> dict:
                                                       for k, v in kwargs.items()},
                     "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
                     "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
-    metrics = {"val_loss_start": val_start, "val_loss_end": fit["val"].get("loss"), "steps": fit["step"],
-               "train_seconds": round(train_s, 1), "simulate_seconds": round(simulate_s, 1)}
+    # "dose" is shown by the module's model selector, beside "ms_per_slice_cpu" from `meddiff bench ldct`
+    metrics = {"dose": options.dose, "val_loss_start": val_start, "val_loss_end": fit["val"].get("loss"),
+               "steps": fit["step"], "train_seconds": round(train_s, 1), "simulate_seconds": round(simulate_s, 1)}
     entry = ModelEntry(
         id=model_id, task=TASK, version="1.0", architecture=architecture, weights=weights.name,
         sha256=sha256_file(weights),
