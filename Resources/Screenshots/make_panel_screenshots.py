@@ -2,8 +2,9 @@
 
     python Resources/Screenshots/make_panel_screenshots.py
 
-The LDCT Denoise panel is shown as a user sees it after loading the bundled low-dose sample,
-with the models the catalogue lists.  CTK/qMRML widgets are drawn by the test
+Each panel is shown as a user sees it after loading the module's bundled sample, with the
+models the catalogue lists: LDCT Denoise with the low-dose chest CT, Motion Correct with the
+non-gated chest CT.  CTK/qMRML widgets are drawn by the test
 stand-ins in Testing/widgets/standins: the layout, labels and defaults are the module's own,
 the styling is plain Qt rather than Slicer's.
 """
@@ -26,6 +27,8 @@ from meddiffusion.io import read_volume  # noqa: E402
 mrml_fixtures.add_module_paths()
 from LDCTDenoiseLib.logic import LDCTDenoiseLogic  # noqa: E402
 from LDCTDenoiseLib.panel import LDCTDenoisePanel  # noqa: E402
+from MotionCorrectLib.logic import MotionCorrectLogic  # noqa: E402
+from MotionCorrectLib.panel import MotionCorrectPanel  # noqa: E402
 
 
 
@@ -37,18 +40,24 @@ def grab(widget, name: str) -> None:
     widget.close()
 
 
+def screenshot(module: str, sample_name: str, logic_class, panel_class) -> None:
+    """The module's panel with the first two slices of its sample loaded (the selector shows it)."""
+    with mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test:
+        sample = read_volume(REPO / "meddiffusion" / "data" / f"{sample_name}.nrrd")
+        node = mrml_fixtures.add_volume(test.scene, sample.array[:2], name=sample_name)
+        mrml_fixtures.put_in_study(test.scene, node)
+        root = load_ui(REPO / module / "Resources" / "UI" / f"{module}.ui")
+        logic = logic_class(test.scene)
+        panel = panel_class(root, logic.parameters(), logic)
+        panel.set_scene(test.scene)
+        grab(root, module)
+        panel.cleanup()
+
+
 def main() -> None:
     app = QApplication.instance() or QApplication([])  # noqa: F841 - keeps Qt alive
-    with mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test:
-        sample = read_volume(REPO / "meddiffusion" / "data" / "sample_ldct_chest.nrrd")
-        node = mrml_fixtures.add_volume(test.scene, sample.array[:2], name="sample_ldct_chest")
-        mrml_fixtures.put_in_study(test.scene, node)
-        root = load_ui(REPO / "LDCTDenoise" / "Resources" / "UI" / "LDCTDenoise.ui")
-        logic = LDCTDenoiseLogic(test.scene)
-        panel = LDCTDenoisePanel(root, logic.parameters(), logic)
-        panel.set_scene(test.scene)
-        grab(root, "LDCTDenoise")
-        panel.cleanup()
+    screenshot("LDCTDenoise", "sample_ldct_chest", LDCTDenoiseLogic, LDCTDenoisePanel)
+    screenshot("MotionCorrect", "sample_nongated_chest_ct", MotionCorrectLogic, MotionCorrectPanel)
 
 
 if __name__ == "__main__":

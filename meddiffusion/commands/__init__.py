@@ -8,4 +8,4 @@ that becomes the final ``result`` event).  Heavy imports (torch, networks) happe
 
 #: subcommands in the order ``meddiff --help`` lists them
 COMMANDS = ("info", "agatston", "ldct_denoise", "simulate_ldct", "ldct_adapt", "phantom", "simulate_motion",
-            "train", "bench")
+            "motion_correct", "train", "bench")

@@ -15,11 +15,22 @@ diastole (70% of the cycle) with quantum noise inserted in the projection domain
 - ``sample_ldct_chest.nrrd`` and ``sample_ldct_chest_reference.nrrd``: a full-chest field of
   view, 512×512×12 voxels of 0.75×0.75×3 mm through the heart, at 25% dose and at full dose
   (the reference for LDCTDenoise's before/after figures).
+
+``make_nongated_sample()`` (``python -m meddiffusion.data.make_samples nongated``) derives one
+more file from ``sample_chest_ct.nrrd`` alone, so it can be remade without the others:
+
+- ``sample_nongated_chest_ct.nrrd``: the same CT as a non-gated scan would show it, its
+  plaques (Agatston lesions inside the coronary region) moved during a 720-view half-scan by
+  motion profile 12 (sway-y, 2 mm at up to 40 mm/s, seed 1) with ProDM's simulation engine
+  (:func:`meddiffusion.physics.simulate_motion`), int16 HU.
+- ``sample_nongated_chest_truth.json``: the motion and the Agatston scores, inside the coronary
+  region, of the motion-free reconstruction from the same pipeline and of the non-gated one.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +77,39 @@ def main() -> None:
     (HERE / "sample_chest_truth.json").write_text(json.dumps(truth, indent=1, default=float))
 
 
+NONGATED_PROFILE, NONGATED_VIEWS, NONGATED_SEED = 12, 720, 1
+
+
+def make_nongated_sample() -> None:
+    """Write ``sample_nongated_chest_ct.nrrd`` and its truth from the bundled gated sample."""
+    from meddiffusion.io import read_volume
+    from meddiffusion.metrics.agatston import agatston
+    from meddiffusion.physics.motion import simulate_motion
+    from meddiffusion.physics.calcium import detect_calcium
+
+    gated = read_volume(HERE / "sample_chest_ct.nrrd", modality="CT")
+    coronaries = read_volume(HERE / "sample_chest_coronaries.nrrd").array > 0
+    plaques = detect_calcium(gated, coronaries)
+    result = simulate_motion(gated, plaques, NONGATED_PROFILE, NONGATED_VIEWS, seed=NONGATED_SEED)
+    nongated = result.corrupted.with_array(np.rint(result.corrupted.array), modality="CT")
+    nongated.metadata["SeriesDescription"] = (f"non-gated: profile {result.profile.id} {result.profile.name}, "
+                                              f"{NONGATED_VIEWS} views, seed {NONGATED_SEED}")
+    write_volume(nongated, HERE / "sample_nongated_chest_ct.nrrd", dtype="int16")
+
+    def score(volume) -> dict:
+        scored = agatston(np.rint(volume.array), volume.spacing, mask=coronaries.astype(np.uint8))
+        return {"agatston": scored.total, "volume_mm3": scored.volume_mm3, "lesions": len(scored.lesions),
+                "category": scored.category}
+
+    truth = {"source": "sample_chest_ct.nrrd", "profile": result.profile.id, "profile_name": result.profile.name,
+             "family": result.profile.family, "views": NONGATED_VIEWS, "seed": NONGATED_SEED,
+             "rotation_s": result.rotation_s, "calcium_voxels": int(plaques.sum()),
+             "max_displacement_mm": float(np.linalg.norm(result.displacement_mm, axis=1).max()),
+             "slices_with_motion": result.slices_with_motion, "scored_in": "sample_chest_coronaries.nrrd",
+             "static": score(result.static), "nongated": score(nongated), "gated_input": score(gated)}
+    (HERE / "sample_nongated_chest_truth.json").write_text(json.dumps(truth, indent=1, default=float) + "\n")
+
+
 def _ellipsoid(radius_zyx) -> np.ndarray:
     rz, ry, rx = (int(r) for r in radius_zyx)
     z, y, x = np.ogrid[-rz:rz + 1, -ry:ry + 1, -rx:rx + 1]
@@ -73,4 +117,4 @@ def _ellipsoid(radius_zyx) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main()
+    make_nongated_sample() if sys.argv[1:] == ["nongated"] else main()

@@ -7,8 +7,9 @@ timestep through MONAI's sinusoidal embedding, and predicts BBDM's ``grad`` targ
 ``g = m_t (y - x0) + sqrt(delta_t) eps`` for the centre slice, so ``x0_hat = x_t - g``.
 
 The paper does not report the UNet's size. The backbone is MONAI's ``DiffusionModelUNet``
-(ResNet blocks with time-embedding scale/shift, as in BBDM's openai UNet) without attention,
-so it needs no optional MONAI dependency. ``small`` (0.64 M parameters) trains in minutes on a
+(ResNet blocks with time-embedding scale/shift, as in BBDM's openai UNet) with attention only
+in its middle block (as BBDM's template effectively has), not at the resolution levels, whose
+attention would need the optional ``einops`` package. ``small`` (0.64 M parameters) trains in minutes on a
 CPU; ``large`` is the size for a GPU; ``tiny`` is for tests.
 
 The same network trained as a plain regressor (``objective="regression"`` in the model card)

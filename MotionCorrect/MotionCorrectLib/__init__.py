@@ -1,0 +1,23 @@
+"""The Motion Correct module's library.
+
+  logic       checks, ROI -> voxel box, ``meddiff motion-correct`` arguments, result nodes, views (no Qt)
+  panel       the module panel: task panel + model selector + calcium scores + before/after views (Qt)
+  sampledata  the sample non-gated chest CT for Slicer's Sample Data module
+
+Submodules are imported explicitly (``from MotionCorrectLib import logic``), so importing the
+package stays cheap and free of Qt.
+"""
+
+import importlib
+import sys
+
+#: in dependency order, for reload()
+SUBMODULES = ("logic", "sampledata", "panel")
+
+
+def reload() -> None:
+    """Reload the already imported submodules (Slicer's "Reload" for developers)."""
+    for name in SUBMODULES:
+        module = sys.modules.get(f"{__name__}.{name}")
+        if module is not None:
+            importlib.reload(module)
