@@ -66,6 +66,8 @@ PATCH_SIZE = 64
 DEFAULT_MODEL = "motion-prodm-small"
 #: in-plane margin around a calcium component: motion smears calcium by a few mm (16 px ≈ 11 mm at 0.7 mm)
 MOTION_MARGIN_PX = 16
+#: smoothed HU above which a voxel may be calcium smeared by motion (boxes only, never scored)
+SMEARED_HU = 100.0
 #: slices added above and below a calcium component
 SLICE_MARGIN = 1
 #: overlap of neighbouring windows; the Gaussian blend hides the seams
@@ -317,7 +319,26 @@ def find_region(volume: Volume, roi: Sequence[int] | None = None, *, patch_size:
     scoring[outer.slices] = allowed
     calcium = np.zeros(hu.shape, bool)
     calcium[outer.slices] = counted
-    return MotionRegion(_calcium_boxes(counted, outer, hu.shape, patch_size), scoring, "auto", calcium)
+    return MotionRegion(_calcium_boxes(counted | _smeared_calcium(hu[outer.slices], allowed), outer, hu.shape,
+                                       patch_size), scoring, "auto", calcium)
+
+
+def _smeared_calcium(hu: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Calcium that motion smeared below the Agatston rule, inside ``allowed``: boxes only, never scored.
+
+    Motion spreads a lesion's HU over a larger area, so a small or faint one can keep only a
+    few pixels (under 1 mm²) above 130 HU, or none, and would get no box. Kept: groups of two or
+    more pixels >= 130 HU (a lone pixel is usually noise), and pixels >= ``SMEARED_HU`` after
+    in-plane smoothing (sigma 1 px lowers the noise about three-fold, so the threshold stays far
+    above blood and myocardium at about 40 HU). A false candidate costs one more box, not a
+    wrong score.
+    """
+    bright = (hu >= 130.0) & allowed
+    labels, count = ndimage.label(bright, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    smooth = ndimage.gaussian_filter(hu, sigma=(0, 1, 1))
+    return (sizes[labels] >= 2) | ((smooth >= SMEARED_HU) & allowed)
 
 
 def bone_near(volume: Volume, box: Box) -> np.ndarray:
