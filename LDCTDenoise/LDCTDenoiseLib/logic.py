@@ -18,9 +18,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import slicer
-import vtk
 
-from MedDiffusionUtilsLib import layouts, nodes, outputs
+from MedDiffusionUtilsLib import inputs, layouts, models, nodes, outputs
+from MedDiffusionUtilsLib.inputs import check_output_volume
+from MedDiffusionUtilsLib.models import ModelChoice
 from MedDiffusionUtilsLib.modulebase import TaskLogic
 from MedDiffusionUtilsLib.parameters import Bool, Choice, Int, Node, ParameterSet, Text
 
@@ -89,119 +90,17 @@ class DenoiseRun:
 
 
 # -- model catalogue ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelChoice:
-    """What the model selector shows for one catalogue entry."""
-
-    id: str
-    version: str
-    description: str
-    training_data: str
-    dose: str
-    speed: str
-    max_steps: int
-    default_steps: int
-    cpu_steps: int
-
-    def default_steps_for(self, device: str) -> int:
-        """The card's step count for ``device`` (models may take fewer steps on a CPU)."""
-        return self.cpu_steps if device == "cpu" else self.default_steps
-
-    @property
-    def summary(self) -> str:
-        """One line such as "trained for 25 % dose · about 120 ms per slice on CPU · 10 steps"."""
-        steps = f"{self.default_steps} steps"
-        if self.cpu_steps != self.default_steps:
-            steps += f" ({self.cpu_steps} on CPU)"
-        parts = [f"trained for {self.dose} dose" if self.dose else "", self.speed, steps]
-        return " · ".join(part for part in parts if part)
-
-    @property
-    def traits(self) -> str:
-        """What tells models apart in the list, e.g. "25 % dose, about 500 ms per slice on CPU" ("" if unknown)."""
-        return ", ".join(part for part in (f"{self.dose} dose" if self.dose else "", self.speed) if part)
-
-    @property
-    def tooltip(self) -> str:
-        """Shown when hovering a model in the selector: id, version, dose and speed, description, data."""
-        lines = [f"{self.id} (version {self.version})", self.traits, self.description]
-        if self.training_data:
-            lines.append(f"Training data: {self.training_data}")
-        return "\n".join(line for line in lines if line)
-
-
-def _field(entry: Any, name: str, default: Any = None) -> Any:
-    """A card field from a ``ModelEntry`` or a plain dict (``meddiff info``)."""
-    value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
-    return default if value is None else value
-
-
-def _dose_text(value: Any) -> str:
-    """0.25 or 25 -> "25 %"; text is shown as it is."""
-    if isinstance(value, bool) or value is None or value == "":
-        return ""
-    if isinstance(value, (int, float)):
-        percent = value * 100 if value <= 1 else value
-        return f"{percent:g} %"
-    return str(value)
-
-
-def _duration_text(milliseconds: Any, where: str) -> str:
-    if isinstance(milliseconds, bool) or not isinstance(milliseconds, (int, float)) or milliseconds <= 0:
-        return ""
-    if milliseconds >= 1000:
-        return f"about {milliseconds / 1000:.1f} s per slice on {where}"
-    return f"about {milliseconds:.0f} ms per slice on {where}"
-
-
-def _steps(value: Any, default: int, upper: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = default
-    return min(max(number, 1), upper)
-
-
 def model_choices(entries: Sequence[Any]) -> list[ModelChoice]:
-    """Selector entries from catalogue entries (``ModelEntry`` objects or dicts).
+    """Selector entries from catalogue entries (``ModelEntry`` objects or dicts), each led by
+    the dose its model was trained for, with its CPU/GPU speed and step counts.
 
-    Read from each card: ``metrics["dose"]`` (fraction or percent of full dose) and
-    ``metrics["ms_per_slice_cpu"]`` / ``["ms_per_slice_gpu"]``; from its architecture the
-    sampler's T, ``diffusion.num_timesteps`` (the largest step count), and the default step
-    counts ``sampler.steps`` and ``sampler.cpu_steps``.  Missing values fall back to
-    CoreDiff's 10 steps.
+    Step counts the card lacks fall back to CoreDiff's T = 10 steps, also the most offered
+    (see :func:`MedDiffusionUtilsLib.models.model_choices`).
     """
-    choices = []
-    for entry in entries:
-        metrics = _field(entry, "metrics", {}) or {}
-        architecture = _field(entry, "architecture", {}) or {}
-        sampler = architecture.get("sampler", {}) or {}
-        max_steps = _steps((architecture.get("diffusion", {}) or {}).get("num_timesteps"), MAX_STEPS, MAX_STEPS)
-        default_steps = _steps(sampler.get("steps"), max_steps, max_steps)
-        speeds = [_duration_text(metrics.get("ms_per_slice_cpu"), "CPU"),
-                  _duration_text(metrics.get("ms_per_slice_gpu"), "GPU")]
-        choices.append(ModelChoice(
-            id=str(_field(entry, "id", "")), version=str(_field(entry, "version", "")),
-            description=str(_field(entry, "description", "")),
-            training_data=str(_field(entry, "training_data", "")),
-            dose=_dose_text(metrics.get("dose")), speed=", ".join(s for s in speeds if s),
-            max_steps=max_steps, default_steps=default_steps,
-            cpu_steps=_steps(sampler.get("cpu_steps"), default_steps, max_steps)))
-    return choices
+    return models.model_choices(entries, max_steps=MAX_STEPS, default_steps=MAX_STEPS, headline="dose")
 
 
 # -- input checks ------------------------------------------------------------------------------
-def _dicom_modality(node) -> str:
-    """The DICOM modality of the series holding ``node`` ("" when not loaded from DICOM)."""
-    scene = node.GetScene()
-    hierarchy = scene.GetSubjectHierarchyNode() if scene is not None else None
-    item = hierarchy.GetItemByDataNode(node) if hierarchy is not None else 0
-    if not item:
-        return ""
-    name = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
-    return hierarchy.GetItemAttribute(item, name) or ""
-
-
 def check_ct_volume(node) -> None:
     """Raise ``ValueError`` unless ``node`` is a single-component CT volume in HU.
 
@@ -210,22 +109,9 @@ def check_ct_volume(node) -> None:
     for a DICOM CT series, which may be cropped to soft tissue) and the high tail below
     4000 HU.
     """
-    if node is None:
-        raise ValueError("no input volume: select the low-dose CT volume to denoise")
+    modality = inputs.check_ct_volume(node, module="LDCT Denoise",
+                                      select="the low-dose CT volume to denoise")
     name = node.GetName()
-    if node.IsA("vtkMRMLLabelMapVolumeNode") or not node.IsA("vtkMRMLScalarVolumeNode"):
-        raise ValueError(f"'{name}' is a {node.GetClassName()}, not an image; "
-                         "expected a scalar CT volume in Hounsfield units")
-    image = node.GetImageData()
-    if image is None or image.GetNumberOfPoints() == 0:
-        raise ValueError(f"'{name}' holds no voxels; expected a CT volume in Hounsfield units")
-    if image.GetNumberOfScalarComponents() != 1:
-        raise ValueError(f"'{name}' has {image.GetNumberOfScalarComponents()} components per voxel "
-                         "(colour or vector image); expected a single-component CT volume")
-    modality = _dicom_modality(node)
-    if modality and modality.upper() != "CT":
-        raise ValueError(f"'{name}' is a DICOM {modality} series; LDCT Denoise expects a CT series")
-
     voxels = slicer.util.arrayFromVolume(node).ravel()
     if voxels.size > SAMPLE_VOXELS:  # random, not strided: a stride could follow one column
         voxels = voxels[np.random.default_rng(0).integers(0, voxels.size, SAMPLE_VOXELS)]
@@ -242,18 +128,6 @@ def check_ct_volume(node) -> None:
     if high > MAX_HIGH_HU:
         raise ValueError(f"'{name}' does not look like CT: {100 - HIGH_PERCENTILE:g} % of its voxels "
                          f"exceed {high:g}, above the {MAX_HIGH_HU:g} HU of dense bone; {expectation}")
-
-
-def check_output_volume(output, input_volume) -> None:
-    """The output may be a new volume (None) or another scalar volume, never the input."""
-    if output is None:
-        return
-    if input_volume is not None and output.GetID() == input_volume.GetID():
-        raise ValueError(f"the output volume is the input '{input_volume.GetName()}'; the input is "
-                         "never overwritten: choose 'Create new volume' or another volume")
-    if output.IsA("vtkMRMLLabelMapVolumeNode"):
-        raise ValueError(f"the output '{output.GetName()}' is a label map; "
-                         "choose 'Create new volume' or a scalar volume")
 
 
 # -- the logic ---------------------------------------------------------------------------------
@@ -289,7 +163,7 @@ class LDCTDenoiseLogic(TaskLogic):
                            "--device", parameters.device]
         if parameters.model:
             arguments += ["--model", parameters.model]
-        if _dicom_modality(parameters.inputVolume).upper() == "CT":
+        if inputs.dicom_modality(parameters.inputVolume).upper() == "CT":
             # a CT series may be cropped to soft tissue: check_ct_volume accepted it without air
             arguments.append("--no-hu-check")
         return arguments
@@ -304,7 +178,7 @@ class LDCTDenoiseLogic(TaskLogic):
                 raise ValueError(f"'{node.GetName()}' was removed from the scene during the run")
         denoised = outputs.volume_from_file(path, reference, OUTPUT_SUFFIX)
         if parameters.outputVolume is not None:
-            denoised = _move_into(denoised, parameters.outputVolume, reference)
+            denoised = outputs.move_into(denoised, parameters.outputVolume, reference)
         _record_provenance(denoised, result, parameters)
         created = [denoised]
         if parameters.differenceVolume:
@@ -344,19 +218,6 @@ class LDCTDenoiseLogic(TaskLogic):
     def input_of(output):
         """The volume an output of this module was computed from (None if unknown)."""
         return output.GetNodeReference(INPUT_REFERENCE_ROLE) if output is not None else None
-
-
-def _move_into(source, target, reference):
-    """Give ``target`` (a chosen output volume) the voxels of ``source`` and remove ``source``."""
-    image = vtk.vtkImageData()
-    image.DeepCopy(source.GetImageData())
-    target.SetAndObserveImageData(image)
-    nodes.copy_geometry(target, reference)
-    if target.GetDisplayNode() is None:
-        target.CreateDefaultDisplayNodes()
-    outputs.place_in_study(target, reference)
-    source.GetScene().RemoveNode(source)
-    return target
 
 
 def _record_provenance(node, result: dict, parameters: DenoiseRun) -> None:

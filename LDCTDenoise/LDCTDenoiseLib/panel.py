@@ -1,10 +1,10 @@
-"""The LDCT Denoise panel: the shared task panel plus the model selector and the before/after views.
+"""The LDCT Denoise panel: the shared compare panel plus the difference volume.
 
-:class:`~MedDiffusionUtilsLib.modulebase.TaskPanel` binds the .ui to the parameter node and
-runs Apply/Cancel, progress and log.  This panel adds what is specific to denoising: the
-model selector filled from the catalogue (with each model's dose and speed, and a steps range
-that follows the model) and, after a run, linked side-by-side views with a fade slider and a
-difference volume on request.
+:class:`~MedDiffusionUtilsLib.modulebase.ComparePanel` runs the .ui (binding, Apply/Cancel,
+progress and log), keeps the model selector filled from the catalogue with a steps range
+that follows the model, and shows a run's input and result in linked side-by-side views
+with a fade slider.  This panel adds what is specific to denoising: each model listed with
+the dose it was trained for and its speed, and a difference volume on request.
 
 GUI code in the subset of Qt that PythonQt and PySide6 share, so the same panel runs in
 Slicer and in the PySide6 widget tests.
@@ -12,209 +12,50 @@ Slicer and in the PySide6 widget tests.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from MedDiffusionUtilsLib.modulebase import ComparePanel, in_scene
 
-import vtk
-
-from MedDiffusionUtilsLib import environment
-from MedDiffusionUtilsLib.modulebase import TaskPanel
-from MedDiffusionUtilsLib.parameters import named_widgets
-
-from .logic import MAX_STEPS, TASK, LDCTDenoiseLogic, LDCTDenoiseParameters, ModelChoice, model_choices
+from . import logic as ldct
+from .logic import LDCTDenoiseLogic, LDCTDenoiseParameters
 
 __all__ = ["LDCTDenoisePanel"]
 
-#: Qt.ToolTipRole, spelled as a number so this module needs no Qt import
-TOOLTIP_ROLE = 3
 
+class LDCTDenoisePanel(ComparePanel):
+    """Runs LDCTDenoise.ui (see :class:`ComparePanel` for the arguments); the catalogue's
+    models are those of task "ldct"."""
 
-class LDCTDenoisePanel:
-    """Runs LDCTDenoise.ui.
-
-    ``models`` are catalogue entries (``ModelEntry`` objects or dicts); by default the
-    catalogue is read for task "ldct".  ``install``, ``on_done(nodes)`` and
-    ``on_error(message)`` are passed on as in :class:`TaskPanel`.
-    """
-
-    #: object names this panel needs in LDCTDenoise.ui (besides those TaskPanel needs)
+    UI_NAME = "LDCTDenoise.ui"
     WIDGETS = ("inputSelector", "outputSelector", "modelComboBox", "modelInfoLabel",
                "stepsSpinBox", "deviceComboBox", "fadeSlider", "differenceCheckBox", "logText")
+    TASK, MAX_STEPS, MODEL_KIND = ldct.TASK, ldct.MAX_STEPS, "low-dose CT"
+    OUTPUT_NAME = "denoised volume"
+    model_choices = staticmethod(ldct.model_choices)
 
-    def __init__(self, root, parameters: LDCTDenoiseParameters, logic: LDCTDenoiseLogic, *,
-                 models: Sequence[Any] | None = None, install: Callable[[], Any] | None = None,
-                 on_done: Callable[[list], None] | None = None,
-                 on_error: Callable[[str], None] | None = None):
-        widgets = named_widgets(root)
-        missing = [name for name in self.WIDGETS if name not in widgets]
-        if missing:
-            raise ValueError(f"LDCTDenoise.ui lacks widgets {missing}")
-        self.ui = SimpleNamespace(**widgets)
-        self.logic = logic
-        self.on_done = on_done
-        self.choices: dict[str, ModelChoice] = {}
-        self.catalogue_problem = ""
-        #: (before, after) of the last run, and its difference volume once made
-        self.result: tuple[Any, Any] | None = None
+    def __init__(self, root, parameters: LDCTDenoiseParameters, logic: LDCTDenoiseLogic, **options):
+        #: the difference volume of the last run, once made
         self.difference = None
-        self._model_shown: str | None = None
-        self._observer: int | None = None
-        self._syncing = False
-        self._fill_models(models)
-        self.task_panel = TaskPanel(root, parameters, logic, install=install,
-                                    on_done=self._on_done, on_error=on_error)
-        self.ui.fadeSlider.valueChanged.connect(self._on_fade)
+        super().__init__(root, parameters, logic, **options)
         self.ui.differenceCheckBox.toggled.connect(self._on_difference_toggled)
-        self._watch(parameters)
-        self._update_compare()
-
-    @property
-    def parameters(self) -> LDCTDenoiseParameters:
-        return self.task_panel.parameters
-
-    # -- parameter node / scene ------------------------------------------------------------
-    def set_parameters(self, parameters: LDCTDenoiseParameters) -> None:
-        """Bind to a (new) parameter node, e.g. after the scene was closed."""
-        self.task_panel.set_parameters(parameters)
-        self.result, self.difference = None, None
-        self._watch(parameters)
-        self._update_compare()
-
-    def set_scene(self, scene) -> None:
-        self.task_panel.set_scene(scene)
-        self._sync_model()  # reconnecting the binding reset the steps range to the parameter's
-
-    def cleanup(self) -> None:
-        self._unwatch()
-        self.task_panel.cleanup()
-
-    def _watch(self, parameters: LDCTDenoiseParameters) -> None:
-        self._unwatch()
-        self._model_shown = None
-        self._observer = parameters.node.AddObserver(vtk.vtkCommand.ModifiedEvent,
-                                                     lambda caller, event: self._sync_model())
-        self._sync_model()
-
-    def _unwatch(self) -> None:
-        if self._observer is not None and self.task_panel.parameters is not None:
-            self.task_panel.parameters.node.RemoveObserver(self._observer)
-        self._observer = None
-
-    # -- models ----------------------------------------------------------------------------
-    def refresh_models(self, models: Sequence[Any] | None = None) -> None:
-        """Read the catalogue again (e.g. after the Python packages were installed)."""
-        self._fill_models(models)
-        if self.task_panel.binding is not None:
-            self.task_panel.binding.update_widgets()
-        self._model_shown = None
-        self._sync_model()
-
-    def _fill_models(self, models: Sequence[Any] | None) -> None:
-        problem = ""
-        if models is None:
-            models, problem = environment.model_catalogue(TASK)
-        self.choices = {choice.id: choice for choice in model_choices(models)}
-        self.catalogue_problem = problem
-        combo = self.ui.modelComboBox
-        blocked = combo.blockSignals(True)
-        try:
-            combo.clear()
-            for index, choice in enumerate(self.choices.values()):
-                combo.addItem(choice.id)
-                combo.setItemData(index, choice.tooltip, TOOLTIP_ROLE)
-        finally:
-            combo.blockSignals(blocked)
-        combo.setEnabled(bool(self.choices))
-
-    def _sync_model(self) -> None:
-        """Keep a known model selected, the steps range and the model's summary in step.
-
-        When the model changes its default step count is applied; a model and step count
-        restored from a saved scene are kept.
-        """
-        if self._syncing:
-            return
-        self._syncing = True
-        try:
-            parameters = self.parameters
-            first_look = self._model_shown is None
-            if self.choices and parameters.model not in self.choices:
-                parameters.model = next(iter(self.choices))
-                first_look = False  # not a stored choice: take the model's defaults
-            choice = self.choices.get(parameters.model)
-            maximum = choice.max_steps if choice is not None else MAX_STEPS
-            self.ui.stepsSpinBox.setMaximum(maximum)
-            if parameters.model != self._model_shown:
-                self._model_shown = parameters.model
-                if choice is not None and not first_look:
-                    parameters.steps = choice.default_steps_for(parameters.device)
-            if parameters.steps > maximum:
-                parameters.steps = maximum
-            self._show_model_info(choice)
-        finally:
-            self._syncing = False
-
-    def _show_model_info(self, choice: ModelChoice | None) -> None:
-        label = self.ui.modelInfoLabel
-        if choice is not None:
-            label.setText(choice.summary)
-            label.setToolTip(choice.tooltip)
-            return
-        problem = f" ({self.catalogue_problem})" if self.catalogue_problem else ""
-        label.setText(f"No low-dose CT model found{problem}; the backend uses its default model.")
-        label.setToolTip("")
 
     # -- before / after --------------------------------------------------------------------
-    def _on_done(self, created: list) -> None:
-        after = created[0]
-        before = self.logic.input_of(after)
-        self.difference = created[1] if len(created) > 1 else None
-        self.result = (before, after) if before is not None else None
-        blocked = self.ui.fadeSlider.blockSignals(True)
-        self.ui.fadeSlider.setValue(0.0)
-        self.ui.fadeSlider.blockSignals(blocked)
-        self._update_compare()
-        if self.result is not None:
-            self._show(lambda: self.logic.show_comparison(before, after, difference=self._shown_difference()))
-        if self.on_done is not None:
-            self.on_done(created)
+    def forget_result(self) -> None:
+        super().forget_result()
+        self.difference = None
 
-    def _on_fade(self, value: float) -> None:
-        if self._result_alive():
-            before, after = self.result
-            self._show(lambda: self.logic.set_fade(before, after, float(value)))
+    def show_comparison(self, before, after) -> None:
+        self.logic.show_comparison(before, after, difference=self._shown_difference())
+
+    def _on_done(self, created: list) -> None:
+        self.difference = created[1] if len(created) > 1 else None
+        super()._on_done(created)
 
     def _on_difference_toggled(self, checked: bool) -> None:
-        if not self._result_alive():
+        if not self.result_alive():
             return  # the parameter is stored; the next run makes the difference volume
         before, after = self.result
-        if checked and not _alive(self.difference):
+        if checked and not in_scene(self.difference):
             self.difference = self.logic.difference(before, after)
-        self._show(lambda: self.logic.show_after(self._shown_difference() or after))
+        self.show_views(lambda: self.logic.show_after(self._shown_difference() or after))
 
     def _shown_difference(self):
-        return self.difference if self.ui.differenceCheckBox.isChecked() and _alive(self.difference) else None
-
-    def _result_alive(self) -> bool:
-        alive = self.result is not None and all(_alive(node) for node in self.result)
-        if not alive and self.result is not None:
-            self.result, self.difference = None, None
-            self._update_compare()
-        return alive
-
-    def _update_compare(self) -> None:
-        has_result = self.result is not None
-        self.ui.fadeSlider.setEnabled(has_result)
-        self.ui.fadeSlider.setToolTip("Blend the denoised volume over the input in the left view"
-                                      if has_result else "Available after a run")
-
-    def _show(self, action: Callable[[], None]) -> None:
-        """Change the views; without slice views (no layout yet) say so instead of failing."""
-        try:
-            action()
-        except ValueError as error:
-            self.ui.logText.appendPlainText(f"comparison views not shown: {error}")
-
-
-def _alive(node) -> bool:
-    return node is not None and node.GetScene() is not None
+        return self.difference if self.ui.differenceCheckBox.isChecked() and in_scene(self.difference) else None

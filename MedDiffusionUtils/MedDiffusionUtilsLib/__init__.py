@@ -2,12 +2,14 @@
 
   nodes         MRML nodes <-> files for the backend, geometry kept exactly
   outputs       new volume/segmentation/table/sequence nodes placed under the input's study
+  inputs        checks of a task's input CT volume and chosen output before a run
   runner        the backend child process: state machine, JSON events, cancel, Qt driver
   parameters    typed parameters on a vtkMRMLScriptedModuleNode, bound to .ui widgets
-  modulebase    TaskLogic + TaskPanel: what a task module subclasses / instantiates
+  modulebase    TaskLogic, TaskPanel, ComparePanel: what a task module subclasses / instantiates
   layouts       before/after views, fade, difference and checkerboard volumes
   dependencies  ask-first installer for the backend's Python packages
   environment   package versions, device and model catalogue for display
+  models        catalogue cards -> model selector entries; the selector kept in step
   utilspanel    the MedDiffusionUtils module's panel
 
 Submodules are imported explicitly (``from MedDiffusionUtilsLib import nodes``) so that
@@ -18,8 +20,8 @@ import importlib
 import sys
 
 #: in dependency order, for reload()
-SUBMODULES = ("runner", "nodes", "outputs", "parameters", "layouts", "dependencies",
-              "environment", "modulebase", "utilspanel")
+SUBMODULES = ("runner", "nodes", "outputs", "inputs", "parameters", "layouts", "dependencies",
+              "environment", "models", "modulebase", "utilspanel")
 
 
 def reload() -> None:

@@ -21,7 +21,7 @@ from . import nodes
 
 __all__ = [
     "Code", "SegmentSpec", "output_name", "place_in_study", "rollback_on_error",
-    "volume_from_array", "volume_from_file", "segmentation_from_labelmap",
+    "volume_from_array", "volume_from_file", "move_into", "segmentation_from_labelmap",
     "segmentation_from_file", "terminology_entry", "table_from_rows", "table_from_csv",
     "read_csv_rows", "sequence_from_arrays", "sequence_from_file", "GENERAL_ANATOMY_CONTEXT",
 ]
@@ -118,6 +118,20 @@ def volume_from_file(path: str | os.PathLike, reference, suffix: str, *, labelma
                              reference=reference, labelmap=labelmap)
     place_in_study(node, reference)
     return node
+
+
+def move_into(source, target, reference):
+    """Give ``target`` (an output volume the user chose) the voxels of ``source`` on
+    ``reference``'s grid, place it under ``reference``'s study and remove ``source``."""
+    image = vtk.vtkImageData()
+    image.DeepCopy(source.GetImageData())
+    target.SetAndObserveImageData(image)
+    nodes.copy_geometry(target, reference)
+    if target.GetDisplayNode() is None:
+        target.CreateDefaultDisplayNodes()
+    place_in_study(target, reference)
+    source.GetScene().RemoveNode(source)
+    return target
 
 
 # -- segmentations ---------------------------------------------------------------------------

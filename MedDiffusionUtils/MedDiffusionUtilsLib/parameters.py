@@ -23,6 +23,7 @@ PySide6 share (``signal.connect``, ``property()``, ``setValue``, ``blockSignals`
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Sequence
 
 import slicer
@@ -30,7 +31,7 @@ import vtk
 
 __all__ = [
     "Parameter", "Float", "Int", "Bool", "Text", "Choice", "Node", "ParameterSet",
-    "GuiBinding", "named_widgets", "PARAMETER_PROPERTY",
+    "GuiBinding", "named_widgets", "required_widgets", "PARAMETER_PROPERTY",
 ]
 
 #: the dynamic property a .ui widget carries to say which parameter it edits
@@ -255,6 +256,16 @@ def named_widgets(root) -> dict[str, Any]:
             found[name] = child
         pending.extend(child.children())
     return found
+
+
+def required_widgets(root, names: Sequence[str], ui_name: str) -> SimpleNamespace:
+    """Every named widget of ``root`` as an attribute; ``ValueError`` if one of ``names`` is
+    missing, naming the .ui file (``ui_name``) so an outdated .ui is easy to find."""
+    widgets = named_widgets(root)
+    missing = [name for name in names if name not in widgets]
+    if missing:
+        raise ValueError(f"{ui_name} lacks widgets {missing}")
+    return SimpleNamespace(**widgets)
 
 
 class _Adapter:

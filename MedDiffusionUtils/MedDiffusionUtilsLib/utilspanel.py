@@ -6,12 +6,11 @@ is used), so the same panel runs in Slicer and in the PySide6 widget tests.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Callable, Sequence
 
 from . import environment
 from .dependencies import DependencyInstaller, InstallDeclined
-from .parameters import named_widgets
+from .parameters import required_widgets
 from .runner import QtTaskDriver, RunState, TaskProcess, backend_environment
 
 __all__ = ["UtilsPanel"]
@@ -32,11 +31,7 @@ class UtilsPanel:
                  installer: DependencyInstaller | None = None,
                  info_command: Sequence[str] | None = None,
                  on_error: Callable[[str], None] | None = None):
-        widgets = named_widgets(root)
-        missing = [name for name in self.WIDGETS if name not in widgets]
-        if missing:
-            raise ValueError(f"MedDiffusionUtils.ui lacks widgets {missing}")
-        self.ui = SimpleNamespace(**widgets)
+        self.ui = required_widgets(root, self.WIDGETS, "MedDiffusionUtils.ui")
         self.confirm = confirm
         self.installer = installer or DependencyInstaller()
         self.info_command = list(info_command) if info_command else environment.info_command()

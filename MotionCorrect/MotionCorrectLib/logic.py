@@ -31,7 +31,9 @@ import numpy as np
 import slicer
 import vtk
 
-from MedDiffusionUtilsLib import layouts, nodes, outputs
+from MedDiffusionUtilsLib import inputs, layouts, models, nodes, outputs
+from MedDiffusionUtilsLib.inputs import check_output_volume
+from MedDiffusionUtilsLib.models import ModelChoice
 from MedDiffusionUtilsLib.modulebase import TaskLogic
 from MedDiffusionUtilsLib.parameters import Choice, Int, Node, ParameterSet, Text
 
@@ -111,132 +113,30 @@ class CorrectionRun:
 
 
 # -- model catalogue ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelChoice:
-    """What the model selector shows for one catalogue entry."""
-
-    id: str
-    version: str
-    description: str
-    training_data: str
-    speed: str
-    #: "bridge" (ProDM) or "regression" (one pass, steps unused)
-    objective: str
-    max_steps: int
-    default_steps: int
-
-    @property
-    def single_pass(self) -> bool:
-        return self.objective == "regression"
-
-    @property
-    def summary(self) -> str:
-        """The description, then speed and steps, e.g. "ProDM with calcium loss · 10 steps"."""
-        steps = "one pass (steps unused)" if self.single_pass else f"{self.default_steps} steps"
-        parts = [self.description.splitlines()[0] if self.description else "", self.speed, steps]
-        return " · ".join(part for part in parts if part)
-
-    @property
-    def tooltip(self) -> str:
-        """Shown when hovering a model in the selector: id, version, speed, description, data."""
-        lines = [f"{self.id} (version {self.version})", self.speed, self.description]
-        if self.training_data:
-            lines.append(f"Training data: {self.training_data}")
-        return "\n".join(line for line in lines if line)
-
-
-def _field(entry: Any, name: str, default: Any = None) -> Any:
-    """A card field from a ``ModelEntry`` or a plain dict (``meddiff info``)."""
-    value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
-    return default if value is None else value
-
-
-def _steps(value: Any, default: int, upper: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = default
-    return min(max(number, 1), upper)
-
-
-def _speed_text(metrics: dict) -> str:
-    texts = []
-    for key, where in (("ms_per_slice_cpu", "CPU"), ("ms_per_slice_gpu", "GPU")):
-        value = metrics.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            continue
-        texts.append(f"about {value / 1000:.1f} s per slice on {where}" if value >= 1000
-                     else f"about {value:.0f} ms per slice on {where}")
-    return ", ".join(texts)
-
-
 def model_choices(entries: Sequence[Any]) -> list[ModelChoice]:
-    """Selector entries for catalogue entries (``ModelEntry`` objects or dicts), in order."""
-    choices = []
-    for entry in entries:
-        architecture = _field(entry, "architecture", {}) or {}
-        sampler = architecture.get("sampler", {}) or {}
-        max_steps = _steps((architecture.get("diffusion", {}) or {}).get("num_timesteps"),
-                           MAX_STEPS, MAX_STEPS)
-        choices.append(ModelChoice(
-            id=str(_field(entry, "id", "")), version=str(_field(entry, "version", "")),
-            description=str(_field(entry, "description", "")),
-            training_data=str(_field(entry, "training_data", "")),
-            speed=_speed_text(_field(entry, "metrics", {}) or {}),
-            objective=str(architecture.get("objective", "bridge")),
-            max_steps=max_steps, default_steps=_steps(sampler.get("steps"), DEFAULT_STEPS, max_steps)))
-    return choices
+    """Selector entries for catalogue entries (``ModelEntry`` objects or dicts), in order, each
+    led by its description's first line; a regression model is marked as one pass.
+
+    Step counts the card lacks fall back to ProDM's 10 of at most T = 1000 steps (see
+    :func:`MedDiffusionUtilsLib.models.model_choices`).
+    """
+    return models.model_choices(entries, max_steps=MAX_STEPS, default_steps=DEFAULT_STEPS,
+                                headline="description")
 
 
 # -- input checks ------------------------------------------------------------------------------
-def _dicom_modality(node) -> str:
-    """The DICOM modality of the series holding ``node`` ("" when not loaded from DICOM)."""
-    scene = node.GetScene()
-    hierarchy = scene.GetSubjectHierarchyNode() if scene is not None else None
-    item = hierarchy.GetItemByDataNode(node) if hierarchy is not None else 0
-    if not item:
-        return ""
-    name = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
-    return hierarchy.GetItemAttribute(item, name) or ""
-
-
 def check_ct_volume(node) -> None:
     """Raise ``ValueError`` unless ``node`` is a single-component CT volume in HU.
 
     Motion correction and the calcium score work in Hounsfield units (calcium is 130 HU and
     up), so a DICOM series of another modality, or an image without air, is refused.
     """
-    if node is None:
-        raise ValueError("no input volume: select the non-gated chest CT to correct")
-    name = node.GetName()
-    if node.IsA("vtkMRMLLabelMapVolumeNode") or not node.IsA("vtkMRMLScalarVolumeNode"):
-        raise ValueError(f"'{name}' is a {node.GetClassName()}, not an image; "
-                         "expected a scalar CT volume in Hounsfield units")
-    image = node.GetImageData()
-    if image is None or image.GetNumberOfPoints() == 0:
-        raise ValueError(f"'{name}' holds no voxels; expected a chest CT in Hounsfield units")
-    if image.GetNumberOfScalarComponents() != 1:
-        raise ValueError(f"'{name}' has {image.GetNumberOfScalarComponents()} components per voxel "
-                         "(colour or vector image); expected a single-component CT volume")
-    modality = _dicom_modality(node)
-    if modality and modality.upper() != "CT":
-        raise ValueError(f"'{name}' is a DICOM {modality} series; Motion Correct expects a CT series")
+    inputs.check_ct_volume(node, module="Motion Correct", select="the non-gated chest CT to correct",
+                           expected="a chest CT in Hounsfield units")
     lowest = float(np.min(slicer.util.arrayFromVolume(node)))
     if lowest > MAX_LOWEST_HU:
-        raise ValueError(f"'{name}' does not look like CT in Hounsfield units: its lowest value is "
-                         f"{lowest:g}, but a chest CT holds air near -1000 HU (below {MAX_LOWEST_HU:g})")
-
-
-def check_output_volume(output, input_volume) -> None:
-    """The output may be a new volume (None) or another scalar volume, never the input."""
-    if output is None:
-        return
-    if input_volume is not None and output.GetID() == input_volume.GetID():
-        raise ValueError(f"the output volume is the input '{input_volume.GetName()}'; the input is "
-                         "never overwritten: choose 'Create new volume' or another volume")
-    if output.IsA("vtkMRMLLabelMapVolumeNode"):
-        raise ValueError(f"the output '{output.GetName()}' is a label map; "
-                         "choose 'Create new volume' or a scalar volume")
+        raise ValueError(f"'{node.GetName()}' does not look like CT in Hounsfield units: its lowest value "
+                         f"is {lowest:g}, but a chest CT holds air near -1000 HU (below {MAX_LOWEST_HU:g})")
 
 
 # -- geometry ----------------------------------------------------------------------------------
@@ -370,7 +270,7 @@ class MotionCorrectLogic(TaskLogic):
 
         corrected = outputs.volume_from_file(paths["volume"], reference, SUFFIXES["volume"])
         if parameters.outputVolume is not None:
-            corrected = _move_into(corrected, parameters.outputVolume, reference)
+            corrected = outputs.move_into(corrected, parameters.outputVolume, reference)
         segmentation = nodes.read_segmentation(
             paths["segmentation"], scene=reference.GetScene(),
             name=outputs.output_name(reference, SUFFIXES["segmentation"]), reference=reference)
@@ -451,19 +351,6 @@ def _check_segmentation_grid(segmentation, reference) -> None:
             raise nodes.GeometryMismatch(
                 f"the calcium segmentation is not on the grid of '{reference.GetName()}' (its "
                 f"IJKToRAS differs by up to {difference:.3g} mm)")
-
-
-def _move_into(source, target, reference):
-    """Give ``target`` (a chosen output volume) the voxels of ``source`` and remove ``source``."""
-    image = vtk.vtkImageData()
-    image.DeepCopy(source.GetImageData())
-    target.SetAndObserveImageData(image)
-    nodes.copy_geometry(target, reference)
-    if target.GetDisplayNode() is None:
-        target.CreateDefaultDisplayNodes()
-    outputs.place_in_study(target, reference)
-    source.GetScene().RemoveNode(source)
-    return target
 
 
 def _record_provenance(created: list, result: dict, parameters: CorrectionRun) -> None:

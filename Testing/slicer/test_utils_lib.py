@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ import slicer
 
 import mrml_fixtures
 from fake_module import AddOneLogic, AddOneParameters
-from MedDiffusionUtilsLib import dependencies, environment, layouts, nodes, outputs, runner
+from MedDiffusionUtilsLib import dependencies, environment, inputs, layouts, models, nodes, outputs, runner
 from MedDiffusionUtilsLib.parameters import Bool, Choice, Float, Int, Node, ParameterSet, Text
 from MedDiffusionUtilsLib.runner import RunState, TaskProcess
 
@@ -61,7 +62,7 @@ def test_logic_modules_import_without_qt():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "import MedDiffusionUtilsLib.modulebase, MedDiffusionUtilsLib.layouts, "
             "MedDiffusionUtilsLib.dependencies, MedDiffusionUtilsLib.environment, "
-            "MedDiffusionUtilsLib.utilspanel; "
+            "MedDiffusionUtilsLib.inputs, MedDiffusionUtilsLib.models, MedDiffusionUtilsLib.utilspanel; "
             "loaded = {'qt', 'PySide6', 'PythonQt'} & set(sys.modules); "
             "sys.exit(f'Qt imported: {loaded}' if loaded else 0)")
     import subprocess
@@ -639,3 +640,181 @@ def test_difference_and_checkerboard_volumes(scene, before_after):
         use_after = (j // 2 + i // 2) % 2 == 1
         assert board[k, j, i] == (second if use_after else first)[k, j, i]
     layouts.fit_views()  # no application here: nothing to do, and no error
+
+
+# -- input checks shared by the task modules --------------------------------------------------
+def test_ct_volume_checks_name_the_module_and_return_the_modality(scene, ct_volume):
+    def check(node):
+        return inputs.check_ct_volume(node, module="Some Task", select="the CT to process",
+                                      expected="a chest CT in Hounsfield units")
+
+    assert check(ct_volume) == ""  # not from DICOM: the caller checks the values itself
+    hierarchy = scene.GetSubjectHierarchyNode()
+    hierarchy.SetItemAttribute(hierarchy.GetItemByDataNode(ct_volume), "DICOM.Modality", "CT")
+    assert check(ct_volume) == "CT" == inputs.dicom_modality(ct_volume)
+    hierarchy.SetItemAttribute(hierarchy.GetItemByDataNode(ct_volume), "DICOM.Modality", "MR")
+    with pytest.raises(ValueError, match="'CT' is a DICOM MR series; Some Task expects a CT series"):
+        check(ct_volume)
+    with pytest.raises(ValueError, match="^no input volume: select the CT to process$"):
+        check(None)
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(ValueError, match="'empty' holds no voxels; expected a chest CT in Hounsfield units"):
+        check(empty)
+    labels = mrml_fixtures.add_volume(scene, np.zeros((2, 3, 4), np.int16), name="labels",
+                                      node_class="vtkMRMLLabelMapVolumeNode")
+    with pytest.raises(ValueError, match="'labels' is a vtkMRMLLabelMapVolumeNode, not an image"):
+        check(labels)
+
+
+def test_output_volume_check_protects_the_input(scene, ct_volume):
+    inputs.check_output_volume(None, ct_volume)
+    inputs.check_output_volume(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "spare"), ct_volume)
+    with pytest.raises(ValueError, match="the output volume is the input 'CT'; the input is never overwritten"):
+        inputs.check_output_volume(ct_volume, ct_volume)
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    with pytest.raises(ValueError, match="the output 'labels' is a label map"):
+        inputs.check_output_volume(labels, ct_volume)
+
+
+def test_move_into_fills_the_chosen_output_and_removes_the_source(scene, ct_volume):
+    checksum = mrml_fixtures.volume_checksum(ct_volume)
+    values = np.arange(6 * 7 * 8, dtype=np.float32).reshape(6, 7, 8)
+    source = outputs.volume_from_array(values, ct_volume, "result")
+    target = mrml_fixtures.add_volume(scene, np.zeros((2, 2, 2), np.int16), ijk_to_ras=np.eye(4),
+                                      name="chosen")
+    assert outputs.move_into(source, target, ct_volume) is target
+    assert source.GetScene() is None and scene.GetNodeByID(target.GetID()) is target
+    assert np.array_equal(slicer.util.arrayFromVolume(target), values)
+    assert np.array_equal(nodes.ijk_to_ras(target), nodes.ijk_to_ras(ct_volume))
+    hierarchy = scene.GetSubjectHierarchyNode()
+    assert (hierarchy.GetItemParent(hierarchy.GetItemByDataNode(target))
+            == hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ct_volume)))
+    assert mrml_fixtures.volume_checksum(ct_volume) == checksum
+
+
+# -- model selector shared by the task modules ------------------------------------------------
+CARDS = [
+    {"id": "bridge-a", "version": "1.2", "description": "Bridge model\nsecond line",
+     "training_data": "phantoms", "metrics": {"ms_per_slice_cpu": 900, "ms_per_slice_gpu": 1500.0},
+     "architecture": {"objective": "bridge", "diffusion": {"num_timesteps": 1000},
+                      "sampler": {"steps": 20, "cpu_steps": 5}}},
+    {"id": "l1-b", "version": "1.0", "description": "regression", "metrics": {"dose": 0.1},
+     "architecture": {"objective": "regression", "diffusion": {"num_timesteps": 50}}},
+]
+
+
+def test_model_choices_read_steps_speed_dose_and_objective():
+    bridge, l1 = models.model_choices(CARDS, max_steps=100, default_steps=10)
+    assert (bridge.max_steps, bridge.default_steps, bridge.cpu_steps) == (100, 20, 5)
+    assert (bridge.default_steps_for("cpu"), bridge.default_steps_for("cuda")) == (5, 20)
+    assert bridge.summary == ("Bridge model · about 900 ms per slice on CPU, about 1.5 s per slice on GPU"
+                              " · 20 steps (5 on CPU)")
+    assert bridge.tooltip.splitlines()[0] == "bridge-a (version 1.2)"
+    assert bridge.tooltip.splitlines()[-1] == "Training data: phantoms"
+    assert (l1.max_steps, l1.default_steps, l1.cpu_steps, l1.single_pass) == (50, 10, 10, True)
+    assert (l1.summary, l1.traits) == ("regression · one pass (steps unused)", "10 % dose")
+    assert not bridge.single_pass and bridge.traits == bridge.speed
+
+    _, dosed = models.model_choices(CARDS, max_steps=8, default_steps=8, headline="dose")
+    assert dosed.summary == "trained for 10 % dose · one pass (steps unused)" and dosed.max_steps == 8
+    assert models.clamp_steps("many", 4, 3) == 3 and models.clamp_steps(-2, 4, 3) == 1
+    assert models.dose_text(25) == models.dose_text(0.25) == "25 %" and models.dose_text(True) == ""
+    with pytest.raises(ValueError, match="headline must be one of"):
+        models.model_choices(CARDS, max_steps=8, default_steps=8, headline="speed")
+
+
+class _Widget:
+    """Records what a model selector does to a combo box, spin box or label."""
+
+    def __init__(self):
+        self.items, self.tooltips, self.blocked = [], {}, False
+        self.enabled, self.maximum, self.text, self.tooltip = True, None, "", ""
+
+    def blockSignals(self, block):
+        previous, self.blocked = self.blocked, block
+        return previous
+
+    def clear(self):
+        self.items.clear()
+        self.tooltips.clear()
+
+    def addItem(self, text):
+        self.items.append(text)
+
+    def setItemData(self, index, value, role):
+        self.tooltips[(index, role)] = value
+
+    def setEnabled(self, enabled):
+        self.enabled = enabled
+
+    def setMaximum(self, maximum):
+        self.maximum = maximum
+
+    def setText(self, text):
+        self.text = text
+
+    def setToolTip(self, text):
+        self.tooltip = text
+
+
+class SelectorParameters(ParameterSet):
+    model = Text("")
+    steps = Int(10, minimum=1, maximum=1000)
+    device = Choice("auto", choices=("auto", "cpu", "cuda"))
+
+
+def make_selector():
+    combo, spin, label = _Widget(), _Widget(), _Widget()
+    choices = lambda entries: models.model_choices(entries, max_steps=1000, default_steps=10)  # noqa: E731
+    selector = models.ModelSelector(combo, spin, label, task="motion", choices=choices, max_steps=1000,
+                                    kind="motion-correction")
+    return selector, combo, spin, label
+
+
+def test_model_selector_keeps_model_steps_and_info_in_step(scene):
+    parameters = SelectorParameters.for_module(scene, "SelectorTest")
+    selector, combo, spin, label = make_selector()
+    selector.fill(CARDS)
+    assert combo.items == ["bridge-a", "l1-b"] and combo.enabled and not combo.blocked
+    assert combo.tooltips[(1, models.TOOLTIP_ROLE)].startswith("l1-b (version 1.0)")
+
+    selector.watch(parameters)  # nothing stored: the first model with its default steps
+    assert (parameters.model, parameters.steps, spin.maximum, spin.enabled) == ("bridge-a", 20, 1000, True)
+    assert label.text.startswith("Bridge model · ") and label.tooltip.startswith("bridge-a")
+    parameters.device = "cpu"
+    parameters.model = "l1-b"  # the observer applies the new model's CPU steps and range
+    assert (parameters.steps, spin.maximum, spin.enabled) == (10, 50, False)
+    parameters.model = "bridge-a"
+    assert parameters.steps == 5
+    parameters.steps = 7
+    parameters.model = "gone"  # not in the catalogue: back to the model shown, steps kept
+    assert (parameters.model, parameters.steps) == ("bridge-a", 7)
+
+    selector.unwatch()
+    parameters.update(model="l1-b", steps=900)  # e.g. a scene saved with an older catalogue
+    assert parameters.steps == 900  # no longer followed
+    again, _, spin_again, _ = make_selector()
+    again.fill(CARDS)
+    again.watch(parameters)  # a stored model is kept; its steps only clamped to its range
+    assert (parameters.model, parameters.steps, spin_again.maximum) == ("l1-b", 50, 50)
+    again.unwatch()
+    parameters.model = "gone"
+    assert parameters.model == "gone"  # unwatched: nothing follows the node any more
+
+
+def test_model_selector_without_models_says_why(scene, monkeypatch):
+    monkeypatch.setattr(environment, "model_catalogue",
+                        lambda task: ([], f"model catalogue unavailable for {task}"))
+    parameters = SelectorParameters.for_module(scene, "SelectorTest")
+    parameters.steps = 400
+    selector, combo, spin, label = make_selector()
+    selector.fill()
+    selector.watch(parameters)
+    assert combo.items == [] and not combo.enabled
+    assert (parameters.model, parameters.steps, spin.maximum, spin.enabled) == ("", 400, 1000, True)
+    assert label.text == ("No motion-correction model found (model catalogue unavailable for motion); "
+                          "the backend uses its default model.")
+    updates = []
+    selector.refresh(CARDS, SimpleNamespace(update_widgets=lambda: updates.append(parameters.model)))
+    assert updates == [""]  # the binding shows the stored model in the refilled list first
+    assert parameters.model == "bridge-a" and combo.enabled and label.tooltip.startswith("bridge-a")

@@ -1,0 +1,63 @@
+"""Checks a task module runs on its input volume and chosen output before anything starts.
+
+Each check raises ``ValueError`` with a message naming the node, the problem and what was
+expected, so the panel can show it as it is.  What counts as Hounsfield units depends on the
+task (a cropped CT series may lack air; a chest CT never does), so :func:`check_ct_volume`
+checks everything but the voxel values and hands the DICOM modality back for that rule.
+"""
+
+from __future__ import annotations
+
+import slicer
+
+__all__ = ["dicom_modality", "check_ct_volume", "check_output_volume"]
+
+
+def dicom_modality(node) -> str:
+    """The DICOM modality of the series holding ``node`` ("" when not loaded from DICOM)."""
+    scene = node.GetScene()
+    hierarchy = scene.GetSubjectHierarchyNode() if scene is not None else None
+    item = hierarchy.GetItemByDataNode(node) if hierarchy is not None else 0
+    if not item:
+        return ""
+    name = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
+    return hierarchy.GetItemAttribute(item, name) or ""
+
+
+def check_ct_volume(node, *, module: str, select: str,
+                    expected: str = "a CT volume in Hounsfield units") -> str:
+    """Raise ``ValueError`` unless ``node`` is a single-component scalar volume that may be CT.
+
+    A missing node asks the user to select ``select`` ("the low-dose CT volume to denoise");
+    a DICOM series whose modality is not CT is refused in the name of ``module`` ("LDCT
+    Denoise"); an empty volume is told it should have been ``expected``.  Returns the DICOM
+    modality ("CT", or "" when not loaded from DICOM) for the caller's check of the values.
+    """
+    if node is None:
+        raise ValueError(f"no input volume: select {select}")
+    name = node.GetName()
+    if node.IsA("vtkMRMLLabelMapVolumeNode") or not node.IsA("vtkMRMLScalarVolumeNode"):
+        raise ValueError(f"'{name}' is a {node.GetClassName()}, not an image; "
+                         "expected a scalar CT volume in Hounsfield units")
+    image = node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise ValueError(f"'{name}' holds no voxels; expected {expected}")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise ValueError(f"'{name}' has {image.GetNumberOfScalarComponents()} components per voxel "
+                         "(colour or vector image); expected a single-component CT volume")
+    modality = dicom_modality(node)
+    if modality and modality.upper() != "CT":
+        raise ValueError(f"'{name}' is a DICOM {modality} series; {module} expects a CT series")
+    return modality
+
+
+def check_output_volume(output, input_volume) -> None:
+    """The output may be a new volume (None) or another scalar volume, never the input."""
+    if output is None:
+        return
+    if input_volume is not None and output.GetID() == input_volume.GetID():
+        raise ValueError(f"the output volume is the input '{input_volume.GetName()}'; the input is "
+                         "never overwritten: choose 'Create new volume' or another volume")
+    if output.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise ValueError(f"the output '{output.GetName()}' is a label map; "
+                         "choose 'Create new volume' or a scalar volume")
