@@ -16,18 +16,20 @@ import shlex
 #: task -> (module with ``train(args, progress, device) -> dict``, one-line description)
 TASKS = {
     "ldct": ("meddiffusion.training.ldct_data", "low-dose CT denoising: CoreDiff CLEAR-Net on thorax-phantom pairs"),
+    "motion": ("meddiffusion.training.motion_data",
+               "coronary calcium motion correction: ProDM's 2.5D UNet on motion-corrupted phantom CTs"),
 }
 
 #: options every task takes: (flag, argparse keyword arguments)
 COMMON_OPTIONS = (
-    ("--config", {"default": "small", "help": "network size; ldct: paper (GPU), small (CPU) or tiny (tests). "
-                                                "Default: small"}),
-    ("--steps", {"type": int, "default": 3000, "help": "optimizer steps (default: 3000)"}),
+    ("--config", {"default": "small", "help": "network size; ldct: paper (GPU), small (CPU) or tiny (tests); "
+                                                "motion: large (GPU), small (CPU) or tiny. Default: small"}),
+    ("--steps", {"type": int, "default": 3000, "help": "optimizer steps (default: %(default)s)"}),
     ("--out", {"required": True, "help": "run folder: data cache, checkpoints, metrics, final model"}),
     ("--register", {"metavar": "ID", "help": "also register the model under this id in the user model folder"}),
     ("--overwrite", {"action": "store_true", "help": "with --register: replace a user model with the same id"}),
-    ("--batch-size", {"type": int, "default": 4, "help": "global batch size (default: 4)"}),
-    ("--lr", {"type": float, "default": 1e-3, "help": "peak learning rate, cosine decay (default: 1e-3)"}),
+    ("--batch-size", {"type": int, "default": 4, "help": "global batch size (default: %(default)s)"}),
+    ("--lr", {"type": float, "default": 1e-3, "help": "peak learning rate, cosine decay (default: %(default)g)"}),
     ("--seed", {"type": int, "default": 0, "help": "data and training seed (default: 0)"}),
     ("--val-every", {"type": int, "default": 500, "help": "validate every N steps (0: only at the end)"}),
     ("--ckpt-every", {"type": int, "default": 500, "help": "checkpoint every N steps (0: only at the end)"}),
@@ -51,12 +53,39 @@ TASK_OPTIONS = {
         ("--cpu-steps", {"type": int, "default": None,
                          "help": "sampling steps the model card sets as the CPU default (default: T)"}),
     ),
+    "motion": (
+        ("--objective", {"choices": ("bridge", "regression"), "default": "bridge",
+                         "help": "bridge: ProDM's Brownian bridge (default); regression: the same network as a "
+                                 "plain L1 regressor, one call at t=T-1"}),
+        ("--calcium-weight", {"type": float, "default": None, "metavar": "LAMBDA",
+                              "help": "weight of the calcium consistency loss (default: 20 for bridge, "
+                                      "0 for regression)"}),
+        ("--calcium-warmup", {"type": int, "default": None, "metavar": "STEPS",
+                              "help": "hold the calcium weight at 0 for STEPS steps, then ramp it up over as many "
+                                      "(default: min(300, steps/10))"}),
+        ("--cases", {"type": int, "default": 160, "help": "training cases (phantom patients; default: 160)"}),
+        ("--val-cases", {"type": int, "default": 12, "help": "validation cases, the next ones (default: 12)"}),
+        ("--data", {"metavar": "DIR", "help": "case cache to use and fill, shareable between runs with the same "
+                                              "--seed and data options (default: <out>/data)"}),
+        ("--size", {"type": int, "default": 192, "help": "case image size in pixels (default: 192)"}),
+        ("--slices", {"type": int, "default": 40, "help": "3 mm slices per case (default: 40)"}),
+        ("--timesteps", {"type": int, "default": 1000, "help": "bridge timesteps T (default: 1000)"}),
+        ("--crop", {"type": int, "default": 64, "help": "training crop size in pixels (default: 64)"}),
+    ),
+}
+
+#: per-task defaults of the common options
+TASK_DEFAULTS = {
+    "motion": {"steps": 6000, "batch_size": 8, "lr": 5e-4},
 }
 
 EXAMPLE = """examples:
   meddiff train ldct --config small --steps 3000 --out runs/ldct-small --register my-ldct
   meddiff train ldct --config paper --steps 150000 --batch-size 8 --device cuda --out runs/ldct-paper
-  meddiff train ldct --config small --out runs/ldct-small --resume"""
+  meddiff train ldct --config small --out runs/ldct-small --resume
+  meddiff train motion --config small --data runs/motion-data --out runs/motion-prodm-small
+  meddiff train motion --config small --calcium-weight 0 --data runs/motion-data --out runs/motion-prodm-nocal-small
+  meddiff train motion --config small --objective regression --data runs/motion-data --out runs/motion-unet-l1-small"""
 
 
 def add_parser(subparsers) -> None:
@@ -70,6 +99,7 @@ def add_parser(subparsers) -> None:
         sub = tasks.add_parser(task, help=description, description=description)
         for flag, kwargs in COMMON_OPTIONS + TASK_OPTIONS.get(task, ()):
             sub.add_argument(flag, **kwargs)
+        sub.set_defaults(**TASK_DEFAULTS.get(task, {}))
         add_device_options(sub)
         sub.add_argument("--events", choices=("bar", "jsonl", "none"), default="bar",
                          help="progress as a terminal bar (default), JSON lines on stdout, or nothing")
