@@ -181,6 +181,18 @@ def test_ct_without_heart_asks_for_an_roi():
         find_region(shell)
 
 
+def test_a_given_heart_mask_replaces_the_automatic_one(gated, gated_region):
+    half = np.zeros(gated.shape, bool)
+    first = gated_region.boxes[0]
+    half[first.slices] = True                      # a "heart" holding only the first calcium box
+    region = find_region(gated, heart=half)
+    assert len(region.boxes) == 1 and region.boxes[0].ijk() == first.ijk()
+    assert not region.scoring[~half].any()
+    assert find_region(gated, heart=np.zeros(gated.shape, bool)).boxes == []
+    with pytest.raises(ValueError, match="heart mask has shape"):
+        find_region(gated, heart=np.ones((2, 2, 2), bool))
+
+
 # -- correction --------------------------------------------------------------------------------------
 def oracle(x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
     """g = x_t − f(condition) with a pixelwise f: the bridge then returns f exactly, whatever the window."""

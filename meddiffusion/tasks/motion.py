@@ -295,12 +295,15 @@ def check_roi(roi: Sequence[int], shape_zyx: Sequence[int]) -> Box:
     return Box(k0, k1, j0, j1, i0, i1)
 
 
-def find_region(volume: Volume, roi: Sequence[int] | None = None, *, patch_size: int = PATCH_SIZE) -> MotionRegion:
+def find_region(volume: Volume, roi: Sequence[int] | None = None, *, heart: np.ndarray | None = None,
+                patch_size: int = PATCH_SIZE) -> MotionRegion:
     """The boxes to correct and the scoring region (see the module docstring).
 
     ``roi`` (I0, I1, J0, J1, K0, K1, end exclusive) corrects exactly that box and scores inside
-    it, bone excluded. Without it the region is found from the calcium in the heart. A CT
-    without calcium in the heart gets no boxes (nothing to correct).
+    it, bone excluded. Without it the region is found from the calcium in the heart: ``heart``
+    (a mask on the CT's grid, e.g. from a segmentation, needed for a heart-centred field of
+    view that shows too little lung to find it) or the heart found automatically. A CT without
+    calcium in the heart gets no boxes (nothing to correct).
     """
     hu = _hu(volume)
     scoring = np.zeros(hu.shape, bool)
@@ -309,7 +312,13 @@ def find_region(volume: Volume, roi: Sequence[int] | None = None, *, patch_size:
         scoring[box.slices] = ~bone_near(volume, box)
         return MotionRegion([box], scoring, "roi")
 
-    heart = _heart(volume)
+    if heart is None:
+        heart = _heart(volume)
+    else:
+        heart = np.asarray(heart) > 0
+        if heart.shape != hu.shape:
+            raise ValueError(f"the heart mask has shape {heart.shape} but the CT has {hu.shape}; "
+                             "expected a mask on the CT's grid")
     if not heart.any():
         return MotionRegion([], heart, "auto", np.zeros(hu.shape, bool))
     outer = _bounding_box(heart)
