@@ -16,6 +16,7 @@ BENCHES = {
     "precision": ("precision", "fp32 vs bf16 autocast: speed and output error of the shipped network types"),
     "phantom": ("phantom", "seconds per thorax phantom frame (256x256x128 CT) and per modality"),
     "ldct": ("ldct", "LDCT denoising on held-out real CT slices: PSNR/SSIM/RMSE vs BM3D, s/slice"),
+    "motion": ("motion", "calcium motion correction on held-out phantom cases: Agatston MAE, risk class, r"),
 }
 
 EXAMPLE = """examples:
