@@ -299,7 +299,7 @@ def _own_memory(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

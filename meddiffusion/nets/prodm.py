@@ -8,8 +8,8 @@ timestep through MONAI's sinusoidal embedding, and predicts BBDM's ``grad`` targ
 
 The paper does not report the UNet's size. The backbone is MONAI's ``DiffusionModelUNet``
 (ResNet blocks with time-embedding scale/shift, as in BBDM's openai UNet) with attention only
-in its middle block (as BBDM's template effectively has), not at the resolution levels, whose
-attention would need the optional ``einops`` package. ``small`` (0.64 M parameters) trains in minutes on a
+in its middle block, as BBDM's template effectively has (its attention resolutions never
+occur with three levels). ``small`` (0.64 M parameters) trains in minutes on a
 CPU; ``large`` is the size for a GPU; ``tiny`` is for tests.
 
 The same network trained as a plain regressor (``objective="regression"`` in the model card)
