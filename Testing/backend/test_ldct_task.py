@@ -292,3 +292,21 @@ def test_band_energy_loss_is_shift_tolerant_but_sees_noise():
     clean, noise, _, _ = noisy_trajectory()
     shifted = torch.roll(clean + noise, shifts=(1, 1), dims=(-2, -1))
     assert band_energy_loss(clean + noise, shifted) < 0.2 * band_energy_loss(clean + noise, clean + 0.3 * noise)
+
+
+def test_denoising_leaves_the_network_trainable():
+    """denoise_volume must not turn the weights into inference tensors (adaptation trains them next)."""
+    from meddiffusion.nets.clearnet import CLEARNet
+    from meddiffusion.tasks.ldct import build_model, denoise_volume
+    from meddiffusion.training.ldct_data import network_configs
+
+    arch = {"network": "CLEARNet", "kwargs": network_configs()["tiny"], "diffusion": {"num_timesteps": 2},
+            "sampler": {"steps": 2}}
+    model = build_model(arch)
+    volume = Volume(np.full((2, 16, 16), 40.0, np.float32), modality="CT")
+    denoise_volume(volume, model, steps=1)
+    x = torch.zeros(1, 3, 16, 16)
+    out = model.net(x, torch.zeros(1, dtype=torch.long), None)
+    out.sum().backward()
+    assert isinstance(model.net, CLEARNet)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.parameters())

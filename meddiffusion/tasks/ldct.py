@@ -196,7 +196,6 @@ def load_model(model_id: str | None = None, device: torch.device | str = "cpu") 
 
 
 # -- volumes -----------------------------------------------------------------------------------------
-@torch.inference_mode()
 def denoise_volume(volume: Volume, model: LDCTModel, *, steps: int | None = None, batch_size: int = 4,
                    device: torch.device | str = "cpu", precision: str = "auto",
                    callback: Callable[[int, int], None] | None = None) -> Volume:
@@ -209,10 +208,19 @@ def denoise_volume(volume: Volume, model: LDCTModel, *, steps: int | None = None
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     array = volume.array
-    num_slices = array.shape[0]
     steps = model.default_steps(device) if steps is None else int(steps)
     model.diffusion.sample_steps(steps)
-    model.net.to(device, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
+    with torch.no_grad():  # not inference mode: the weights must stay usable for adaptation afterwards
+        model.net.to(device, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
+    with torch.inference_mode():
+        output = _denoise_slices(array, model, steps, batch_size, device, precision, callback)
+    return volume.with_array(output)
+
+
+def _denoise_slices(array: np.ndarray, model: LDCTModel, steps: int, batch_size: int, device: torch.device,
+                    precision: str, callback: Callable[[int, int], None] | None) -> np.ndarray:
+    """The batches of ``denoise_volume``: context stacks of the body's box through the sampler."""
+    num_slices = array.shape[0]
     output = np.array(array, dtype=np.float32, copy=True)
     total, done = num_slices * steps, 0
     for start in range(0, num_slices, batch_size):
@@ -240,7 +248,7 @@ def denoise_volume(volume: Volume, model: LDCTModel, *, steps: int | None = None
         original = array[index, y0:y1, x0:x1]
         out_of_range = (original < HU_MIN) | (original > HU_MIN + HU_RANGE)
         output[index, y0:y1, x0:x1] = np.where(out_of_range, original, denoised)
-    return volume.with_array(output)
+    return output
 
 
 # -- physics: pairs for training and evaluation ------------------------------------------------------
