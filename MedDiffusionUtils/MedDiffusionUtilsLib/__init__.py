@@ -10,6 +10,7 @@
   dependencies  ask-first installer for the backend's Python packages
   environment   package versions, device and model catalogue for display
   models        catalogue cards -> model selector entries; the selector kept in step
+  sampledata    a module's bundled sample registered with Slicer's Sample Data module
   utilspanel    the MedDiffusionUtils module's panel
 
 Submodules are imported explicitly (``from MedDiffusionUtilsLib import nodes``) so that
@@ -21,7 +22,7 @@ import sys
 
 #: in dependency order, for reload()
 SUBMODULES = ("runner", "nodes", "outputs", "inputs", "parameters", "layouts", "dependencies",
-              "environment", "models", "modulebase", "utilspanel")
+              "environment", "models", "sampledata", "modulebase", "utilspanel")
 
 
 def reload() -> None:
