@@ -268,11 +268,10 @@ def train(args, progress, device: torch.device) -> dict:
     Writes ``<out>/model.safetensors`` and its card ``<out>/model.json`` (catalogue format);
     with ``args.register`` the model is also registered in the user model folder.
     """
-    import json
-
-    from meddiffusion.catalog import SCHEMA_VERSION, ModelEntry, atomic_write, register_user_model, sha256_file
+    from meddiffusion.catalog import ModelEntry, sha256_file
     from meddiffusion.nets.clearnet import CLEARNet
     from meddiffusion.training import TrainConfig, Trainer, latest_checkpoint
+    from meddiffusion.training.publish import publish_model
 
     out = Path(args.out)
     options = DataOptions(size=args.size, slices=args.slices, dose=args.dose, nd_noise_hu=tuple(args.noise_range),
@@ -323,14 +322,5 @@ def train(args, progress, device: torch.device) -> dict:
                        f"data seed {args.seed}"),
         training_command=args.command_line, metrics=metrics, license="MIT",
         description=f"CoreDiff CLEAR-Net ({args.config}) for {options.dose:g} dose CT, T={args.timesteps}")
-    card = out / "model.json"
-    text = json.dumps({"schema_version": SCHEMA_VERSION, **entry.to_dict()}, indent=2)
-    atomic_write(card, lambda tmp: tmp.write_text(text + "\n"))
-    registered = None
-    if args.register:
-        registered = register_user_model(entry, weights, overwrite=args.overwrite)
-    return {"weights": str(weights), "card": str(card), "model_id": model_id, "registered": bool(registered),
-            **metrics, "summary": (f"trained {fit['step']} steps in {train_s:.0f} s; validation loss "
-                                   f"{val_start if val_start is None else f'{val_start:.3g}'} -> "
-                                   f"{metrics['val_loss_end']:.3g}; weights {weights}"
-                                   + (f"; registered as '{model_id}'" if registered else ""))}
+    return publish_model(entry, weights, out, register=bool(args.register), overwrite=args.overwrite,
+                         steps=fit["step"], train_seconds=train_s, val_start=val_start, val_end=metrics["val_loss_end"], metrics=metrics)

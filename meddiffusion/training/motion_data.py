@@ -528,7 +528,8 @@ def train(args, progress, device: torch.device) -> dict:
     ``<out>/model.json`` (catalogue format); with ``args.register`` the model is also
     registered in the user model folder.
     """
-    from meddiffusion.catalog import SCHEMA_VERSION, ModelEntry, atomic_write, register_user_model, sha256_file
+    from meddiffusion.catalog import ModelEntry, sha256_file
+    from meddiffusion.training.publish import publish_model
     from meddiffusion.nets.prodm import PRODM_CONFIGS, ProDMUNet
     from meddiffusion.training import TrainConfig, Trainer, latest_checkpoint
 
@@ -618,14 +619,6 @@ def train(args, progress, device: torch.device) -> dict:
         description=(f"ProDM 2.5D UNet ({args.config}), {objective} objective"
                      + (f", T={args.timesteps}" if objective == "bridge" else ", one call at t=T-1")
                      + f", calcium loss weight {calcium_weight:g}"))
-    card = out / "model.json"
-    text = json.dumps({"schema_version": SCHEMA_VERSION, **entry.to_dict()}, indent=2)
-    atomic_write(card, lambda tmp: tmp.write_text(text + "\n"))
-    registered = None
-    if args.register:
-        registered = register_user_model(entry, weights, overwrite=args.overwrite)
-    return {"weights": str(weights), "card": str(card), "model_id": model_id, "registered": bool(registered),
-            **metrics, "summary": (f"trained {fit['step']} steps in {train_s:.0f} s; validation loss "
-                                   f"{val_start if val_start is None else f'{val_start:.3g}'} -> "
-                                   f"{val_end:.3g}; weights {weights}"
-                                   + (f"; registered as '{model_id}'" if registered else ""))}
+    return publish_model(entry, weights, out, register=bool(args.register), overwrite=args.overwrite,
+                         steps=fit["step"], train_seconds=train_s, val_start=val_start, val_end=val_end,
+                         metrics=metrics)
