@@ -312,15 +312,8 @@ def write_sequence(frames: list[Volume], path: str | os.PathLike, *, index_name:
 
 def read_sequence(path: str | os.PathLike) -> tuple[list[Volume], list[float]]:
     """Read a 4D NRRD sequence written by Slicer or :func:`write_sequence`."""
-    import nrrd
-
     path = Path(path)
-    if not path.exists():
-        raise VolumeError(f"input not found: {path}")
-    try:
-        data, header = nrrd.read(str(path), index_order="F")
-    except Exception as exc:  # pynrrd raises several types for malformed files
-        raise VolumeError(f"cannot read {path} as a NRRD sequence ({exc})") from None
+    data, header = _read_nrrd(path, "sequence", missing="input")
     if data.ndim != 4:
         raise VolumeError(f"{path} is {data.ndim}D; a 4D sequence (frames of 3D volumes) is needed")
     directions = np.asarray(header["space directions"], dtype=float)
@@ -423,15 +416,8 @@ def read_segmentation(path: str | os.PathLike) -> tuple[list[np.ndarray], list[d
     file that Slicer cropped to its segments (``Segmentation_ReferenceImageExtentOffset``) has
     its origin at the cropped corner, so it stays in the right place in physical space.
     """
-    import nrrd
-
     path = Path(path)
-    if not path.exists():
-        raise VolumeError(f"segmentation not found: {path}")
-    try:
-        data, header = nrrd.read(str(path), index_order="F")
-    except Exception as exc:  # pynrrd raises several types for malformed files
-        raise VolumeError(f"cannot read {path} as a NRRD segmentation ({exc})") from None
+    data, header = _read_nrrd(path, "segmentation", missing="segmentation")
     if data.ndim == 3:
         data = data[None]
         kinds_list = None
@@ -521,3 +507,15 @@ def _extent_ijk(layer: np.ndarray) -> tuple[int, int, int, int, int, int]:
     plane = layer[ks[0]: ks[-1] + 1].any(axis=0)
     js, is_ = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
     return (int(is_[0]), int(is_[-1]), int(js[0]), int(js[-1]), int(ks[0]), int(ks[-1]))
+
+
+def _read_nrrd(path: Path, what: str, *, missing: str) -> tuple[np.ndarray, dict]:
+    """pynrrd's (data in x, y, z[, ...] order, header), with clear errors for a missing or malformed file."""
+    import nrrd
+
+    if not path.exists():
+        raise VolumeError(f"{missing} not found: {path}")
+    try:
+        return nrrd.read(str(path), index_order="F")
+    except Exception as exc:  # pynrrd raises several types for malformed files
+        raise VolumeError(f"cannot read {path} as a NRRD {what} ({exc})") from None
