@@ -196,6 +196,12 @@ def test_bridge_training_target_and_loss():
     torch.testing.assert_close(x0_hat, x0)
     loss, _ = bridge.training_loss(lambda x, tt: torch.zeros_like(x), x0, y, t, noise)
     assert loss.item() == pytest.approx((x_t - x0).abs().mean().item(), rel=1e-6)
+    only_first = torch.zeros_like(x0)
+    only_first[0] = 2.0                                     # a weighted mean over the first sample alone
+    loss, _ = bridge.training_loss(lambda x, tt: torch.zeros_like(x), x0, y, t, noise, weight=only_first)
+    assert loss.item() == pytest.approx((x_t - x0)[0].abs().mean().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="weight must have"):
+        bridge.training_loss(lambda x, tt: x, x0, y, t, noise, weight=only_first[:1])
 
 
 def test_bridge_seeded_sampling_is_reproducible():

@@ -23,7 +23,7 @@ from meddiffusion.training import TrainConfig, Trainer
 from meddiffusion.training.calcium_loss import (TAU_HU, calcium_consistency_loss, calcium_region,
                                                 soft_calcium_mask, soft_volume_score)
 from meddiffusion.training.motion_data import (MAX_MOTION_MM, MotionDataOptions, MotionPatches, build_cache, case_spec,
-                                               default_model_id, extract_patches, make_case, make_loss_fn,
+                                               default_model_id, extract_patches, focus_weight, make_case, make_loss_fn,
                                                make_val_fn, random_crops, read_case_info, calcium_ramp)
 
 TINY = MotionDataOptions(size=64, slices=8, pixel_mm=(2.0, 2.2), slice_mm=6.0, patch=40, jitter=4, plaques=(6, 12),
@@ -228,6 +228,37 @@ def test_losses_log_the_calcium_term(cache, objective):
         assert float(plain[0].detach()) == pytest.approx(float((condition[:, 1:2] - target).abs().mean()), rel=1e-5)
     with pytest.raises(ValueError, match="objective"):
         make_loss_fn("gan", bridge, 0.0, 32)
+
+
+def test_focus_weight_marks_what_the_motion_changed_and_the_calcium():
+    static = calcium_image(500.0, size=48)
+    moved = torch.roll(static, 6, dims=-1)                  # the plaque moved 6 pixels: both places changed
+    weight = focus_weight(normalize(static), normalize(moved), 20.0)
+    assert weight.shape == static.shape and set(weight.unique().tolist()) == {1.0, 21.0}
+    assert weight[..., 16, 16] == 21 and weight[..., 16, 22] == 21    # the plaque, and where it went
+    assert weight[..., 16, 12] == 21                        # two pixels of margin
+    assert weight[..., 16, 9] == 1 and weight[..., 40, 40] == 1       # identical tissue counts once
+    tissue = torch.full((1, 1, 16, 16), 40.0)
+    unchanged = focus_weight(normalize(tissue), normalize(tissue + 15.0), 5.0)
+    assert torch.equal(unchanged, torch.ones_like(unchanged))   # 15 HU apart, no calcium: no focus
+    with pytest.raises(ValueError, match="focus weight"):
+        focus_weight(normalize(static), normalize(moved), -1.0)
+
+
+def test_focus_weight_changes_the_l1_only():
+    static = calcium_image(500.0, size=32)
+    moved = torch.roll(calcium_image(500.0, size=32, smear=2), 3, dims=-1)
+    batch = {"corrupted": moved.repeat(2, 3, 1, 1).short(), "static": static.repeat(2, 1, 1, 1).short()}
+    net = ProDMUNet(3, **PRODM_CONFIGS["tiny"])          # zero-initialised output: x0_hat = y
+    plain = make_loss_fn("regression", BrownianBridge(1000), 0.0, 32)(net, batch, torch.Generator().manual_seed(2))
+    focused = make_loss_fn("regression", BrownianBridge(1000), 0.0, 32, focus=20.0)(
+        net, batch, torch.Generator().manual_seed(2))
+    condition, target = random_crops(batch, 32, torch.Generator().manual_seed(2))
+    weight = focus_weight(target, condition[:, 1:2], 20.0)
+    expected = (weight * (condition[:, 1:2] - target).abs()).sum() / weight.sum()
+    assert float(focused[1]["l1"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(focused[1]["l1"]) > 5 * float(plain[1]["l1"])   # the changed pixels are where the error is
+    assert float(focused[1]["calcium"]) == pytest.approx(float(plain[1]["calcium"]))
 
 
 def test_calcium_weight_is_held_then_ramped():

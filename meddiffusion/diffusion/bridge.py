@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from monai.utils import unsqueeze_right
 
-__all__ = ["BrownianBridge", "bridge_schedule"]
+__all__ = ["BrownianBridge", "bridge_schedule", "weighted_mean"]
 
 Schedule = Literal["linear", "paper", "sin"]
 Prediction = Literal["grad", "x0"]
@@ -105,11 +105,13 @@ class BrownianBridge:
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         prediction: Prediction = "grad",
+        weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """L1 between the grad target and x_t - x0_hat; returns (loss, x0_hat).
 
         For ``grad`` this is BBDM's loss on g itself; for ``x0`` it is PADM's Algorithm 1.
         x0_hat is returned so a task can add image-space terms (ProDM's calcium loss).
+        ``weight`` (x0's shape, >= 0) makes it a weighted mean, sum(w |e|) / sum(w).
         """
         if x0.shape != y.shape:
             raise ValueError(f"x0 and y must have the same shape, got {tuple(x0.shape)} and {tuple(y.shape)}")
@@ -119,8 +121,8 @@ class BrownianBridge:
             noise = standard_normal(x0.shape, generator, x0.device, x0.dtype)
         x_t = self.q_sample(x0, y, t, noise)
         x0_hat = self.x0_from_prediction(x_t, model_fn(x_t, t), prediction)
-        loss = (self.training_target(x0, y, t, noise) - (x_t - x0_hat)).abs().mean()
-        return loss, x0_hat
+        error = (self.training_target(x0, y, t, noise) - (x_t - x0_hat)).abs()
+        return weighted_mean(error, weight), x0_hat
 
     # ----------------------------------------------------------------- reverse process
     def posterior_coefficients(
@@ -246,6 +248,16 @@ class BrownianBridge:
 
 
 # Helpers shared by the formulations of this package.
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """mean(values), or sum(weight * values) / sum(weight) with a non-negative ``weight`` of the same shape."""
+    if weight is None:
+        return values.mean()
+    if weight.shape != values.shape:
+        raise ValueError(f"weight must have the values' shape {tuple(values.shape)}, got {tuple(weight.shape)}")
+    weight = weight.to(values.dtype)
+    return (weight * values).sum() / weight.sum().clamp_min(torch.finfo(values.dtype).tiny)
 
 
 def standard_normal(

@@ -27,7 +27,10 @@ Two objectives train the same network (the bench compares them): ``bridge`` is P
 bridge from the corrupted centre slice y to the static x0 (BBDM's ``grad`` target, L1) plus
 lambda times the calcium consistency loss on x0_hat; ``regression`` calls the network once at
 t = T - 1 with x_t = y, reads its output as y - x0 and takes the L1 error of x0_hat. Lambda
-is held at 0 for the first steps and then ramped up (see :func:`make_loss_fn` for why).
+is held at 0 for the first steps and then ramped up (see :func:`make_loss_fn` for why). In both,
+the L1 can count the few pixels the motion changed ``1 + focus`` times (:func:`focus_weight`;
+``meddiff train motion --focus``, 20 by default), so that the network is graded on the
+correction and not only on copying the untouched background.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from meddiffusion.diffusion.bridge import BrownianBridge
+from meddiffusion.diffusion.bridge import BrownianBridge, weighted_mean
 from meddiffusion.io import Volume
 from meddiffusion.phantoms.coronaries import Plaque
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
@@ -54,7 +58,8 @@ from meddiffusion.training.calcium_loss import REGION_MARGIN_PX, TAU_HU, calcium
 from meddiffusion.training.trainer import derive_seed
 
 __all__ = ["MotionDataOptions", "CaseSpec", "MotionCase", "case_spec", "make_case", "extract_patches",
-           "build_cache", "read_case_info", "MotionPatches", "random_crops", "make_loss_fn", "calcium_ramp",
+           "build_cache", "read_case_info", "MotionPatches", "random_crops", "FOCUS_CHANGE_HU", "FOCUS_MARGIN_PX",
+           "focus_weight", "make_loss_fn", "calcium_ramp",
            "make_val_fn", "NETWORK_CONFIGS",
            "OBJECTIVES", "default_model_id", "train"]
 
@@ -436,14 +441,41 @@ def random_crops(batch: dict[str, torch.Tensor], crop: int,
     return normalize(torch.stack(conditions)), normalize(torch.stack(targets))
 
 
+#: a pixel the motion changed by more than this is where the network has work to do
+FOCUS_CHANGE_HU = 20.0
+#: the focus region reaches this far around those pixels and around calcium
+FOCUS_MARGIN_PX = 2
+
+
+def focus_weight(x0: torch.Tensor, y: torch.Tensor, focus: float) -> torch.Tensor:
+    """Per-pixel L1 weight ``1 + focus`` where the motion changed the image or calcium is, else 1 (no grad).
+
+    Motion moves only the calcium: in a patch centred on a plaque about 1-2 % of the pixels
+    differ from the static image by more than 20 HU and the rest are identical, noise and all.
+    With a plain mean the network is graded almost only on copying the input through the
+    bridge noise, and the pixels that decide the Agatston score weigh about as much as
+    rounding. The focus region is every pixel the motion changed by more than
+    ``FOCUS_CHANGE_HU``, or at or above 130 HU in either image, grown by ``FOCUS_MARGIN_PX``.
+    """
+    if focus < 0:
+        raise ValueError(f"focus weight must be >= 0, got {focus}")
+    changed = (denormalize(y.detach()) - denormalize(x0.detach())).abs() > FOCUS_CHANGE_HU
+    size = 2 * FOCUS_MARGIN_PX + 1
+    changed = F.max_pool2d(changed.float(), size, stride=1, padding=FOCUS_MARGIN_PX)
+    region = torch.maximum(changed, calcium_region(x0, y, margin_px=FOCUS_MARGIN_PX))
+    return 1 + focus * region
+
+
 def make_loss_fn(objective: str, bridge: BrownianBridge, calcium_weight: float, crop: int, warmup: int = 0,
-                 step: Callable[[], int] | None = None):
+                 step: Callable[[], int] | None = None, focus: float = 0.0):
     """The training loss for :class:`meddiffusion.training.Trainer`: ``bridge`` (ProDM) or ``regression``.
 
     loss = L1 of the objective + lambda * calcium consistency loss of x0_hat, scored within a
     few pixels of calcium in x0 or in the corrupted centre slice (``calcium_loss.calcium_region``
-    says why). With ``warmup`` and ``step`` (the trainer's current step), lambda is 0 for the
-    first ``warmup`` steps and then rises linearly to ``calcium_weight`` over as many more. Why:
+    says why). With ``focus`` > 0 the L1 is a weighted mean that counts the pixels the motion
+    changed ``1 + focus`` times (``focus_weight``). With ``warmup`` and ``step`` (the trainer's
+    current step), lambda is 0 for the first ``warmup`` steps and then rises linearly to
+    ``calcium_weight`` over as many more. Why:
     an untrained network's x0_hat carries the bridge noise (up to ~350 HU at mid-bridge), whose
     soft score dwarfs the calcium's; at lambda = 20 from step 0 that term dominates every update
     and the network settles for an x0_hat that matches the score and not the image (measured:
@@ -464,17 +496,19 @@ def make_loss_fn(objective: str, bridge: BrownianBridge, calcium_weight: float, 
         device = next(model.parameters()).device
         condition, x0 = condition.to(device), x0.to(device)
         y = condition[:, CONTEXT_SLICES // 2 : CONTEXT_SLICES // 2 + 1]
+        weight = focus_weight(x0, y, focus) if focus > 0 else None
         if objective == "bridge":
-            l1, x0_hat = bridge.training_loss(lambda x_t, t: model(x_t, t, condition), x0, y, generator=generator)
+            l1, x0_hat = bridge.training_loss(lambda x_t, t: model(x_t, t, condition), x0, y, generator=generator,
+                                              weight=weight)
         else:
             t = torch.full((y.shape[0],), bridge.num_timesteps - 1, dtype=torch.long, device=device)
             x0_hat = y - model(y, t, condition)
-            l1 = (x0_hat - x0).abs().mean()
+            l1 = weighted_mean((x0_hat - x0).abs(), weight)
         calcium = calcium_consistency_loss(x0_hat, x0, region=calcium_region(x0, y))
-        weight = calcium_weight * calcium_ramp(step(), warmup) if step is not None else calcium_weight
-        loss = l1 + weight * calcium if weight > 0 else l1
+        lam = calcium_weight * calcium_ramp(step(), warmup) if step is not None else calcium_weight
+        loss = l1 + lam * calcium if lam > 0 else l1
         hu_mae = (denormalize(x0_hat.detach().clamp(-1, 1)) - denormalize(x0)).abs().mean()
-        return loss, {"l1": l1.detach(), "calcium": calcium.detach(), "calcium_weight": weight, "hu_mae": hu_mae}
+        return loss, {"l1": l1.detach(), "calcium": calcium.detach(), "calcium_weight": lam, "hu_mae": hu_mae}
 
     return loss_fn
 
@@ -486,13 +520,14 @@ def calcium_ramp(step: int, warmup: int) -> float:
     return min(max((step - warmup) / warmup, 0.0), 1.0)
 
 
-def make_val_fn(objective: str, bridge: BrownianBridge, calcium_weight: float, crop: int, seed: int = 0):
+def make_val_fn(objective: str, bridge: BrownianBridge, calcium_weight: float, crop: int, seed: int = 0,
+                focus: float = 0.0):
     """Validation metrics (loss at the full lambda, l1, calcium, hu_mae) with the same crops, timesteps and noise.
 
     Every batch draws from a generator seeded with ``seed`` alone, so the figures of two
     validations differ only through the model.
     """
-    loss_fn = make_loss_fn(objective, bridge, calcium_weight, crop)
+    loss_fn = make_loss_fn(objective, bridge, calcium_weight, crop, focus=focus)
 
     def val_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device = next(model.parameters()).device
@@ -566,9 +601,12 @@ def train(args, progress, device: torch.device) -> dict:
                          val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=str(out), seed=args.seed)
     warmup = args.calcium_warmup if args.calcium_warmup is not None else min(300, args.steps // 10)
     current: list[Trainer] = []
-    loss_fn = make_loss_fn(objective, bridge, calcium_weight, args.crop, warmup, step=lambda: current[0].step)
+    focus = args.focus
+    loss_fn = make_loss_fn(objective, bridge, calcium_weight, args.crop, warmup, step=lambda: current[0].step,
+                           focus=focus)
     trainer = Trainer(ProDMUNet(CONTEXT_SLICES, **kwargs), loss_fn, config, train_data, val_data,
-                      val_fn=make_val_fn(objective, bridge, calcium_weight, args.crop, args.seed), progress=progress,
+                      val_fn=make_val_fn(objective, bridge, calcium_weight, args.crop, args.seed, focus),
+                      progress=progress,
                       device=device)
     current.append(trainer)
     checkpoint = latest_checkpoint(out) if args.resume else None
@@ -594,6 +632,7 @@ def train(args, progress, device: torch.device) -> dict:
         "patch_size": PATCH_SIZE,
         "calcium_loss": {"lambda": float(calcium_weight), "tau_hu": round(TAU_HU, 4), "warmup_steps": warmup,
                          "region_margin_px": REGION_MARGIN_PX},
+        "focus": {"weight": float(focus), "changed_hu": FOCUS_CHANGE_HU, "margin_px": FOCUS_MARGIN_PX},
     }
     val_end = fit["val"].get("loss")
     metrics = {"val_loss_start": val_start, "val_loss_end": val_end,
@@ -618,7 +657,8 @@ def train(args, progress, device: torch.device) -> dict:
         training_command=args.command_line, metrics=metrics, license="MIT",
         description=(f"ProDM 2.5D UNet ({args.config}), {objective} objective"
                      + (f", T={args.timesteps}" if objective == "bridge" else ", one call at t=T-1")
-                     + f", calcium loss weight {calcium_weight:g}"))
+                     + f", calcium loss weight {calcium_weight:g}"
+                     + (f", L1 focus weight {focus:g}" if focus > 0 else "")))
     return publish_model(entry, weights, out, register=bool(args.register), overwrite=args.overwrite,
                          steps=fit["step"], train_seconds=train_s, val_start=val_start, val_end=val_end,
                          metrics=metrics)
