@@ -105,6 +105,13 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, calcium_ct):
     assert result.returncode == 2 and "input not found" in result.stderr
 
 
+def test_bench_model_option_is_checked_before_any_work():
+    result = meddiff("bench", "phantom", "--model", "motion-prodm-small")
+    assert result.returncode == 2 and "--model works with motion" in result.stderr
+    result = meddiff("bench", "motion", "--quick", "--model", "no-such-model")
+    assert result.returncode == 2 and "unknown model 'no-such-model'" in result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_cancels_cleanly_with_exit_130_and_no_output(tmp_path, sig):
     out = tmp_path / "cine.seq.nrrd"

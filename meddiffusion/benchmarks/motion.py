@@ -59,14 +59,17 @@ def agreement(reference: np.ndarray, scores: np.ndarray) -> dict[str, float]:
             "pearson": pearson}
 
 
-def run(device: torch.device, quick: bool = False, progress=None) -> dict:
+def run(device: torch.device, quick: bool = False, progress=None, models: list[str] | None = None) -> dict:
+    """The table and figures; ``models`` adds rows for further catalogue models (e.g. user-trained ones)."""
     from meddiffusion.tasks.motion import agatston_total, correct_volume, find_region, load_model
     from meddiffusion.training.motion_data import make_case
 
-    models = {model_id: load_model(model_id, device) for _, model_id in METHODS if model_id is not None}
+    methods = METHODS + tuple((model_id, model_id) for model_id in (models or ())
+                              if model_id not in {m for _, m in METHODS})
+    models = {model_id: load_model(model_id, device) for _, model_id in methods if model_id is not None}
     count = QUICK_CASES if quick else CASES
     reference, cases = [], []
-    scores, seconds, hu_abs, hu_bias = ({label: [] for label, _ in METHODS} for _ in range(4))
+    scores, seconds, hu_abs, hu_bias = ({label: [] for label, _ in methods} for _ in range(4))
     report = progress.callback("cases", count) if progress is not None else None
     for index in range(count):
         case = make_case(HELDOUT_SEED, index)
@@ -76,7 +79,7 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
         # heart-centred cases show too little lung for the automatic heart finder: give it the heart
         region = find_region(case.corrupted, heart=case.heart)   # the same for every model: found once
         region_s = time.perf_counter() - start
-        for label, model_id in METHODS:
+        for label, model_id in methods:
             start = time.perf_counter()
             volume = (case.corrupted if model_id is None
                       else correct_volume(case.corrupted, models[model_id], region=region).corrected)
@@ -93,7 +96,7 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     rows = {label: {**agreement(np.array(reference), np.array(scores[label])),
                     "hu_mae": float(np.mean(hu_abs[label])) if hu_abs[label] else float("nan"),
                     "hu_bias": float(np.mean(hu_bias[label])) if hu_bias[label] else float("nan"),
-                    "seconds_per_case": float(np.mean(seconds[label]))} for label, _ in METHODS}
+                    "seconds_per_case": float(np.mean(seconds[label]))} for label, _ in methods}
     uncorrected = rows[METHODS[0][0]]["mae"]
     whole = whole_ct_timing(models["motion-prodm-small"], quick)
     table = _table(rows, uncorrected, count, reference, whole, device)

@@ -19,9 +19,13 @@ BENCHES = {
     "motion": ("motion", "calcium motion correction on held-out phantom cases: Agatston MAE, risk class, r"),
 }
 
+#: benches that can score further catalogue models beside their own (``--model``)
+TAKES_MODELS = ("motion",)
+
 EXAMPLE = """examples:
   meddiff bench precision --threads 2
-  meddiff bench phantom -o bench_phantom.md"""
+  meddiff bench phantom -o bench_phantom.md
+  meddiff bench motion --threads 2 --model my-motion-model"""
 
 
 def add_parser(subparsers) -> None:
@@ -32,6 +36,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("name", choices=sorted(BENCHES), help="which bench to run")
     p.add_argument("-o", "--output", help="write the Markdown table here (JSON beside it as .json)")
     p.add_argument("--quick", action="store_true", help="smaller sizes/fewer repeats (smoke test)")
+    p.add_argument("--model", action="append", metavar="ID",
+                   help=f"also score this catalogue model, e.g. one you trained and registered (repeatable; "
+                        f"{', '.join(TAKES_MODELS)})")
     from meddiffusion.commands.options import add_device_options
 
     add_device_options(p)
@@ -40,9 +47,13 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import setup_device
 
+    if args.model and args.name not in TAKES_MODELS:
+        raise ValueError(f"bench '{args.name}' scores its own models only; --model works with "
+                         f"{', '.join(TAKES_MODELS)}")
     device = setup_device(args)
     module = importlib.import_module(f"meddiffusion.benchmarks.{BENCHES[args.name][0]}")
-    result = module.run(device=device, quick=args.quick, progress=progress)
+    extra = {"models": args.model} if args.model else {}
+    result = module.run(device=device, quick=args.quick, progress=progress, **extra)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)

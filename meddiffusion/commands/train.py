@@ -63,9 +63,9 @@ TASK_OPTIONS = {
         ("--calcium-warmup", {"type": int, "default": None, "metavar": "STEPS",
                               "help": "hold the calcium weight at 0 for STEPS steps, then ramp it up over as many "
                                       "(default: min(300, steps/10))"}),
-        ("--focus", {"type": float, "default": 20.0, "metavar": "WEIGHT",
-                     "help": "pixels the motion changed (and calcium) count 1+WEIGHT times in the L1 term; "
-                             "0 gives a plain mean (default: 20)"}),
+        ("--focus", {"type": float, "default": 0.0, "metavar": "WEIGHT",
+                     "help": "pixels the motion changed (and calcium) count 1+WEIGHT times in the L1 term "
+                             "(default: 0, a plain mean)"}),
         ("--cases", {"type": int, "default": 160, "help": "training cases (phantom patients; default: 160)"}),
         ("--val-cases", {"type": int, "default": 12, "help": "validation cases, the next ones (default: 12)"}),
         ("--data", {"metavar": "DIR", "help": "case cache to use and fill, shareable between runs with the same "

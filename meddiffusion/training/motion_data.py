@@ -29,7 +29,7 @@ lambda times the calcium consistency loss on x0_hat; ``regression`` calls the ne
 t = T - 1 with x_t = y, reads its output as y - x0 and takes the L1 error of x0_hat. Lambda
 is held at 0 for the first steps and then ramped up (see :func:`make_loss_fn` for why). In both,
 the L1 can count the few pixels the motion changed ``1 + focus`` times (:func:`focus_weight`;
-``meddiff train motion --focus``, 20 by default), so that the network is graded on the
+``meddiff train motion --focus``, off by default), so that the network is graded on the
 correction and not only on copying the untouched background.
 """
 
