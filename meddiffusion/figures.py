@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from meddiffusion.files import atomic_write
 from meddiffusion.io import Volume
 
-__all__ = ["before_after_png", "before_after_image", "axial_slice_count", "write_png", "SEPARATOR_PX"]
+__all__ = ["before_after_png", "before_after_image", "axial_slice_count", "tile_image", "write_png", "SEPARATOR_PX"]
 
 #: width of the white line between panels, in pixels
 SEPARATOR_PX = 4
@@ -192,6 +192,42 @@ def before_after_image(before: Volume, after: Volume, *, slice_index: int | None
     for panel in panels[1:]:
         pieces += [separator, panel]
     return np.concatenate(pieces, axis=1)
+
+
+def tile_image(rows: Sequence[Sequence[tuple[str, np.ndarray]]], window: tuple[float, float] = (-200.0, 800.0),
+               zoom: int = 8) -> np.ndarray:
+    """Rows of labelled 2D crops (HU, array order) as one (h, w, 3) uint8 picture.
+
+    Every crop of a row must have one shape; each is mapped through ``window``, enlarged
+    ``zoom`` times with square pixels (nearest neighbour, so single voxels stay visible) and
+    labelled; ``SEPARATOR_PX`` white lines part the tiles and the rows.
+    """
+    lo, hi = (float(w) for w in window)
+    if not np.isfinite([lo, hi]).all() or lo >= hi:
+        raise ValueError(f"window must be (low, high) HU with low < high, got {window}")
+    if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 1:
+        raise ValueError(f"zoom must be an integer >= 1, got {zoom!r}")
+    if not rows or any(not row for row in rows):
+        raise ValueError("tile_image needs at least one row, each with at least one (label, crop)")
+    lines = []
+    for row in rows:
+        tiles = []
+        for label, crop in row:
+            crop = np.asarray(crop, float)
+            if crop.ndim != 2 or crop.shape != np.shape(row[0][1]):
+                raise ValueError(f"the crops of a row must be 2D and of one shape, got {crop.shape} and "
+                                 f"{np.shape(row[0][1])}")
+            _check_label(label)
+            tile = np.repeat(_grey(np.kron(crop, np.ones((zoom, zoom))), (lo, hi))[..., None], 3, axis=2)
+            _draw_label(tile, label)
+            tiles += [tile, np.full((tile.shape[0], SEPARATOR_PX, 3), 255, np.uint8)]
+        lines.append(np.concatenate(tiles[:-1], axis=1))
+    width = max(line.shape[1] for line in lines)
+    pieces = []
+    for line in lines:
+        pad = np.full((line.shape[0], width - line.shape[1], 3), 255, np.uint8)
+        pieces += [np.concatenate([line, pad], axis=1), np.full((SEPARATOR_PX, width, 3), 255, np.uint8)]
+    return np.concatenate(pieces[:-1], axis=0)
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from meddiffusion.benchmarks.motion import CASES, HELDOUT_SEED, agreement
+from meddiffusion.benchmarks.motion import CASES, HELDOUT_SEED, agreement, largest_lesion_window
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
 
 
@@ -25,3 +25,16 @@ def test_heldout_set_covers_every_profile_and_view_count_and_is_not_training_dat
     assert {s.views for s in specs} == set(ALLOWED_VIEWS)
     training = {case_spec(0, i, MotionDataOptions()).phantom_seed for i in range(172)}
     assert not training & {s.phantom_seed for s in specs}
+
+
+def test_lesion_window_centres_the_largest_lesion_in_the_region_on_its_widest_slice():
+    calcium = np.zeros((5, 40, 40), bool)
+    calcium[1:4, 20:24, 30:36] = True                         # the largest, widest on slice 2
+    calcium[2, 21:23, 29:37] = True
+    calcium[0:5, 2:10, 2:10] = True                           # larger, but outside the region
+    region = np.zeros_like(calcium)
+    region[:, 12:, 12:] = True
+    z, rows, cols = largest_lesion_window(calcium, region, 16)
+    assert z == 2 and (rows.start, rows.stop) == (14, 30)
+    assert (cols.start, cols.stop) == (24, 40)                # centred at column 32.5, clipped at the edge
+    assert largest_lesion_window(calcium, np.zeros_like(region), 16) is None

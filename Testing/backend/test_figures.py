@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from meddiffusion.figures import (SEPARATOR_PX, axial_slice_count, before_after_image, before_after_png,
+from meddiffusion.figures import (SEPARATOR_PX, axial_slice_count, before_after_image, before_after_png, tile_image,
                                   write_png)
 from meddiffusion.io import Volume
 
@@ -109,3 +109,21 @@ def test_bad_input_raises_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"\(h, w, 3\) uint8"):
         write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tiles_are_zoomed_windowed_labelled_and_separated():
+    dark, bright = np.full((4, 6), -200.0), np.full((4, 6), 800.0)
+    bright[1, 2] = -200.0                                     # one dark voxel becomes a 3×3 block
+    rgb = tile_image([[("a", dark), ("b", bright)], [("c", dark)]], zoom=3)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2 * 12 + SEPARATOR_PX, 2 * 18 + SEPARATOR_PX, 3)
+    assert (rgb[:12, 18:18 + SEPARATOR_PX] == 255).all()     # white line between tiles
+    assert (rgb[12:12 + SEPARATOR_PX] == 255).all()          # and between rows
+    second = rgb[:12, 18 + SEPARATOR_PX:]
+    assert (second[3:6, 6:9] == 0).all() and (second[9:, :] == 255).all()
+    assert (rgb[12 + SEPARATOR_PX:, 18:] == 255).all()       # a short row is padded with white
+    with pytest.raises(ValueError, match="one shape"):
+        tile_image([[("a", dark), ("b", bright[:2])]])
+    with pytest.raises(ValueError, match="font lacks"):
+        tile_image([[("a#b", dark)]])
+    with pytest.raises(ValueError, match="zoom"):
+        tile_image([[("a", dark)]], zoom=0)

@@ -22,6 +22,13 @@ look right while the image is wrong, two image figures against the static CT go 
 inside the coronary region of the corrected slices: the mean absolute error and the mean
 signed error (bias) in HU.
 
+``--model ID`` adds a row for any further catalogue model (one you trained and registered),
+scored the same way.
+
+**Lesion picture.** With ``-o``, ``<name>_lesions.png`` shows, for the three cases whose
+uncorrected score is furthest off, a 32² crop around the largest lesion (on the slice where
+it is widest) in the static image, the input and every method's output, window [-200, 800] HU.
+
 **Whole chest CT.** A 512² x 200 chest (0.7 mm pixels, 1.5 mm slices) of a phantom patient
 with moving calcium, corrected end to end by ``correct_volume`` with the default model:
 wall time, of which finding the region.
@@ -35,6 +42,7 @@ import numpy as np
 import torch
 
 from meddiffusion.benchmarks import machine
+from meddiffusion.figures import tile_image
 
 HELDOUT_SEED = 9001
 CASES, QUICK_CASES = 42, 6
@@ -46,6 +54,11 @@ METHODS = (
     ("(d) ProDM, lambda = 20", "motion-prodm-small"),
 )
 PAPER = {"mae": 9.391, "accuracy": 95.334, "pearson": 0.993}
+#: short tile labels of the lesion picture
+FIGURE_LABELS = {"(a) uncorrected input": "input", "(b) same network, plain L1 regressor": "(b) L1 regressor",
+                 "(c) ProDM, lambda = 0": "(c) lambda 0", "(d) ProDM, lambda = 20": "(d) lambda 20"}
+#: the picture shows the largest lesion of the cases the motion corrupts most, this many, in crops this big
+FIGURE_CASES, FIGURE_CROP = 3, 32
 
 
 def agreement(reference: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -68,7 +81,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
                               if model_id not in {m for _, m in METHODS})
     models = {model_id: load_model(model_id, device) for _, model_id in methods if model_id is not None}
     count = QUICK_CASES if quick else CASES
-    reference, cases = [], []
+    reference, cases, crops = [], [], []
     scores, seconds, hu_abs, hu_bias = ({label: [] for label, _ in methods} for _ in range(4))
     report = progress.callback("cases", count) if progress is not None else None
     for index in range(count):
@@ -79,6 +92,8 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
         # heart-centred cases show too little lung for the automatic heart finder: give it the heart
         region = find_region(case.corrupted, heart=case.heart)   # the same for every model: found once
         region_s = time.perf_counter() - start
+        window = largest_lesion_window(case.static.array >= 130, case.region, FIGURE_CROP)
+        crops.append([] if window is None else [(f"case {index} static", case.static.array[window])])
         for label, model_id in methods:
             start = time.perf_counter()
             volume = (case.corrupted if model_id is None
@@ -90,6 +105,8 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
                 hu_abs[label].append(abs(error).mean())
                 hu_bias[label].append(error.mean())
             cases[-1][label] = scores[label][-1]
+            if window is not None:
+                crops[-1].append((FIGURE_LABELS.get(label, label), volume.array[window]))
         if report is not None:
             report(index + 1, count)
 
@@ -100,8 +117,31 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     uncorrected = rows[METHODS[0][0]]["mae"]
     whole = whole_ct_timing(models["motion-prodm-small"], quick)
     table = _table(rows, uncorrected, count, reference, whole, device)
+    errors = [abs(case[METHODS[0][0]] - case["reference"]) if crops[i] else -1.0 for i, case in enumerate(cases)]
+    shown = [i for i in np.argsort(errors)[::-1][:FIGURE_CASES] if errors[i] > 0]
+    pictures = {"lesions": tile_image([crops[i] for i in sorted(shown)])} if shown else {}
     return {"table": table, "machine": machine(device), "rows": rows, "cases": cases, "whole_ct": whole,
-            "paper": PAPER, "heldout_seed": HELDOUT_SEED}
+            "paper": PAPER, "heldout_seed": HELDOUT_SEED, "lesion_cases": sorted(int(i) for i in shown),
+            "pictures": pictures}
+
+
+def largest_lesion_window(calcium: np.ndarray, region: np.ndarray, size: int) -> tuple[int, slice, slice] | None:
+    """(slice, rows, columns) of a ``size``² crop centred on the largest calcium component in ``region``.
+
+    The slice is the one where that component is widest; None without calcium.
+    """
+    from scipy import ndimage
+
+    labels, count = ndimage.label(calcium & region)
+    if count == 0:
+        return None
+    sizes = ndimage.sum_labels(np.ones(labels.shape), labels, range(1, count + 1))
+    zs, ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    z = int(np.bincount(zs).argmax())
+    rows, cols = calcium.shape[1:]
+    top = int(min(max(round(ys[zs == z].mean()) - size // 2, 0), max(rows - size, 0)))
+    left = int(min(max(round(xs[zs == z].mean()) - size // 2, 0), max(cols - size, 0)))
+    return z, slice(top, top + size), slice(left, left + size)
 
 
 def _hu_error(volume, case, region) -> np.ndarray | None:

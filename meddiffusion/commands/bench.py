@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
                                   f"  {k:<10} {d}" for k, (_, d) in BENCHES.items()),
                               epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=sorted(BENCHES), help="which bench to run")
-    p.add_argument("-o", "--output", help="write the Markdown table here (JSON beside it as .json)")
+    p.add_argument("-o", "--output", help="write the Markdown table here (JSON beside it as .json, and any "
+                                           "picture as <name>_<picture>.png)")
     p.add_argument("--quick", action="store_true", help="smaller sizes/fewer repeats (smoke test)")
     p.add_argument("--model", action="append", metavar="ID",
                    help=f"also score this catalogue model, e.g. one you trained and registered (repeatable; "
@@ -54,10 +55,15 @@ def run(args: argparse.Namespace, progress) -> dict:
     module = importlib.import_module(f"meddiffusion.benchmarks.{BENCHES[args.name][0]}")
     extra = {"models": args.model} if args.model else {}
     result = module.run(device=device, quick=args.quick, progress=progress, **extra)
+    pictures = result.pop("pictures", {})
     if args.output:
+        from meddiffusion.figures import write_png
+
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result["table"] + "\n")
         out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
+        for name, rgb in pictures.items():
+            write_png(out.with_name(f"{out.stem}_{name}.png"), rgb)
     result["summary"] = result["table"]
     return result
