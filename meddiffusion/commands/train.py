@@ -88,7 +88,8 @@ EXAMPLE = """examples:
   meddiff train ldct --config small --out runs/ldct-small --resume
   meddiff train motion --config small --data runs/motion-data --out runs/motion-prodm-small
   meddiff train motion --config small --calcium-weight 0 --data runs/motion-data --out runs/motion-prodm-nocal-small
-  meddiff train motion --config small --objective regression --data runs/motion-data --out runs/motion-unet-l1-small"""
+  meddiff train motion --config small --objective regression --data runs/motion-data --out runs/motion-unet-l1-small
+  meddiff train motion --config small --steps 5000 --focus 20 --calcium-weight 0 --data runs/motion-data --out runs/motion-nocal-f"""
 
 
 def add_parser(subparsers) -> None:
