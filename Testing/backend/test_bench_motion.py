@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from meddiffusion.benchmarks.motion import CASES, HELDOUT_SEED, agreement, largest_lesion_window
+from meddiffusion.benchmarks.motion import CASES, HELDOUT_SEED, SPLITS, agreement, largest_lesion_window
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
 
 
@@ -38,3 +38,15 @@ def test_lesion_window_centres_the_largest_lesion_in_the_region_on_its_widest_sl
     assert z == 2 and (rows.start, rows.stop) == (14, 30)
     assert (cols.start, cols.stop) == (24, 40)                # centred at column 32.5, clipped at the edge
     assert largest_lesion_window(calcium, np.zeros_like(region), 16) is None
+
+
+def test_validation_split_is_the_training_runs_validation_patients():
+    from meddiffusion.cli import build_parser
+    from meddiffusion.training.motion_data import MotionDataOptions, case_spec
+
+    args = build_parser().parse_args(["train", "motion", "--out", "x"])
+    seed, first, count = SPLITS["validation"]
+    assert (seed, first, count) == (args.seed, args.cases, args.val_cases)
+    assert SPLITS["heldout"] == (HELDOUT_SEED, 0, CASES)
+    held_out = {case_spec(HELDOUT_SEED, i, MotionDataOptions()).phantom_seed for i in range(CASES)}
+    assert not held_out & {case_spec(seed, first + i, MotionDataOptions()).phantom_seed for i in range(count)}

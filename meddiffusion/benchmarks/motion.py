@@ -46,6 +46,9 @@ from meddiffusion.figures import tile_image
 
 HELDOUT_SEED = 9001
 CASES, QUICK_CASES = 42, 6
+#: --split: (data seed, first case index, cases). ``validation`` is the 12 validation patients of
+#: ``meddiff train motion`` at its defaults (seed 0, cases 160-171): choose settings there, report on ``heldout``
+SPLITS = {"heldout": (HELDOUT_SEED, 0, CASES), "validation": (0, 160, 12)}
 #: (label, model id or None for the uncorrected input)
 METHODS = (
     ("(a) uncorrected input", None),
@@ -72,28 +75,36 @@ def agreement(reference: np.ndarray, scores: np.ndarray) -> dict[str, float]:
             "pearson": pearson}
 
 
-def run(device: torch.device, quick: bool = False, progress=None, models: list[str] | None = None) -> dict:
-    """The table and figures; ``models`` adds rows for further catalogue models (e.g. user-trained ones)."""
+def run(device: torch.device, quick: bool = False, progress=None, models: list[str] | None = None,
+        split: str = "heldout") -> dict:
+    """The table and figures; ``models`` adds rows for further catalogue models (e.g. user-trained ones).
+
+    ``split`` picks the cases (``SPLITS``): the held-out set the README reports, or the training
+    run's validation patients, on which settings such as lambda are chosen.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    seed, first, count = SPLITS[split]
     from meddiffusion.tasks.motion import agatston_total, correct_volume, find_region, load_model
     from meddiffusion.training.motion_data import make_case
 
     methods = METHODS + tuple((model_id, model_id) for model_id in (models or ())
                               if model_id not in {m for _, m in METHODS})
     models = {model_id: load_model(model_id, device) for _, model_id in methods if model_id is not None}
-    count = QUICK_CASES if quick else CASES
+    count = min(QUICK_CASES, count) if quick else count
     reference, cases, crops = [], [], []
     scores, seconds, hu_abs, hu_bias = ({label: [] for label, _ in methods} for _ in range(4))
     report = progress.callback("cases", count) if progress is not None else None
     for index in range(count):
-        case = make_case(HELDOUT_SEED, index)
+        case = make_case(seed, first + index)
         reference.append(agatston_total(case.static, case.region))
-        cases.append({"index": index, "profile": case.profile, "views": case.views, "reference": reference[-1]})
+        cases.append({"index": first + index, "profile": case.profile, "views": case.views, "reference": reference[-1]})
         start = time.perf_counter()
         # heart-centred cases show too little lung for the automatic heart finder: give it the heart
         region = find_region(case.corrupted, heart=case.heart)   # the same for every model: found once
         region_s = time.perf_counter() - start
         window = largest_lesion_window(case.static.array >= 130, case.region, FIGURE_CROP)
-        crops.append([] if window is None else [(f"case {index} static", case.static.array[window])])
+        crops.append([] if window is None else [(f"case {first + index} static", case.static.array[window])])
         for label, model_id in methods:
             start = time.perf_counter()
             volume = (case.corrupted if model_id is None
@@ -116,12 +127,12 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
                     "seconds_per_case": float(np.mean(seconds[label]))} for label, _ in methods}
     uncorrected = rows[METHODS[0][0]]["mae"]
     whole = whole_ct_timing(models["motion-prodm-small"], quick)
-    table = _table(rows, uncorrected, count, reference, whole, device)
+    table = _table(rows, uncorrected, count, reference, whole, device, split, seed, first)
     errors = [abs(case[METHODS[0][0]] - case["reference"]) if crops[i] else -1.0 for i, case in enumerate(cases)]
     shown = [i for i in np.argsort(errors)[::-1][:FIGURE_CASES] if errors[i] > 0]
     pictures = {"lesions": tile_image([crops[i] for i in sorted(shown)])} if shown else {}
     return {"table": table, "machine": machine(device), "rows": rows, "cases": cases, "whole_ct": whole,
-            "paper": PAPER, "heldout_seed": HELDOUT_SEED, "lesion_cases": sorted(int(i) for i in shown),
+            "paper": PAPER, "split": split, "seed": seed, "lesion_cases": sorted(int(cases[i]["index"]) for i in shown),
             "pictures": pictures}
 
 
@@ -180,8 +191,10 @@ def whole_ct_timing(model, quick: bool) -> dict:
             "boxes": len(region.boxes)}
 
 
-def _table(rows, uncorrected, count, reference, whole, device) -> str:
-    lines = [f"Held-out synthetic set: {count} cases (seed {HELDOUT_SEED}), reference Agatston "
+def _table(rows, uncorrected, count, reference, whole, device, split, seed, first) -> str:
+    name = "Held-out synthetic set" if split == "heldout" else "Validation set (training patients' validation split)"
+    start = f", cases {first}-{first + count - 1}" if first else ""
+    lines = [f"{name}: {count} cases (seed {seed}{start}), reference Agatston "
              f"{min(reference):.0f}-{max(reference):.0f}; {machine(device)}", "",
              "| method | Agatston MAE | MAE cut vs input | risk-class accuracy | Pearson r | HU MAE / bias | s/case |",
              "|---|---|---|---|---|---|---|"]

@@ -19,7 +19,7 @@ BENCHES = {
     "motion": ("motion", "calcium motion correction on held-out phantom cases: Agatston MAE, risk class, r"),
 }
 
-#: benches that can score further catalogue models beside their own (``--model``)
+#: benches that can score further catalogue models beside their own (``--model``) and other case sets (``--split``)
 TAKES_MODELS = ("motion",)
 
 EXAMPLE = """examples:
@@ -40,6 +40,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", action="append", metavar="ID",
                    help=f"also score this catalogue model, e.g. one you trained and registered (repeatable; "
                         f"{', '.join(TAKES_MODELS)})")
+    p.add_argument("--split", choices=("heldout", "validation"),
+                   help="motion: score the held-out set (default) or the training run's validation patients, "
+                        "where settings are chosen")
     from meddiffusion.commands.options import add_device_options
 
     add_device_options(p)
@@ -48,12 +51,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import setup_device
 
-    if args.model and args.name not in TAKES_MODELS:
-        raise ValueError(f"bench '{args.name}' scores its own models only; --model works with "
-                         f"{', '.join(TAKES_MODELS)}")
+    if (args.model or args.split) and args.name not in TAKES_MODELS:
+        raise ValueError(f"bench '{args.name}' scores its own models on its own cases; --model and --split work "
+                         f"with {', '.join(TAKES_MODELS)}")
     device = setup_device(args)
     module = importlib.import_module(f"meddiffusion.benchmarks.{BENCHES[args.name][0]}")
-    extra = {"models": args.model} if args.model else {}
+    extra = {key: value for key, value in (("models", args.model), ("split", args.split)) if value}
     result = module.run(device=device, quick=args.quick, progress=progress, **extra)
     pictures = result.pop("pictures", {})
     if args.output:
