@@ -36,6 +36,7 @@ from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.physics import calibrate_i0, simulate_low_dose
 from meddiffusion.tasks.ldct import (DEFAULT_DOSE, HU_RANGE, TASK, body_box, context_indices, normalize,
                                     simulate_pair)
+from meddiffusion.training.augment import dihedral
 
 __all__ = ["SlabSpec", "slab_spec", "render_slab", "build_cache", "LDCTPairs", "random_crops", "make_loss_fn",
            "DataOptions", "NETWORK_CONFIGS", "start_at_identity", "train"]
@@ -202,13 +203,7 @@ def random_crops(batch: dict[str, torch.Tensor], crop: int, generator: torch.Gen
         top = int(min(max(cy - crop / 2, 0), height - crop))
         left = int(min(max(cx - crop / 2, 0), width - crop))
         pair = torch.cat([ld[i], nd[i]])[:, top : top + crop, left : left + crop].float()
-        code = int(uniform[i, 2] * 8)
-        if code & 1:
-            pair = pair.flip(-1)
-        if code & 2:
-            pair = pair.flip(-2)
-        if code & 4:
-            pair = pair.transpose(-1, -2)
+        pair = dihedral(pair, int(uniform[i, 2] * 8))
         if float(uniform[i, 3]) < replicate_share:
             pair = torch.stack([pair[1], pair[1], pair[1], pair[3]])
         ld_crops.append(pair[:3])

@@ -55,6 +55,7 @@ from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
 from meddiffusion.tasks.motion import (CONTEXT_SLICES, DEFAULT_STEPS, HU_HIGH, HU_LOW, PATCH_SIZE, TASK, denormalize,
                                        normalize)
 from meddiffusion.training.calcium_loss import REGION_MARGIN_PX, TAU_HU, calcium_consistency_loss, calcium_region
+from meddiffusion.training.augment import dihedral
 from meddiffusion.training.trainer import derive_seed
 
 __all__ = ["MotionDataOptions", "CaseSpec", "MotionCase", "case_spec", "make_case", "extract_patches",
@@ -429,13 +430,7 @@ def random_crops(batch: dict[str, torch.Tensor], crop: int,
         top = int(uniform[i, 0] * (height - crop + 1))
         left = int(uniform[i, 1] * (width - crop + 1))
         pair = torch.cat([corrupted[i], static[i]])[:, top : top + crop, left : left + crop].float()
-        code = int(uniform[i, 2] * 8)
-        if code & 1:
-            pair = pair.flip(-1)
-        if code & 2:
-            pair = pair.flip(-2)
-        if code & 4:
-            pair = pair.transpose(-1, -2)
+        pair = dihedral(pair, int(uniform[i, 2] * 8))
         conditions.append(pair[:CONTEXT_SLICES])
         targets.append(pair[CONTEXT_SLICES:])
     return normalize(torch.stack(conditions)), normalize(torch.stack(targets))
