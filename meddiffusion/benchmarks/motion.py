@@ -85,6 +85,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     seed, first, count = SPLITS[split]
+    from meddiffusion.metrics.agatston import CALCIUM_THRESHOLD_HU
     from meddiffusion.tasks.motion import agatston_total, correct_volume, find_region, load_model
     from meddiffusion.training.motion_data import make_case
 
@@ -103,7 +104,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
         # heart-centred cases show too little lung for the automatic heart finder: give it the heart
         region = find_region(case.corrupted, heart=case.heart)   # the same for every model: found once
         region_s = time.perf_counter() - start
-        window = largest_lesion_window(case.static.array >= 130, case.region, FIGURE_CROP)
+        window = largest_lesion_window(case.static.array >= CALCIUM_THRESHOLD_HU, case.region, FIGURE_CROP)
         crops.append([] if window is None else [(f"case {first + index} static", case.static.array[window])])
         for label, model_id in methods:
             start = time.perf_counter()

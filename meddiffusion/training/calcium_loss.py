@@ -34,12 +34,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from meddiffusion.metrics.agatston import CALCIUM_THRESHOLD_HU
 from meddiffusion.tasks.motion import HU_HIGH, HU_LOW, denormalize
 
 __all__ = ["CALCIUM_THRESHOLD_HU", "PAPER_TAU", "TAU_HU", "REGION_MARGIN_PX", "soft_calcium_mask",
-           "soft_volume_score", "calcium_region", "calcium_consistency_loss"]
+           "soft_volume_score", "grow_mask", "calcium_region", "calcium_consistency_loss"]
 
-CALCIUM_THRESHOLD_HU = 130.0
 #: ProDM's tau, a slope in normalised window units (the window [-200, 800] HU spans 1)
 PAPER_TAU = 60.0
 #: the same sigmoid as a temperature in HU: 1000 HU / 60 ~ 16.7 HU
@@ -89,8 +89,13 @@ def calcium_region(*images: torch.Tensor, margin_px: int = REGION_MARGIN_PX,
         if image.ndim != 4 or image.shape != images[0].shape:
             raise ValueError(f"images must all be (B, C, H, W) of one shape, got {tuple(image.shape)}")
         candidates |= denormalize(image.detach()) >= threshold_hu
+    return grow_mask(candidates, margin_px)
+
+
+def grow_mask(mask: torch.Tensor, margin_px: int) -> torch.Tensor:
+    """A (B, C, H, W) boolean mask grown in-plane by ``margin_px`` pixels (a square reach), as 0/1 floats."""
     size = 2 * margin_px + 1
-    return F.max_pool2d(candidates.float(), size, stride=1, padding=margin_px)
+    return F.max_pool2d(mask.float(), size, stride=1, padding=margin_px)
 
 
 def calcium_consistency_loss(x0_hat: torch.Tensor, x0: torch.Tensor, tau_hu: float = TAU_HU,

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from torch.utils.data import Dataset
 
@@ -54,7 +53,8 @@ from meddiffusion.phantoms.coronaries import Plaque
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
 from meddiffusion.tasks.motion import (CONTEXT_SLICES, DEFAULT_STEPS, HU_HIGH, HU_LOW, PATCH_SIZE, TASK, denormalize,
                                        normalize)
-from meddiffusion.training.calcium_loss import REGION_MARGIN_PX, TAU_HU, calcium_consistency_loss, calcium_region
+from meddiffusion.training.calcium_loss import (CALCIUM_THRESHOLD_HU, REGION_MARGIN_PX, TAU_HU,
+                                                calcium_consistency_loss, calcium_region, grow_mask)
 from meddiffusion.training.augment import dihedral
 from meddiffusion.training.trainer import derive_seed
 
@@ -450,15 +450,14 @@ def focus_weight(x0: torch.Tensor, y: torch.Tensor, focus: float) -> torch.Tenso
     With a plain mean the network is graded almost only on copying the input through the
     bridge noise, and the pixels that decide the Agatston score weigh about as much as
     rounding. The focus region is every pixel the motion changed by more than
-    ``FOCUS_CHANGE_HU``, or at or above 130 HU in either image, grown by ``FOCUS_MARGIN_PX``.
+    ``FOCUS_CHANGE_HU``, or calcium (>= 130 HU) in either image, grown by ``FOCUS_MARGIN_PX``.
     """
     if focus < 0:
         raise ValueError(f"focus weight must be >= 0, got {focus}")
-    changed = (denormalize(y.detach()) - denormalize(x0.detach())).abs() > FOCUS_CHANGE_HU
-    size = 2 * FOCUS_MARGIN_PX + 1
-    changed = F.max_pool2d(changed.float(), size, stride=1, padding=FOCUS_MARGIN_PX)
-    region = torch.maximum(changed, calcium_region(x0, y, margin_px=FOCUS_MARGIN_PX))
-    return 1 + focus * region
+    x0_hu, y_hu = denormalize(x0.detach()), denormalize(y.detach())
+    changed = (y_hu - x0_hu).abs() > FOCUS_CHANGE_HU
+    calcium = (x0_hu >= CALCIUM_THRESHOLD_HU) | (y_hu >= CALCIUM_THRESHOLD_HU)
+    return 1 + focus * grow_mask(changed | calcium, FOCUS_MARGIN_PX)
 
 
 def make_loss_fn(objective: str, bridge: BrownianBridge, calcium_weight: float, crop: int, warmup: int = 0,
