@@ -37,6 +37,7 @@ from meddiffusion.physics import calibrate_i0, simulate_low_dose
 from meddiffusion.tasks.ldct import (DEFAULT_DOSE, HU_RANGE, TASK, body_box, context_indices, normalize,
                                     simulate_pair)
 from meddiffusion.training.augment import dihedral
+from meddiffusion.training.storage import hu_to_int16
 
 __all__ = ["SlabSpec", "slab_spec", "render_slab", "build_cache", "LDCTPairs", "random_crops", "make_loss_fn",
            "DataOptions", "NETWORK_CONFIGS", "start_at_identity", "train"]
@@ -138,17 +139,13 @@ def build_cache(folder: str | Path, count: int, seed: int, options: DataOptions,
         else:
             slab = render_slab(spec, options)
             tmp = path.with_name(f".{path.stem}.tmp.npz")
-            np.savez_compressed(tmp, nd=_to_int16(slab["nd"]), ld=_to_int16(slab["ld"]), meta=np.array(meta),
-                                pixel_mm=spec.pixel_mm, i0=slab["i0"])
+            np.savez_compressed(tmp, nd=hu_to_int16(slab["nd"]), ld=hu_to_int16(slab["ld"]),
+                                meta=np.array(meta), pixel_mm=spec.pixel_mm, i0=slab["i0"])
             tmp.replace(path)
         paths.append(path)
         if callback is not None:
             callback(n + 1, count)
     return paths
-
-
-def _to_int16(hu: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
 
 
 class LDCTPairs(Dataset):

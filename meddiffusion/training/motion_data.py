@@ -56,6 +56,7 @@ from meddiffusion.tasks.motion import (CONTEXT_SLICES, DEFAULT_STEPS, HU_HIGH, H
 from meddiffusion.training.augment import dihedral
 from meddiffusion.training.calcium_loss import (CALCIUM_THRESHOLD_HU, REGION_MARGIN_PX, TAU_HU,
                                                 calcium_consistency_loss, calcium_region, grow_mask)
+from meddiffusion.training.storage import hu_to_int16
 from meddiffusion.training.trainer import derive_seed
 
 __all__ = ["MotionDataOptions", "CaseSpec", "MotionCase", "case_spec", "make_case", "extract_patches",
@@ -290,8 +291,8 @@ def extract_patches(case: MotionCase, options: MotionDataOptions) -> dict[str, n
         left = int(min(max(round(c - size / 2), 0), cols - size))
         window = (slice(top, top + size), slice(left, left + size))
         stack = [min(max(z + d, 0), depth - 1) for d in range(-half, half + 1)]
-        corrupted[n] = _to_int16(case.corrupted.array[stack][(slice(None), *window)])
-        static[n, 0] = _to_int16(case.static.array[z][window])
+        corrupted[n] = hu_to_int16(case.corrupted.array[stack][(slice(None), *window)])
+        static[n, 0] = hu_to_int16(case.static.array[z][window])
     return {"corrupted": corrupted, "static": static,
             "calcium": np.array([flag for *_, flag in centres], bool),
             "position": np.array([(z, r, c) for z, r, c, _ in centres], np.float32).reshape(-1, 3)}
@@ -330,10 +331,6 @@ def _background_centres(case: MotionCase, count: int, size: int, reach: int,
             if len(centres) == count:
                 break
     return centres
-
-
-def _to_int16(hu: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
 
 
 # -- the shared cache ----------------------------------------------------------------------------------
