@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from meddiffusion.benchmarks.motion import CASES, HELDOUT_SEED, SPLITS, agreement, largest_lesion_window
+from meddiffusion.benchmarks.motion import CASES, HELDOUT_SEED, SPLITS, agreement, cut_interval, largest_lesion_window
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
 
 
@@ -50,3 +50,23 @@ def test_validation_split_is_the_training_runs_validation_patients():
     assert SPLITS["heldout"] == (HELDOUT_SEED, 0, CASES)
     held_out = {case_spec(HELDOUT_SEED, i, MotionDataOptions()).phantom_seed for i in range(CASES)}
     assert not held_out & {case_spec(seed, first + i, MotionDataOptions()).phantom_seed for i in range(count)}
+
+
+def test_cut_interval_brackets_the_cut_and_narrows_with_more_cases():
+    rng = np.random.default_rng(1)
+    reference = rng.uniform(0, 800, 40)
+    uncorrected = reference + rng.normal(0, 60, 40)
+    halved = reference + (uncorrected - reference) / 2          # every error halved: a 50% cut
+    low, high = cut_interval(reference, uncorrected, halved)
+    assert low == pytest.approx(50) and high == pytest.approx(50)
+    noisy = reference + rng.normal(0, 30, 40)
+    cut = 100 * (1 - np.abs(noisy - reference).mean() / np.abs(uncorrected - reference).mean())
+    low, high = cut_interval(reference, uncorrected, noisy)
+    assert low < cut < high
+    low4, high4 = cut_interval(np.tile(reference, 4), np.tile(uncorrected, 4), np.tile(noisy, 4))
+    assert high4 - low4 < 0.7 * (high - low)
+
+
+def test_cut_interval_without_any_motion_error_is_undefined():
+    low, high = cut_interval([0.0, 10.0], [0.0, 10.0], [5.0, 10.0])
+    assert np.isnan(low) and np.isnan(high)
