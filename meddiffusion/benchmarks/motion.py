@@ -223,8 +223,8 @@ def _table(rows, uncorrected, count, reference, whole, device, split, seed, firs
              "|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
         cut = 100.0 * (1 - row["mae"] / uncorrected) if uncorrected > 0 else float("nan")
-        low, high = row["cut_ci"]
-        lines.append(f"| {label} | {row['mae']:.2f} | {cut:.0f}% ({low:.0f} to {high:.0f}) | {row['accuracy']:.1f}% | {row['pearson']:.3f} | "
+        low, high = (round(v) if v == v else v for v in row["cut_ci"])   # round(): no "-0"; NaN stays NaN
+        lines.append(f"| {label} | {row['mae']:.2f} | {cut:.0f}% ({low} to {high}) | {row['accuracy']:.1f}% | {row['pearson']:.3f} | "
                      f"{row['hu_mae']:.1f} / {row['hu_bias']:+.1f} | {row['seconds_per_case']:.1f} |")
     lines.append(f"| ProDM paper (COCA, synthetic test set) | {PAPER['mae']} | — | {PAPER['accuracy']}% | "
                  f"{PAPER['pearson']} | — | — |")
