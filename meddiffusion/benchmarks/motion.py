@@ -19,10 +19,10 @@ steps).
 Metrics: Agatston mean absolute error, accuracy of the five risk classes (0, 1-10, 11-100,
 101-400, > 400) and Pearson r against the reference, and seconds per case. The MAE cut comes
 with a 95% paired bootstrap interval over cases (``cut_interval``): a few large plaques carry
-most of the error, so on tens of cases two models a few points apart are not told apart. Because a score can
-look right while the image is wrong, two image figures against the static CT go beside them,
-inside the coronary region of the corrected slices: the mean absolute error and the mean
-signed error (bias) in HU.
+most of the error, so on tens of cases two models a few points apart are not told apart.
+Because a score can look right while the image is wrong, two image figures against the static
+CT go beside them, inside the coronary region of the corrected slices: the mean absolute error
+and the mean signed error (bias) in HU.
 
 ``--model ID`` adds a row for any further catalogue model (one you trained and registered),
 scored the same way.
@@ -219,13 +219,15 @@ def _table(rows, uncorrected, count, reference, whole, device, split, seed, firs
     start = f", cases {first}-{first + count - 1}" if first else ""
     lines = [f"{name}: {count} cases (seed {seed}{start}), reference Agatston "
              f"{min(reference):.0f}-{max(reference):.0f}; {machine(device)}", "",
-             "| method | Agatston MAE | MAE cut vs input (95% CI) | risk-class accuracy | Pearson r | HU MAE / bias | s/case |",
+             "| method | Agatston MAE | MAE cut vs input (95% CI) | risk-class accuracy | Pearson r | HU MAE / bias "
+             "| s/case |",
              "|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
         cut = 100.0 * (1 - row["mae"] / uncorrected) if uncorrected > 0 else float("nan")
-        low, high = (round(v) if v == v else v for v in row["cut_ci"])   # round(): no "-0"; NaN stays NaN
-        lines.append(f"| {label} | {row['mae']:.2f} | {cut:.0f}% ({low} to {high}) | {row['accuracy']:.1f}% | {row['pearson']:.3f} | "
-                     f"{row['hu_mae']:.1f} / {row['hu_bias']:+.1f} | {row['seconds_per_case']:.1f} |")
+        low, high = (v if np.isnan(v) else round(v) for v in row["cut_ci"])   # round(): no "-0" in the table
+        lines.append(f"| {label} | {row['mae']:.2f} | {cut:.0f}% ({low} to {high}) | {row['accuracy']:.1f}% | "
+                     f"{row['pearson']:.3f} | {row['hu_mae']:.1f} / {row['hu_bias']:+.1f} | "
+                     f"{row['seconds_per_case']:.1f} |")
     lines.append(f"| ProDM paper (COCA, synthetic test set) | {PAPER['mae']} | — | {PAPER['accuracy']}% | "
                  f"{PAPER['pearson']} | — | — |")
     x, y, z = whole["shape_xyz"]
