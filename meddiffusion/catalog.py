@@ -10,6 +10,10 @@ Two sources are merged into one list:
 Weights are safetensors only and every load checks the file's sha256 against the card, so a
 model file can neither run code (pickle) nor silently differ from what was measured.
 ``torch.load`` is never called.
+
+Reading cards needs no torch (Slicer lists models without it); torch and safetensors load only
+with weights. Which model a task uses by default is the cards' decision: ``default_for`` maps a
+device type to a rank (1 first), e.g. ``{"cpu": 1, "cuda": 2}`` (see :func:`default_model`).
 """
 
 from __future__ import annotations
@@ -21,16 +25,16 @@ import re
 import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-import safetensors
-import safetensors.torch
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from meddiffusion.files import atomic_write
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["ModelEntry", "WeightsError", "SCHEMA_VERSION", "SHIPPED_DIR", "ENV_MODEL_DIR",
-           "user_model_dir", "shipped_models", "user_models", "list_models", "get_model",
+           "user_model_dir", "shipped_models", "user_models", "list_models", "get_model", "default_model",
+           "load_task_model",
            "register_user_model", "load_state_dict", "load_weights", "check_safetensors", "save_model",
            "sha256_file"]
 
@@ -75,6 +79,8 @@ class ModelEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
     description: str = ""
+    #: device type ("cpu", "cuda", "mps") -> rank among the task's defaults on it (1 first)
+    default_for: dict[str, int] = field(default_factory=dict)
     # where the card was found; not part of the card itself
     folder: Path | None = field(default=None, compare=False, repr=False)
     user: bool = field(default=False, compare=False, repr=False)
@@ -91,6 +97,11 @@ class ModelEntry:
                 or not isinstance(arch.get("kwargs", {}), dict)):
             raise ValueError(f"model '{self.id}': 'architecture' must be "
                              "{'network': <class name>, 'kwargs': {...}}, got " + repr(arch))
+        if not isinstance(self.default_for, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for k, v in self.default_for.items()):
+            raise ValueError(f"model '{self.id}': 'default_for' must map device types to ranks >= 1, "
+                             f"e.g. {{'cpu': 1}}, got {self.default_for!r}")
         for name in ("normalization", "metrics"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"model '{self.id}': '{name}' must be a JSON object (dict), "
@@ -104,6 +115,10 @@ class ModelEntry:
         if self.folder is None or not self.weights:
             raise WeightsError(f"model '{self.id}' has no weights file recorded in its card")
         return Path(self.folder) / self.weights
+
+    def state_dict(self, device: "str | torch.device" = "cpu") -> "dict[str, torch.Tensor]":
+        """The model's tensors, checked against the card's sha256 (see :func:`load_state_dict`)."""
+        return load_state_dict(self, device)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON model card (without where it was found)."""
@@ -183,6 +198,34 @@ def get_model(model_id: str) -> ModelEntry:
     raise ValueError(f"unknown model '{model_id}'; known models: {known}")
 
 
+def default_model(task: str, device_type: str = "cpu") -> ModelEntry:
+    """The model the cards name first for ``task`` on ``device_type`` (lowest ``default_for`` rank).
+
+    A device type no card ranks falls back to the CPU ranking, then to the first model of the
+    task, so a user who trained the only model of a task can run it without ``--model``.
+    """
+    models = list_models(task)
+    if not models:
+        raise ValueError(f"no model is installed for task '{task}'; train one with 'meddiff train {task} "
+                         f"--out DIR --register ID' or pass --model")
+    for kind in (device_type, "cpu"):
+        ranked = sorted((m for m in models if kind in m.default_for), key=lambda m: m.default_for[kind])
+        if ranked:
+            return ranked[0]
+    return models[0]
+
+
+def load_task_model(task: str, model_id: str | None = None, device: "str | torch.device" = "cpu") -> ModelEntry:
+    """The card of ``model_id`` (checked to be a ``task`` model), or the cards' default for ``device``."""
+    if model_id is None:
+        return default_model(task, str(device).split(":")[0])
+    entry = get_model(model_id)
+    if entry.task != task:
+        raise ValueError(f"model '{model_id}' is for task '{entry.task}', not '{task}'; see 'meddiff info' for the "
+                         f"models of each task")
+    return entry
+
+
 def register_user_model(entry: ModelEntry, weights: str | os.PathLike | Mapping[str, torch.Tensor],
                         *, overwrite: bool = False) -> ModelEntry:
     """Store a model in the user folder and return its card as registered.
@@ -231,6 +274,8 @@ def load_weights(path: str | os.PathLike, *, sha256: str | None = None,
         if actual != sha256.lower():
             raise WeightsError(f"checksum mismatch for {path}: the model card expects sha256 {sha256.lower()} "
                                f"but the file has {actual}; the file is corrupt or was replaced")
+    import safetensors.torch
+
     return safetensors.torch.load_file(str(path), device=str(device))
 
 
@@ -242,6 +287,8 @@ def check_safetensors(path: Path) -> None:
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise WeightsError(f"{path} looks like a pickled PyTorch file (torch.save), not safetensors. "
                            + _CONVERT_HINT)
+    import safetensors
+
     try:  # open first: a safetensors header length may itself start with byte 0x80
         with safetensors.safe_open(str(path), framework="pt"):
             return
@@ -268,6 +315,8 @@ def save_model(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike,
     tensors = _own_memory(state_dict)
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
+    import safetensors.torch  # noqa: PLC0415 - torch loads only with weights
+
     return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=meta))
 
 
@@ -283,6 +332,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def _own_memory(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU tensors, cloning any that share storage (safetensors refuses aliases)."""
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, tensor in state_dict.items():

@@ -12,11 +12,12 @@ from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.io import Volume
 from meddiffusion.nets.clearnet import CLEARNet
 from meddiffusion.tasks import ldct
-from meddiffusion.tasks.ldct import (LDCTModel, body_box, context_indices, denoise_volume, denormalize,
-                                     estimate_noise_hu, normalize, simulate_pair, simulate_volume)
-from meddiffusion.tasks.ldct_adapt import band_energy_loss, fit_weights
+from meddiffusion.tasks.ldct.infer import body_box, context_indices, denoise_volume
+from meddiffusion.tasks.ldct.model import LDCTModel, denormalize, normalize
+from meddiffusion.tasks.ldct.physics import estimate_noise_hu, simulate_pair, simulate_volume
+from meddiffusion.tasks.ldct.adapt import band_energy_loss, fit_weights
 from meddiffusion.training import TrainConfig, Trainer
-from meddiffusion.training.ldct_data import (DataOptions, LDCTPairs, build_cache, make_loss_fn, random_crops,
+from meddiffusion.tasks.ldct.recipe import (DataOptions, LDCTPairs, build_cache, make_loss_fn, random_crops,
                                              slab_spec)
 
 TINY = {"channels": (8, 8, 16), "convs_per_level": (1, 1, 1), "decoder_convs": (1, 1), "time_dim": 8,
@@ -297,8 +298,9 @@ def test_band_energy_loss_is_shift_tolerant_but_sees_noise():
 def test_denoising_leaves_the_network_trainable():
     """denoise_volume must not turn the weights into inference tensors (adaptation trains them next)."""
     from meddiffusion.nets.clearnet import CLEARNet
-    from meddiffusion.tasks.ldct import build_model, denoise_volume
-    from meddiffusion.training.ldct_data import network_configs
+    from meddiffusion.tasks.ldct.infer import denoise_volume
+    from meddiffusion.tasks.ldct.model import build_model
+    from meddiffusion.tasks.ldct.recipe import network_configs
 
     arch = {"network": "CLEARNet", "kwargs": network_configs()["tiny"], "diffusion": {"num_timesteps": 2},
             "sampler": {"steps": 2}}

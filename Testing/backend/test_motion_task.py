@@ -20,10 +20,11 @@ from meddiffusion.metrics.agatston import agatston
 from meddiffusion.nets import PRODM_CONFIGS, ProDMUNet
 from meddiffusion.physics.calcium import bone_mask, detect_calcium
 from meddiffusion.tasks import motion
-from meddiffusion.tasks.motion import (HU_HIGH, HU_LOW, TABLE_FIELDS, Box, MotionModel, build_model, check_roi,
-                                       correct_volume, count_windows, find_region, largest_lesion_lps,
-                                       load_model, score_before_after, segmentation_layers, table_rows,
-                                       write_table)
+from meddiffusion.tasks.motion.correct import correct_volume, count_windows
+from meddiffusion.tasks.motion.model import HU_HIGH, HU_LOW, MotionModel, build_model, load_model
+from meddiffusion.tasks.motion.region import Box, check_roi, find_region
+from meddiffusion.tasks.motion.scoring import (TABLE_FIELDS, largest_lesion_lps, score_before_after,
+                                               segmentation_layers, table_rows, write_table)
 
 DATA = Path(motion.__file__).resolve().parents[1] / "data"
 

@@ -18,11 +18,11 @@ from scipy import ndimage
 from meddiffusion.diffusion.bridge import BrownianBridge
 from meddiffusion.nets.prodm import PRODM_CONFIGS, ProDMUNet
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS
-from meddiffusion.tasks.motion import normalize
+from meddiffusion.tasks.motion.model import normalize
 from meddiffusion.training import TrainConfig, Trainer
 from meddiffusion.training.calcium_loss import (TAU_HU, calcium_consistency_loss, calcium_region,
                                                 soft_calcium_mask, soft_volume_score)
-from meddiffusion.training.motion_data import (MAX_MOTION_MM, MotionDataOptions, MotionPatches, build_cache, case_spec,
+from meddiffusion.tasks.motion.recipe import (MAX_MOTION_MM, MotionDataOptions, MotionPatches, build_cache, case_spec,
                                                default_model_id, extract_patches, focus_weight, make_case, make_loss_fn,
                                                make_val_fn, random_crops, read_case_info, calcium_ramp)
 

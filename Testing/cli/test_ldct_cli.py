@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from meddiffusion.io import Volume, read_volume, write_volume
-from meddiffusion.tasks.ldct import DEFAULT_DOSE
+from meddiffusion.tasks.ldct.model import DEFAULT_DOSE
 
 pydicom_data = pytest.importorskip("pydicom.data")
 
@@ -133,7 +133,7 @@ def test_ldct_denoise_failures_leave_neither_volume_nor_png(tmp_path, env, tiny_
 
 def test_shipped_default_model_reduces_noise(tmp_path, env, ct_small):
     from meddiffusion.catalog import shipped_models
-    from meddiffusion.tasks.ldct import estimate_noise_hu
+    from meddiffusion.tasks.ldct.physics import estimate_noise_hu
 
     if not [m for m in shipped_models() if m.task == "ldct"]:
         pytest.skip("no shipped LDCT model in this checkout")

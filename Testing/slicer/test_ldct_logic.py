@@ -178,11 +178,11 @@ def test_an_input_removed_during_the_run_fails_cleanly(scene, ct, make_logic):
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, make, message", [
     ("MR-like", lambda scene: mrml_fixtures.add_volume(scene, ct_array(air=0.0) + 500, name="MR-like"),
-     "'MR-like' does not look like CT: almost no voxel is below -200 HU"),
+     "'MR-like' does not look like CT in Hounsfield units: almost no voxel is below -200 HU"),
     ("stored values", lambda scene: mrml_fixtures.add_volume(scene, ct_array() + 1024, name="raw"),
      "'raw' does not look like CT"),
     ("too bright", lambda scene: mrml_fixtures.add_volume(scene, ct_array() * 20, name="bright"),
-     "'bright' does not look like CT: .* above the 4000 HU of dense bone"),
+     "'bright' does not look like CT in Hounsfield units: .* above the 4000 HU of dense bone"),
     ("constant", lambda scene: mrml_fixtures.add_volume(scene, np.full((3, 8, 8), -1000, np.int16),
                                                         name="flat"),
      "'flat' has the same value -1000 almost everywhere"),

@@ -13,10 +13,10 @@ from pathlib import Path
 
 #: bench name -> (module under meddiffusion.benchmarks, one-line description)
 BENCHES = {
-    "precision": ("precision", "fp32 vs bf16 autocast: speed and output error of the shipped network types"),
-    "phantom": ("phantom", "seconds per thorax phantom frame (256x256x128 CT) and per modality"),
-    "ldct": ("ldct", "LDCT denoising on held-out real CT slices: PSNR/SSIM/RMSE vs BM3D, s/slice"),
-    "motion": ("motion", "calcium motion correction on held-out phantom cases: Agatston MAE, risk class, r"),
+    "precision": ("meddiffusion.benchmarks.precision", "fp32 vs bf16 autocast: speed and output error of the shipped network types"),
+    "phantom": ("meddiffusion.benchmarks.phantom", "seconds per thorax phantom frame (256x256x128 CT) and per modality"),
+    "ldct": ("meddiffusion.tasks.ldct.bench", "LDCT denoising on held-out real CT slices: PSNR/SSIM/RMSE vs BM3D, s/slice"),
+    "motion": ("meddiffusion.tasks.motion.bench", "calcium motion correction on held-out phantom cases: Agatston MAE, risk class, r"),
 }
 
 #: benches that can score further catalogue models beside their own (``--model``) and other case sets (``--split``)
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, progress) -> dict:
         raise ValueError(f"bench '{args.name}' scores its own models on its own cases; --model and --split work "
                          f"with {', '.join(TAKES_MODELS)}")
     device = setup_device(args)
-    module = importlib.import_module(f"meddiffusion.benchmarks.{BENCHES[args.name][0]}")
+    module = importlib.import_module(BENCHES[args.name][0])
     extra = {key: value for key, value in (("models", args.model), ("split", args.split)) if value}
     result = module.run(device=device, quick=args.quick, progress=progress, **extra)
     pictures = result.pop("pictures", {})

@@ -60,8 +60,9 @@ def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import check_hu
     from meddiffusion.commands.options import setup_device
     from meddiffusion.io import read_volume
-    from meddiffusion.tasks.ldct import TASK, context_indices, load_model
-    from meddiffusion.tasks.ldct_adapt import adapt
+    from meddiffusion.tasks.ldct.infer import context_indices
+    from meddiffusion.tasks.ldct.model import TASK, load_model
+    from meddiffusion.tasks.ldct.adapt import adapt
 
     if args.dose is not None and not 0 < args.dose <= 1:
         raise ValueError(f"--dose must be a fraction in (0, 1], got {args.dose}")

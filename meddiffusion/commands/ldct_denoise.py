@@ -54,7 +54,8 @@ def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import setup_device
     from meddiffusion.figures import axial_slice_count, before_after_image
     from meddiffusion.io import read_volume
-    from meddiffusion.tasks.ldct import denoise_volume, load_model
+    from meddiffusion.tasks.ldct.infer import denoise_volume
+    from meddiffusion.tasks.ldct.model import load_model
 
     if Path(args.output).resolve() == Path(args.ct).resolve():
         raise ValueError("the output must not overwrite the input; choose another -o path")

@@ -57,9 +57,11 @@ def run(args: argparse.Namespace, progress) -> dict:
 
     from meddiffusion.commands.options import check_hu, setup_device
     from meddiffusion.io import read_volume, write_segmentation, write_volume
-    from meddiffusion.tasks.motion import (check_roi, correct_volume, count_windows, find_region,
-                                           largest_lesion_lps, load_model, score_before_after,
-                                           segmentation_layers, summary_of, write_table)
+    from meddiffusion.tasks.motion.correct import correct_volume, count_windows
+    from meddiffusion.tasks.motion.model import load_model
+    from meddiffusion.tasks.motion.region import check_roi, find_region
+    from meddiffusion.tasks.motion.scoring import (largest_lesion_lps, score_before_after, segmentation_layers,
+                                                   summary_of, write_table)
 
     outputs = _check_paths(args)
     if args.batch_size < 1:

@@ -24,15 +24,11 @@ def setup_device(args: argparse.Namespace, *, mps_ok: bool = False):
     return resolve_device(args.device, mps_ok=mps_ok)
 
 
-def check_hu(ct, skip: bool = False) -> None:
-    """Refuse images that are clearly not CT in HU (e.g. raw stored values or [0, 1] data)."""
-    lo, hi = float(ct.array.min()), float(ct.array.max())
-    if ct.modality and ct.modality not in ("CT", "OT"):
-        raise ValueError(f"input modality is {ct.modality}; a CT in Hounsfield units is needed")
-    if not skip and lo > -500:
-        raise ValueError(f"input does not look like CT in Hounsfield units: values range {lo:.0f}..{hi:.0f}, "
-                         "but a chest CT contains air near -1000 HU (pass --no-hu-check for a cropped "
-                         "region that contains no air)")
+def check_hu(ct, skip: bool = False, name: str = "input") -> None:
+    """Refuse images that are not CT in HU (``checks.CT``, the rule Slicer's modules apply too)."""
+    from meddiffusion.checks import CT
+
+    CT.check(ct.array, name=name, modality=ct.modality, skip=skip)
 
 
 def check_same_grid(reference, other, name: str) -> None:

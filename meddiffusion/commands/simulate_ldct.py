@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import check_hu
     from meddiffusion.devices import set_threads
     from meddiffusion.io import read_volume, write_volume
-    from meddiffusion.tasks.ldct import simulate_volume
+    from meddiffusion.tasks.ldct.physics import simulate_volume
 
     if not 0 < args.dose <= 1:
         raise ValueError(f"--dose must be a fraction in (0, 1] (e.g. 0.25 for quarter dose), got {args.dose}")

@@ -15,8 +15,8 @@ import shlex
 
 #: task -> (module with ``train(args, progress, device) -> dict``, one-line description)
 TASKS = {
-    "ldct": ("meddiffusion.training.ldct_data", "low-dose CT denoising: CoreDiff CLEAR-Net on thorax-phantom pairs"),
-    "motion": ("meddiffusion.training.motion_data",
+    "ldct": ("meddiffusion.tasks.ldct.recipe", "low-dose CT denoising: CoreDiff CLEAR-Net on thorax-phantom pairs"),
+    "motion": ("meddiffusion.tasks.motion.recipe",
                "coronary calcium motion correction: ProDM's 2.5D UNet on motion-corrupted phantom CTs"),
 }
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from meddiffusion.metrics.agatston import CALCIUM_THRESHOLD_HU
-from meddiffusion.tasks.motion import HU_HIGH, HU_LOW, denormalize
+from meddiffusion.tasks.motion.model import HU_HIGH, HU_LOW, denormalize
 
 __all__ = ["CALCIUM_THRESHOLD_HU", "PAPER_TAU", "TAU_HU", "REGION_MARGIN_PX", "soft_calcium_mask",
            "soft_volume_score", "grow_mask", "calcium_region", "calcium_consistency_loss"]

@@ -51,8 +51,7 @@ from meddiffusion.diffusion.bridge import BrownianBridge, weighted_mean
 from meddiffusion.io import Volume
 from meddiffusion.phantoms.coronaries import Plaque
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
-from meddiffusion.tasks.motion import (CONTEXT_SLICES, DEFAULT_STEPS, HU_HIGH, HU_LOW, PATCH_SIZE, TASK, denormalize,
-                                       normalize)
+from meddiffusion.tasks.motion.model import (CONTEXT_SLICES, DEFAULT_STEPS, HU_HIGH, HU_LOW, PATCH_SIZE, TASK, denormalize, normalize)
 from meddiffusion.training.augment import dihedral
 from meddiffusion.training.calcium_loss import (CALCIUM_THRESHOLD_HU, REGION_MARGIN_PX, TAU_HU,
                                                 calcium_consistency_loss, calcium_region, grow_mask)

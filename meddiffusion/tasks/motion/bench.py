@@ -107,8 +107,11 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     seed, first, count = SPLITS[split]
     from meddiffusion.metrics.agatston import CALCIUM_THRESHOLD_HU
-    from meddiffusion.tasks.motion import agatston_total, correct_volume, find_region, load_model
-    from meddiffusion.training.motion_data import make_case
+    from meddiffusion.tasks.motion.correct import correct_volume
+    from meddiffusion.tasks.motion.model import load_model
+    from meddiffusion.tasks.motion.region import find_region
+    from meddiffusion.tasks.motion.scoring import agatston_total
+    from meddiffusion.tasks.motion.recipe import make_case
 
     methods = METHODS + tuple((model_id, model_id) for model_id in (models or ())
                               if model_id not in {m for _, m in METHODS})
@@ -193,7 +196,8 @@ def whole_ct_timing(model, quick: bool) -> dict:
     """Seconds to correct a 512² x 200 phantom chest CT (256² x 48 with ``quick``) end to end."""
     from meddiffusion.phantoms import PLAQUE_LABEL_BASE, Grid, Phantom, render_ct
     from meddiffusion.physics.motion import simulate_motion
-    from meddiffusion.tasks.motion import correct_volume, find_region
+    from meddiffusion.tasks.motion.correct import correct_volume
+    from meddiffusion.tasks.motion.region import find_region
 
     size, slices = ((256, 48) if quick else (512, 200))
     phantom = Phantom.sample("NOR", seed=5, plaques=8)

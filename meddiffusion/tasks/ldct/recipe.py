@@ -34,8 +34,9 @@ from torch.utils.data import Dataset
 
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.physics import calibrate_i0, simulate_low_dose
-from meddiffusion.tasks.ldct import (DEFAULT_DOSE, HU_RANGE, TASK, body_box, context_indices, normalize,
-                                    simulate_pair)
+from meddiffusion.tasks.ldct.infer import body_box, context_indices
+from meddiffusion.tasks.ldct.model import DEFAULT_DOSE, HU_RANGE, TASK, normalize
+from meddiffusion.tasks.ldct.physics import simulate_pair
 from meddiffusion.training.augment import dihedral
 from meddiffusion.training.storage import hu_to_int16
 

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from meddiffusion.metrics.image import HU_WINDOW
-from meddiffusion.tasks.ldct import LDCTModel, body_box, denormalize, normalize
+from meddiffusion.tasks.ldct.infer import body_box
+from meddiffusion.tasks.ldct.model import LDCTModel, denormalize, normalize
 
 __all__ = ["Adaptation", "trajectory", "fit_weights", "band_energy_loss", "ssim_loss", "adapt"]
 

@@ -105,7 +105,7 @@ def _bm3d(low: np.ndarray, reference: np.ndarray, noise_hu: float, factors) -> t
 
 def _denoise(model, hu: np.ndarray, pixel_mm: float, steps: int, device, precision: str = "auto") -> np.ndarray:
     from meddiffusion.io import Volume
-    from meddiffusion.tasks.ldct import denoise_volume
+    from meddiffusion.tasks.ldct.infer import denoise_volume
 
     volume = Volume(hu[None], (pixel_mm, pixel_mm, 1.0), modality="CT")
     return denoise_volume(volume, model, steps=steps, device=device, precision=precision).array[0]
@@ -148,7 +148,8 @@ def _memory_probe(low_slice: np.ndarray, pixel_mm: float, slices: int, threads: 
 def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     from meddiffusion.devices import cpu_has_bf16
     from meddiffusion.metrics.image import per_slice_quality
-    from meddiffusion.tasks.ldct import calibrate_source_i0, estimate_noise_hu, load_model, simulate_pair
+    from meddiffusion.tasks.ldct.model import load_model
+    from meddiffusion.tasks.ldct.physics import calibrate_source_i0, estimate_noise_hu, simulate_pair
 
     names = ("explicit_VR-UN.dcm", "CT_small.dcm") if quick else None
     factors = (1.0, 1.5) if quick else BM3D_FACTORS
@@ -216,7 +217,7 @@ def _adaptation(model, slices: list[dict], lows: dict, device, steps: int, dose:
     from dataclasses import replace
 
     from meddiffusion.metrics.image import per_slice_quality
-    from meddiffusion.tasks.ldct_adapt import adapt
+    from meddiffusion.tasks.ldct.adapt import adapt
 
     first = next((k for k, s in enumerate(slices) if s["hu"].shape == (512, 512)), None)
     others = [k for k in range(len(slices)) if k != first]
@@ -238,7 +239,7 @@ def _adaptation(model, slices: list[dict], lows: dict, device, steps: int, dose:
 
 def _abdomen_low(slices: list[dict], per_slice: list[dict]) -> tuple[np.ndarray, float]:
     """A 512² low-dose slice and its pixel size for timing: the first 512² evaluation slice at 25 % dose."""
-    from meddiffusion.tasks.ldct import simulate_pair
+    from meddiffusion.tasks.ldct.physics import simulate_pair
 
     item = next((s for s in slices if s["hu"].shape == (512, 512)), slices[0])
     i0 = next(r["i0"] for r in per_slice if r["file"] == item["name"])

@@ -1,0 +1,121 @@
+"""Whole-volume inference of the LDCT task: every axial slice with its two neighbours.
+
+- **slice context**: each axial slice (array axis 0) is denoised with its two low-dose
+  neighbours as extra channels, ``[above, x_t, below]``; the first and last slice (and a
+  single-slice volume) use themselves as the missing neighbour;
+- **air skipping**: only the bounding box of the body (HU > -500 after a small opening, plus a
+  margin) of each batch of slices goes through the network; outside it the input is copied;
+- **out of range**: voxels outside [-1024, 3072] HU (padding outside the field of view, metal)
+  are handed back unchanged.
+
+A 512² × 300 volume is processed in batches of slices: besides the input, only the output
+array and one batch of tensors are held, so memory stays near two float32 copies of the volume.
+The network runs channels-last and, where the model card allows it (``cpu_bf16_ok``) and the
+CPU has native bf16, under bf16 autocast (``devices.autocast``); the sampler's arithmetic
+stays in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from meddiffusion.devices import autocast
+from meddiffusion.io import Volume
+from meddiffusion.tasks.ldct.model import HU_MIN, HU_RANGE, LDCTModel, denormalize, normalize
+
+__all__ = ["BODY_HU", "context_indices", "body_box", "denoise_volume"]
+
+#: HU above which a pixel counts as body (air is -1000, lung parenchyma about -850 but enclosed)
+BODY_HU = -500.0
+_BODY_MARGIN = 8
+_MIN_BOX = 16
+
+
+def context_indices(num_slices: int, index: int) -> tuple[int, int, int]:
+    """(above, centre, below) slice indices, replicating the edge slice at either end."""
+    if not 0 <= index < num_slices:
+        raise ValueError(f"slice index {index} is outside 0..{num_slices - 1}")
+    return max(index - 1, 0), index, min(index + 1, num_slices - 1)
+
+
+def body_box(slices_hu: np.ndarray, margin: int = _BODY_MARGIN, multiple: int = 4) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) covering the body on every slice of ``slices_hu`` (k, H, W), or None if all air.
+
+    A 3×3 opening drops isolated noisy air pixels; the box grows by ``margin`` pixels and to a
+    multiple of ``multiple`` (the network's pooling) where the image allows, at least 16 pixels.
+    """
+    mask = np.asarray(slices_hu).max(axis=0) > BODY_HU
+    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool))
+    if not mask.any():
+        return None
+    height, width = mask.shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (*_grow(rows[0], rows[-1] + 1, height, margin, multiple),
+            *_grow(cols[0], cols[-1] + 1, width, margin, multiple))
+
+
+def _grow(start: int, stop: int, size: int, margin: int, multiple: int) -> tuple[int, int]:
+    start, stop = max(0, start - margin), min(size, stop + margin)
+    length = min(size, max(_MIN_BOX, -(-(stop - start) // multiple) * multiple))
+    start = min(start, size - length)
+    return int(start), int(start + length)
+
+
+def denoise_volume(volume: Volume, model: LDCTModel, *, steps: int | None = None, batch_size: int = 4,
+                   device: torch.device | str = "cpu", precision: str = "auto",
+                   callback: Callable[[int, int], None] | None = None) -> Volume:
+    """Denoise every axial slice of a CT volume in HU; the result is a new volume on the same grid.
+
+    ``callback(done, total)`` counts slice-steps (slices × sampling steps), so progress and
+    cancellation are checked after every network call.
+    """
+    device = torch.device(device)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    array = volume.array
+    steps = model.default_steps(device) if steps is None else int(steps)
+    model.diffusion.sample_steps(steps)
+    with torch.no_grad():  # not inference mode: the weights must stay usable for adaptation afterwards
+        model.net.to(device, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
+    with torch.inference_mode():
+        output = _denoise_slices(array, model, steps, batch_size, device, precision, callback)
+    return volume.with_array(output)
+
+
+def _denoise_slices(array: np.ndarray, model: LDCTModel, steps: int, batch_size: int, device: torch.device,
+                    precision: str, callback: Callable[[int, int], None] | None) -> np.ndarray:
+    """The batches of ``denoise_volume``: context stacks of the body's box through the sampler."""
+    num_slices = array.shape[0]
+    output = np.array(array, dtype=np.float32, copy=True)
+    total, done = num_slices * steps, 0
+    for start in range(0, num_slices, batch_size):
+        index = np.arange(start, min(start + batch_size, num_slices))
+        above, below = np.maximum(index - 1, 0), np.minimum(index + 1, num_slices - 1)
+        box = body_box(array[np.unique(np.concatenate([above, index, below]))])
+        if box is None:  # only air: nothing to denoise
+            done += len(index) * steps
+            if callback is not None:
+                callback(done, total)
+            continue
+        y0, y1, x0, x1 = box
+        stack = np.stack([array[above, y0:y1, x0:x1], array[index, y0:y1, x0:x1], array[below, y0:y1, x0:x1]], axis=1)
+        slices = normalize(torch.from_numpy(stack).to(device, torch.float32))
+        slices = slices.contiguous(memory_format=torch.channels_last)
+
+        def on_step(step: int, _steps: int, base: int = done, size: int = len(index)) -> None:
+            if callback is not None:
+                callback(base + step * size, total)
+
+        with autocast(device, precision, cpu_bf16_ok=model.cpu_bf16_ok):
+            result = model.denoise(slices, steps, callback=on_step)
+        done += len(index) * steps
+        denoised = denormalize(result[:, 0].float()).cpu().numpy()
+        original = array[index, y0:y1, x0:x1]
+        out_of_range = (original < HU_MIN) | (original > HU_MIN + HU_RANGE)
+        output[index, y0:y1, x0:x1] = np.where(out_of_range, original, denoised)
+    return output
+
