@@ -215,14 +215,18 @@ def default_model(task: str, device_type: str = "cpu") -> ModelEntry:
     return models[0]
 
 
-def load_task_model(task: str, model_id: str | None = None, device: "str | torch.device" = "cpu") -> ModelEntry:
-    """The card of ``model_id`` (checked to be a ``task`` model), or the cards' default for ``device``."""
+def load_task_model(task: str, model_id: str | None = None, device: "str | torch.device" = "cpu", *,
+                    title: str = "") -> ModelEntry:
+    """The card of ``model_id`` (checked to be a ``task`` model), or the cards' default for ``device``.
+
+    ``title`` names the task in messages ("low-dose CT").
+    """
     if model_id is None:
         return default_model(task, str(device).split(":")[0])
     entry = get_model(model_id)
     if entry.task != task:
-        raise ValueError(f"model '{model_id}' is for task '{entry.task}', not '{task}'; see 'meddiff info' for the "
-                         f"models of each task")
+        raise ValueError(f"model '{model_id}' is for task '{entry.task}', not {title or task} ('{task}'); see "
+                         "'meddiff info' for the models of each task")
     return entry
 
 

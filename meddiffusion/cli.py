@@ -21,9 +21,11 @@ import traceback
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from meddiffusion import __version__
-from meddiffusion.commands import COMMANDS
+from meddiffusion.commands import AFTER_TASKS, BEFORE_TASKS
+from meddiffusion.commands import task_command
 from meddiffusion.progress import (EXIT_CANCELLED, BarSink, Cancelled, JsonlSink, NullSink,
                                    Progress, cancellation_signals)
+from meddiffusion.tasks.registry import TaskSpec, all_tasks
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -35,15 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'meddiff <command> --help' for a command's options and an example.")
     parser.add_argument("--version", action="version", version=f"meddiffusion {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for name in COMMANDS:
-        module = importlib.import_module(f"meddiffusion.commands.{name}")
+    for module in _command_modules():
         before = set(subparsers.choices)
-        module.add_parser(subparsers)
+        if isinstance(module, TaskSpec):
+            task_command.add_task_parser(subparsers, module)
+            module = task_command
+        else:
+            module.add_parser(subparsers)
         for added in set(subparsers.choices) - before:
             sub = subparsers.choices[added]
             _add_common_options(sub)
             sub.set_defaults(_module=module)
     return parser
+
+
+def _command_modules() -> list:
+    """General commands, then each registered task's inference command (a spec) and further commands."""
+    load = importlib.import_module
+    modules = [load(f"meddiffusion.commands.{name}") for name in BEFORE_TASKS]
+    for spec in all_tasks():
+        modules += [spec, *(load(name) for name in spec.commands)]
+    return modules + [load(f"meddiffusion.commands.{name}") for name in AFTER_TASKS]
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import torch
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.io import Volume
 from meddiffusion.nets.clearnet import CLEARNet
-from meddiffusion.tasks import ldct
+from meddiffusion.tasks.ldct import model as ldct
 from meddiffusion.tasks.ldct.infer import body_box, context_indices, denoise_volume
 from meddiffusion.tasks.ldct.model import LDCTModel, denormalize, normalize
 from meddiffusion.tasks.ldct.physics import estimate_noise_hu, simulate_pair, simulate_volume

@@ -19,14 +19,17 @@ from meddiffusion.io import Volume, VolumeError, read_segmentation, read_volume,
 from meddiffusion.metrics.agatston import agatston
 from meddiffusion.nets import PRODM_CONFIGS, ProDMUNet
 from meddiffusion.physics.calcium import bone_mask, detect_calcium
-from meddiffusion.tasks import motion
+from meddiffusion import catalog
+from meddiffusion.tasks.motion import model as motion_model
+from meddiffusion.tasks.motion import region as motion_region
+from meddiffusion.tasks.motion import scoring as motion_scoring
 from meddiffusion.tasks.motion.correct import correct_volume, count_windows
 from meddiffusion.tasks.motion.model import HU_HIGH, HU_LOW, MotionModel, build_model, load_model
 from meddiffusion.tasks.motion.region import Box, check_roi, find_region
 from meddiffusion.tasks.motion.scoring import (TABLE_FIELDS, largest_lesion_lps, score_before_after,
                                                segmentation_layers, table_rows, write_table)
 
-DATA = Path(motion.__file__).resolve().parents[1] / "data"
+DATA = Path(catalog.__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -138,7 +141,7 @@ def test_find_region_finds_the_plaques_and_keeps_bone_out(gated, gated_region, c
     inside = np.zeros(gated.shape, bool)
     for box in region.boxes:
         inside[box.slices] = True
-        assert box.shape[1] >= motion.PATCH_SIZE and box.shape[2] >= motion.PATCH_SIZE
+        assert box.shape[1] >= motion_model.PATCH_SIZE and box.shape[2] >= motion_model.PATCH_SIZE
     assert inside[region.calcium].all()
     for a in range(len(region.boxes)):                          # merged: no two boxes overlap
         assert not any(region.boxes[a].overlaps(b) for b in region.boxes[a + 1:])
@@ -146,12 +149,12 @@ def test_find_region_finds_the_plaques_and_keeps_bone_out(gated, gated_region, c
     assert bone.sum() > 1000 and not (region.scoring & bone).any()
     assert region.scoring[region.calcium].all()
     z = np.flatnonzero(region.calcium.any(axis=(1, 2)))
-    assert region.slices[0] == z.min() - motion.SLICE_MARGIN and region.slices[1] == z.max() + 1 + motion.SLICE_MARGIN
+    assert region.slices[0] == z.min() - motion_region.SLICE_MARGIN and region.slices[1] == z.max() + 1 + motion_region.SLICE_MARGIN
 
 
 def test_bone_near_is_bone_mask_inside_the_box(gated):
     box = Box(10, 30, 100, 220, 40, 200)
-    np.testing.assert_array_equal(motion.bone_near(gated, box), bone_mask(gated)[box.slices])
+    np.testing.assert_array_equal(motion_region.bone_near(gated, box), bone_mask(gated)[box.slices])
 
 
 def test_roi_is_checked_and_used_as_the_region(gated):
@@ -326,9 +329,9 @@ def test_scores_table_and_layers_match_agatston_computed_independently(gated, no
 def test_agatston_total_and_evaluate_for_benches(gated, nongated, gated_region):
     empty = np.zeros(gated.shape, bool)
     empty[0:3, 0:10, 0:10] = True
-    assert motion.agatston_total(gated, empty) == 0.0
-    static, moved = motion.agatston_total(gated, gated_region), motion.agatston_total(nongated, gated_region)
-    report = motion.evaluate(nongated, gated, gated, gated_region)    # a perfect correction
+    assert motion_scoring.agatston_total(gated, empty) == 0.0
+    static, moved = motion_scoring.agatston_total(gated, gated_region), motion_scoring.agatston_total(nongated, gated_region)
+    report = motion_scoring.evaluate(nongated, gated, gated, gated_region)    # a perfect correction
     assert report["static"]["agatston"] == report["corrected"]["agatston"] == pytest.approx(static)
     assert report["corrupted"]["agatston"] == pytest.approx(moved)
     assert report["corrected_abs_error"] == 0 and report["corrected_category_match"]
@@ -374,7 +377,7 @@ def test_load_model_from_the_catalogue_and_its_errors(tmp_path, monkeypatch):
         assert torch.equal(model.net.state_dict()[name], tensor)
     with pytest.raises(ValueError, match="unknown model"):
         load_model("no-such-model")
-    monkeypatch.setattr(motion, "list_models", lambda task=None: [])
+    monkeypatch.setattr(catalog, "list_models", lambda task=None: [])
     with pytest.raises(ValueError, match="meddiff train motion"):
         load_model()
     other = ModelEntry(id="wrong-task", task="ldct", version="1", architecture=card())

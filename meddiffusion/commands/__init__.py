@@ -1,11 +1,12 @@
-"""One module per ``meddiff`` subcommand.
+"""One module per general ``meddiff`` subcommand; task commands come from the task registry.
 
 Each module exposes ``add_parser(subparsers)`` (registers the subcommand with its ``--help``
 and example) and ``run(args, progress) -> dict`` (does the work, returns the result payload
-that becomes the final ``result`` event).  Heavy imports (torch, networks) happen inside
-``run`` so ``meddiff --help`` stays instant.
+that becomes the final ``result`` event).  A task's inference command is generated from its
+``TaskSpec`` by ``task_command``; its further commands (``spec.commands``) are modules like
+these.  Heavy imports (torch, networks) happen inside ``run`` so ``meddiff --help`` stays instant.
 """
 
-#: subcommands in the order ``meddiff --help`` lists them
-COMMANDS = ("info", "agatston", "ldct_denoise", "simulate_ldct", "ldct_adapt", "phantom", "simulate_motion",
-            "motion_correct", "train", "bench")
+#: general subcommands before the tasks' (``meddiff --help`` order), and those after them
+BEFORE_TASKS = ("info", "agatston", "phantom")
+AFTER_TASKS = ("train", "bench")

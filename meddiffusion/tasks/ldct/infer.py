@@ -119,3 +119,39 @@ def _denoise_slices(array: np.ndarray, model: LDCTModel, steps: int, batch_size:
         output[index, y0:y1, x0:x1] = np.where(out_of_range, original, denoised)
     return output
 
+
+
+# -- the task contract (see meddiffusion.tasks.job) ---------------------------------------------------
+def check_arguments(args, wanted: frozenset[str]) -> None:
+    """Options that need no data: ``--png-slice`` only with ``--png``."""
+    if getattr(args, "png_slice", None) is not None and "png" not in wanted:
+        raise ValueError("--png-slice needs --png (the picture to write)")
+
+
+def run(job):
+    """``meddiff ldct-denoise``: the denoised volume and, when asked, the before/after picture."""
+    import time
+
+    from meddiffusion.figures import axial_slice_count, before_after_image
+
+    ct, model, steps, png_slice = job.inputs["ct"], job.model, job.steps, job.args.png_slice
+    if png_slice is not None and not 0 <= png_slice < axial_slice_count(ct):
+        raise ValueError(f"--png-slice {png_slice} is outside the input's axial slices "
+                         f"0..{axial_slice_count(ct) - 1}")
+    job.progress.log(f"model {model.id}, {steps} step(s), {ct.shape[0]} slice(s) of "
+                     f"{ct.shape[1]}×{ct.shape[2]} on {job.device}")
+    start = time.monotonic()
+    denoised = denoise_volume(ct, model, steps=steps, batch_size=job.args.batch_size, device=job.device,
+                              precision=job.args.precision,
+                              callback=job.progress.callback("denoise", ct.shape[0] * steps))
+    seconds = time.monotonic() - start
+    denoised.metadata["SeriesDescription"] = f"LDCT denoised ({model.id}, {steps} steps)"
+    outputs = {"output": denoised}
+    if "png" in job.wanted:
+        outputs["png"] = before_after_image(ct, denoised, slice_index=png_slice)
+    png = job.args.png
+    info = {"model": model.id, "steps": steps, "slices": ct.shape[0], "seconds": round(seconds, 2),
+            "seconds_per_slice": round(seconds / ct.shape[0], 3),
+            "summary": (f"denoised {ct.shape[0]} slice(s) with {model.id} ({steps} steps) in {seconds:.1f} s "
+                        f"-> {job.args.output}" + (f" (before/after picture {png})" if png else ""))}
+    return outputs, info

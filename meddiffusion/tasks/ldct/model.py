@@ -118,7 +118,7 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
 
 def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> LDCTModel:
     """The LDCT model ``model_id`` from the catalogue (shipped or user), or the cards' default for ``device``."""
-    entry = load_task_model(TASK, model_id, device)
+    entry = load_task_model(TASK, model_id, device, title="low-dose CT")
     model = build_model(entry.architecture, entry.state_dict(), entry)
     model.net.to(torch.device(device))
     return model

@@ -122,3 +122,62 @@ def _windows_per_slice(height: int, width: int, patch: int) -> int:
     interval = tuple(patch if s == patch else max(int(patch * (1 - WINDOW_OVERLAP)), 1) for s in size)
     return len(dense_patch_slices(size, (patch, patch), interval))
 
+
+
+# -- the task contract (see meddiffusion.tasks.job) ---------------------------------------------------
+def run(job):
+    """``meddiff motion-correct``: the corrected CT, and when asked the calcium segmentation and Agatston table."""
+    from meddiffusion.tasks.job import Segmentation, Table, VolumeOutput
+    from meddiffusion.tasks.motion.region import check_roi
+    from meddiffusion.tasks.motion.scoring import (TABLE_FIELDS, largest_lesion_lps, score_before_after,
+                                                   segmentation_layers, summary_of, table_rows)
+
+    ct, model, args, progress = job.inputs["ct"], job.model, job.args, job.progress
+    if args.roi is not None:
+        check_roi(args.roi, ct.shape)
+    steps = job.steps
+    if model.check_steps(steps) == 1 and model.objective == "regression":
+        steps = 1  # the regression baseline is one network call, whatever --steps says
+    start = time.monotonic()
+    with progress.stage("region", total=1) as step:
+        region = find_region(ct, args.roi, patch_size=model.patch_size)
+        step()
+    seconds_region = time.monotonic() - start
+    slices = region.slices
+    where = (f"slices {slices[0]}-{slices[1] - 1} in {len(region.boxes)} box(es)" if slices
+             else "nothing: no calcium found in the heart")
+    progress.log(f"model {model.id} ({model.objective}), {steps} step(s) on {job.device}; correcting {where}")
+    result = correct_volume(ct, model, region=region, steps=steps, batch_size=args.batch_size, seed=args.seed,
+                            precision=args.precision,
+                            callback=progress.callback("correct", count_windows(region, model.patch_size)))
+    corrected = result.corrected
+    integral = _integral(ct)
+    if integral:  # integer HU in, integer HU out: the corrected boxes are rounded, the rest is the input
+        for box in region.boxes:
+            corrected.array[box.slices] = np.clip(np.rint(corrected.array[box.slices]), -32768, 32767)
+    corrected.metadata["SeriesDescription"] = f"motion corrected ({model.id}, {steps} steps)"
+    with progress.stage("score", total=2) as step:
+        before, after = score_before_after(ct, corrected, region)
+        step(2)
+    outputs = {"output": VolumeOutput(corrected, "int16" if integral else None)}
+    if "seg" in job.wanted:
+        outputs["seg"] = Segmentation(*segmentation_layers(before, after), ct)
+    if "table" in job.wanted:
+        outputs["table"] = Table(TABLE_FIELDS, table_rows(before, after))
+    b, a = summary_of(before), summary_of(after)
+    seconds = seconds_region + result.seconds_correct
+    info = {"model": model.id, "objective": model.objective, "steps": steps, "region": region.source,
+            "boxes": [box.ijk() for box in region.boxes], "corrected_slices": list(slices) if slices else None,
+            "windows": result.windows, "seconds": round(seconds, 2), "seconds_region": round(seconds_region, 2),
+            "before": b, "after": a, "largest_lesion_lps": largest_lesion_lps(before),
+            "summary": (f"Agatston {b['agatston']:.1f} ({b['category']}, {b['lesions']} lesion(s)) before, "
+                        f"{a['agatston']:.1f} ({a['category']}, {a['lesions']} lesion(s)) after; corrected "
+                        f"{where} with {model.id} ({steps} steps) in {seconds:.1f} s -> {args.output}")}
+    return outputs, info
+
+
+def _integral(volume: Volume) -> bool:
+    """Whole numbers within int16 (CT stored as integers), checked slice by slice to spare memory."""
+    array = volume.array
+    return bool(array.min() >= -32768 and array.max() <= 32767
+                and all(np.array_equal(plane, np.rint(plane)) for plane in array))

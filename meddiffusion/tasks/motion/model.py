@@ -150,7 +150,7 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
 
 def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> MotionModel:
     """The motion model ``model_id`` from the catalogue, or the cards' default for ``device``."""
-    entry = load_task_model(TASK, model_id, device)
+    entry = load_task_model(TASK, model_id, device, title="motion correction")
     window = (entry.normalization.get("min_hu", HU_LOW), entry.normalization.get("max_hu", HU_HIGH))
     if tuple(map(float, window)) != (HU_LOW, HU_HIGH):
         raise ValueError(f"model '{entry.id}' was trained on the HU window {window}; this task uses "

@@ -1,0 +1,171 @@
+"""The one command path of every task: read → check → infer → write all outputs staged → result.
+
+``meddiff <task command>`` (``ldct-denoise``, ``motion-correct``, …) is built from the task's
+:class:`~meddiffusion.tasks.registry.TaskSpec`: its inputs become the positional argument and
+flags, its outputs the output flags, its options and the shared ``--model``/``--steps``/device
+options follow. Running it:
+
+1. checks every path before any work (outputs never equal an input or each other, suffixes
+   match the output kind, a DICOM output folder is new or empty);
+2. reads each input volume and applies the task's input rule (``meddiffusion.checks``);
+3. loads the model (the cards' default for the device unless ``--model``) and its step count;
+4. calls the task's ``run(job)`` (``meddiffusion.tasks.job``), which reports progress and honours
+   cancellation;
+5. writes every output under a hidden name and renames them together at the end, so a failure or
+   Cancel leaves no output and files the user had stay as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from meddiffusion.tasks.registry import Port, TaskSpec, resolve
+
+__all__ = ["add_task_parser", "run", "check_paths", "write_outputs"]
+
+SUFFIXES = {"segmentation": (".seg.nrrd",), "table": (".csv",), "sequence": (".seq.nrrd",), "picture": (".png",)}
+
+
+def add_task_parser(subparsers, spec: TaskSpec) -> argparse.ArgumentParser:
+    """The subcommand ``spec.command`` with the task's inputs, outputs and options."""
+    from meddiffusion.checks import rule_for
+    from meddiffusion.commands.options import add_device_options
+
+    p = subparsers.add_parser(spec.command, help=spec.summary, description=spec.description, epilog=spec.example,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    for port in spec.inputs + spec.outputs:
+        if port.flags:
+            p.add_argument(*port.flags, dest=port.dest, required=port.required, help=port.help)
+        else:
+            p.add_argument(port.name, help=port.help)
+    p.add_argument("--model", help=f"{spec.name} model id from the catalogue (default: the one the model cards "
+                                   "rank first for the device; see meddiff info)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model card's)")
+    for option in spec.options:
+        p.add_argument(*option.flags, **option.kwargs)
+    rule = rule_for(spec.rule)
+    if rule.skip_flag:
+        p.add_argument(rule.skip_flag, action="store_true",
+                       help=f"skip the check that the input looks like {rule.expected}")
+    add_device_options(p)
+    p.set_defaults(_task=spec)
+    return p
+
+
+def run(args: argparse.Namespace, progress) -> dict:
+    """Run ``args._task`` end to end (see the module docstring); returns the result event's payload."""
+    from meddiffusion.checks import rule_for
+    from meddiffusion.commands.options import setup_device
+    from meddiffusion.io import read_volume
+    from meddiffusion.tasks.job import Job
+
+    spec: TaskSpec = args._task
+    inputs = {port.name: getattr(args, port.dest) for port in spec.inputs if getattr(args, port.dest, None)}
+    outputs = {port.name: getattr(args, port.dest) for port in spec.outputs if getattr(args, port.dest, None)}
+    check_paths(spec, inputs, outputs)
+    if getattr(args, "batch_size", 1) < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if spec.check_arguments:
+        resolve(spec.check_arguments)(args, frozenset(outputs))
+    device = setup_device(args)
+    rule = rule_for(spec.rule)
+    with progress.stage("read", total=len(inputs) + 1) as step:
+        volumes = {}
+        for name, path in inputs.items():
+            volumes[name] = read_volume(path)
+            rule.check(volumes[name].array, name=Path(path).name, modality=volumes[name].modality,
+                       skip=bool(rule.skip_flag) and getattr(args, rule.skip_flag[2:].replace("-", "_")))
+            step()
+        model = resolve(spec.load_model)(args.model, device)
+        steps = model.default_steps(device) if args.steps is None else args.steps
+        step()
+    job = Job(volumes, model, steps, device, args, progress, frozenset(outputs), dict(inputs))
+    values, info = resolve(spec.infer)(job)
+    missing = sorted(set(outputs) - set(values))
+    if missing:
+        raise RuntimeError(f"task '{spec.name}' produced no value for the output(s) {missing}")
+    with progress.stage("write", total=len(outputs)) as step:
+        write_outputs(spec, {name: values[name] for name in outputs}, outputs, step)
+    return {**{port.name: str(Path(outputs[port.name])) if port.name in outputs else None
+               for port in spec.outputs}, **info}
+
+
+def check_paths(spec: TaskSpec, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or each other, or have the wrong kind."""
+    from meddiffusion.io import VOLUME_SUFFIXES
+
+    ports = {port.name: port for port in spec.outputs}
+    seen: dict[Path, str] = {}
+    for name, path in inputs.items():
+        seen.setdefault(_identity(path), f"the input {_label(spec, name)}")
+    for name, path in outputs.items():
+        port = ports[name]
+        label = _label(spec, name)
+        lowered = str(path).lower()
+        if port.kind in SUFFIXES and not lowered.endswith(SUFFIXES[port.kind]):
+            raise ValueError(f"{label} must end in {' or '.join(SUFFIXES[port.kind])}, got '{path}'")
+        identity = _identity(path)
+        if identity in seen:
+            raise ValueError(f"{label} '{path}' is the same file as {seen[identity]}; an output must not overwrite "
+                             f"an input or another output: choose another path")
+        seen[identity] = label
+        target = Path(path)
+        if (port.kind == "volume" and not any(lowered.endswith(s) for s in VOLUME_SUFFIXES) and target.exists()
+                and (not target.is_dir() or any(target.iterdir()))):
+            raise ValueError(f"DICOM output folder {target} exists and is not empty; choose a new folder")
+
+
+def _identity(path: str) -> Path:
+    """One key per file: the resolved path (``..`` and symlinks), or the inode for hard links."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return resolved
+    return Path(f"/inode/{stat.st_dev}/{stat.st_ino}") if resolved.is_file() else resolved
+
+
+def _label(spec: TaskSpec, name: str) -> str:
+    port = next(p for p in spec.inputs + spec.outputs if p.name == name)
+    return "/".join(port.flags) if port.flags else name
+
+
+def write_outputs(spec: TaskSpec, values: dict, paths: dict[str, str], step=lambda *a: None) -> None:
+    """Write each value to its path under a hidden name, then rename all of them into place."""
+    from meddiffusion.files import StagedOutputs
+
+    ports = {port.name: port for port in spec.outputs}
+    with StagedOutputs() as staged:
+        for name, value in values.items():
+            _write(ports[name], value, staged.path(paths[name]))
+            step()
+
+
+def _write(port: Port, value, path: Path) -> None:
+    import csv
+
+    from meddiffusion.figures import write_png
+    from meddiffusion.io import Volume, write_segmentation, write_volume
+    from meddiffusion.tasks.job import Segmentation, Table, VolumeOutput
+
+    if port.kind == "volume":
+        output = value if isinstance(value, VolumeOutput) else VolumeOutput(value)
+        if not isinstance(output.volume, Volume):
+            raise TypeError(f"output '{port.name}' must be a Volume, got {type(output.volume).__name__}")
+        write_volume(output.volume, path, dtype=output.dtype)
+    elif port.kind == "segmentation":
+        if not isinstance(value, Segmentation):
+            raise TypeError(f"output '{port.name}' must be a Segmentation, got {type(value).__name__}")
+        write_segmentation(path, value.layers, value.segments, value.reference)
+    elif port.kind == "table":
+        if not isinstance(value, Table):
+            raise TypeError(f"output '{port.name}' must be a Table, got {type(value).__name__}")
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=value.fields)
+            writer.writeheader()
+            writer.writerows(value.rows)
+    elif port.kind == "picture":
+        write_png(path, value)
+    else:
+        raise ValueError(f"output '{port.name}': writing {port.kind} outputs is not supported")
