@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from meddiffusion.tasks.motion.bench import CASES, HELDOUT_SEED, SPLITS, agreement, cut_interval, largest_lesion_window
+from meddiffusion.metrics.agreement import cut_interval
+from meddiffusion.tasks.motion.bench import CASES, HELDOUT_SEED, SPLITS, largest_lesion_window
+from meddiffusion.tasks.motion.bench import agatston_agreement as agreement
 from meddiffusion.physics.motion_profiles import ALLOWED_VIEWS, PROFILES
 
 
@@ -18,7 +20,7 @@ def test_agreement_mae_risk_classes_and_pearson():
 
 
 def test_heldout_set_covers_every_profile_and_view_count_and_is_not_training_data():
-    from meddiffusion.tasks.motion.recipe import MotionDataOptions, case_spec
+    from meddiffusion.tasks.motion.cases import MotionDataOptions, case_spec
 
     specs = [case_spec(HELDOUT_SEED, i, MotionDataOptions()) for i in range(CASES)]
     assert {s.profile for s in specs} == set(range(len(PROFILES)))
@@ -42,7 +44,7 @@ def test_lesion_window_centres_the_largest_lesion_in_the_region_on_its_widest_sl
 
 def test_validation_split_is_the_training_runs_validation_patients():
     from meddiffusion.cli import build_parser
-    from meddiffusion.tasks.motion.recipe import MotionDataOptions, case_spec
+    from meddiffusion.tasks.motion.cases import MotionDataOptions, case_spec
 
     args = build_parser().parse_args(["train", "motion", "--out", "x"])
     seed, first, count = SPLITS["validation"]

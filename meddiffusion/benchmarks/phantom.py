@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from meddiffusion.benchmarks import machine
+from meddiffusion.benchmarks.harness import result
 
 
 def run(device: torch.device, quick: bool = False, progress=None) -> dict:
+    """The phantom renders on the CPU whatever ``--device`` says, so the CPU is the machine line."""
     from meddiffusion.phantoms.bench import bench_phantom
 
-    result = bench_phantom(quick=quick)
-    result["machine"] = machine(torch.device("cpu"))
-    result["table"] = result["table"] + f"\n\n{result['machine']}"
-    return result
+    figures = bench_phantom(quick=quick)
+    return result([figures.pop("table")], torch.device("cpu"), **figures)

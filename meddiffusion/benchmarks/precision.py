@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from meddiffusion.benchmarks import machine, timed
+from meddiffusion.benchmarks.harness import each_case, markdown_table, result, timed
 
 
 def _networks(quick: bool):
@@ -27,24 +27,19 @@ def _networks(quick: bool):
 
 def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     rows = []
-    nets = list(_networks(quick))
-    with progress.stage("precision", total=len(nets)) as step:
-        for name, net, call, size in nets:
-            torch.manual_seed(0)
-            net = net.to(device).eval()
-            with torch.inference_mode():
-                ref = call(net).float()
-                t32 = timed(lambda: call(net), repeats=1 if quick else 3)
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    out = call(net).float()
-                    tbf = timed(lambda: call(net), repeats=1 if quick else 3)
-            err = float((out - ref).abs().max() / (ref.max() - ref.min()).clamp_min(1e-12))
-            rows.append({"network": name, "size": size, "fp32_ms": 1e3 * t32, "bf16_ms": 1e3 * tbf,
-                         "max_rel_error": err})
-            step()
-    table = ["| network | input | fp32 ms/call | bf16 ms/call | bf16 max error (of range) |",
-             "|---|---|---|---|---|"]
-    table += [f"| {r['network']} | {r['size']}² | {r['fp32_ms']:.0f} | {r['bf16_ms']:.0f} | {r['max_rel_error']:.1e} |"
-              for r in rows]
-    table.append(f"\n{machine(device)}")
-    return {"rows": rows, "machine": machine(device), "table": "\n".join(table)}
+    for name, net, call, size in each_case(progress, "precision", _networks(quick)):
+        torch.manual_seed(0)
+        net = net.to(device).eval()
+        with torch.inference_mode():
+            ref = call(net).float()
+            t32 = timed(lambda: call(net), repeats=1 if quick else 3)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out = call(net).float()
+                tbf = timed(lambda: call(net), repeats=1 if quick else 3)
+        err = float((out - ref).abs().max() / (ref.max() - ref.min()).clamp_min(1e-12))
+        rows.append({"network": name, "size": size, "fp32_ms": 1e3 * t32, "bf16_ms": 1e3 * tbf,
+                     "max_rel_error": err})
+    table = markdown_table(("network", "input", "fp32 ms/call", "bf16 ms/call", "bf16 max error (of range)"),
+                           [(r["network"], f"{r['size']}²", f"{r['fp32_ms']:.0f}", f"{r['bf16_ms']:.0f}",
+                             f"{r['max_rel_error']:.1e}") for r in rows])
+    return result(table, device, rows=rows)

@@ -31,13 +31,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
 import torch
 
-from meddiffusion.benchmarks import machine, timed
+from meddiffusion.benchmarks.harness import clocked, each_case, markdown_table, result, timed
 
 #: (file in pydicom / pydicom-data, description); the held-out real-anatomy evaluation set
 EVAL_FILES = (
@@ -87,9 +86,9 @@ def _bm3d(low: np.ndarray, reference: np.ndarray, noise_hu: float, factors) -> t
     tried: dict[float, tuple[float, np.ndarray, float]] = {}
 
     def trial(factor: float) -> None:
-        start = time.perf_counter()
-        out = bm3d.bm3d(low.astype(np.float64), sigma_psd=factor * noise_hu).astype(np.float32)
-        tried[factor] = (psnr(out, reference), out, time.perf_counter() - start)
+        out, seconds = clocked(bm3d.bm3d, low.astype(np.float64), sigma_psd=factor * noise_hu)
+        out = out.astype(np.float32)
+        tried[factor] = (psnr(out, reference), out, seconds)
 
     for factor in factors:
         trial(factor)
@@ -130,19 +129,20 @@ def _memory_probe(low_slice: np.ndarray, pixel_mm: float, slices: int, threads: 
         volume = Volume(np.repeat(low_slice[None], slices, axis=0), (pixel_mm, pixel_mm, 1.0), modality="CT")
         write_volume(volume, source)
         del volume
-        code = ("import argparse, json, resource, time\n"
-                "from meddiffusion.commands import ldct_denoise\n"
-                "from meddiffusion.progress import Progress\n"
-                f"args = argparse.Namespace(ct={source!r}, output={os.path.join(folder, 'out.nrrd')!r}, model=None,"
-                f" steps=1, batch_size=4, no_hu_check=False, device='cpu', threads={threads}, precision='auto')\n"
-                "start = time.time(); ldct_denoise.run(args, Progress())\n"
+        argv = [source, "-o", os.path.join(folder, "out.nrrd"), "--steps", "1", "--batch-size", "4",
+                "--device", "cpu", "--threads", str(threads), "--events", "none"]
+        code = ("import json, resource, time\n"
+                "import meddiffusion.tasks.ldct.infer\n"   # the libraries load before the clock starts
+                "from meddiffusion.cli import main\n"
+                f"start = time.time(); status = main(['ldct-denoise', *{argv!r}])\n"
                 "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
-                " 'seconds': time.time() - start}))\n")
+                " 'seconds': time.time() - start}))\n"
+                "raise SystemExit(status)\n")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"slices": slices, **result}
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"slices": slices, **probe}
 
 
 def run(device: torch.device, quick: bool = False, progress=None) -> dict:
@@ -164,30 +164,28 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     scores = {(dose, m): [] for dose in DOSES for m in methods}
     seconds = {m: [] for m in methods}
     per_slice, lows = [], {}
-    with progress.stage("evaluate", total=len(slices) * len(DOSES)) as step:
-        for k, item in enumerate(slices):
-            reference = item["hu"]
-            i0, noise_nd = calibrate_source_i0(reference, item["pixel_mm"])
-            for dose in DOSES:
-                generator = torch.Generator().manual_seed(1000 * k + round(100 * dose))
-                low = simulate_pair(torch.from_numpy(reference), dose, pixel_size_mm=item["pixel_mm"], i0=i0,
-                                    generator=generator).numpy()
-                lows[(k, dose)] = low
-                noise_ld, _ = estimate_noise_hu(low)
-                outputs = {"low-dose input": low}
-                outputs["BM3D (oracle sigma)"], factor, bm3d_s = _bm3d(low, reference, noise_ld, factors)
-                if reference.shape == (512, 512):
-                    seconds["BM3D (oracle sigma)"].append(bm3d_s)
-                for s, name in zip(step_counts, methods[2:]):
-                    outputs[name] = _denoise(model, low, item["pixel_mm"], s, device)
-                row = {"file": item["name"], "dose": dose, "i0": i0, "noise_nd_hu": noise_nd, "noise_ld_hu": noise_ld,
-                       "bm3d_sigma_factor": factor}
-                for name, image in outputs.items():
-                    quality = {key: float(v[0]) for key, v in per_slice_quality(image, reference).items()}
-                    scores[(dose, name)].append(quality)
-                    row[name] = quality
-                per_slice.append(row)
-                step()
+    for k, item in each_case(progress, "evaluate", enumerate(slices)):
+        reference = item["hu"]
+        i0, noise_nd = calibrate_source_i0(reference, item["pixel_mm"])
+        for dose in DOSES:
+            generator = torch.Generator().manual_seed(1000 * k + round(100 * dose))
+            low = simulate_pair(torch.from_numpy(reference), dose, pixel_size_mm=item["pixel_mm"], i0=i0,
+                                generator=generator).numpy()
+            lows[(k, dose)] = low
+            noise_ld, _ = estimate_noise_hu(low)
+            outputs = {"low-dose input": low}
+            outputs["BM3D (oracle sigma)"], factor, bm3d_s = _bm3d(low, reference, noise_ld, factors)
+            if reference.shape == (512, 512):
+                seconds["BM3D (oracle sigma)"].append(bm3d_s)
+            for s, name in zip(step_counts, methods[2:]):
+                outputs[name] = _denoise(model, low, item["pixel_mm"], s, device)
+            row = {"file": item["name"], "dose": dose, "i0": i0, "noise_nd_hu": noise_nd, "noise_ld_hu": noise_ld,
+                   "bm3d_sigma_factor": factor}
+            for name, image in outputs.items():
+                quality = {key: float(v[0]) for key, v in per_slice_quality(image, reference).items()}
+                scores[(dose, name)].append(quality)
+                row[name] = quality
+            per_slice.append(row)
     with progress.stage("adapt", total=1) as step:
         adaptation = _adaptation(model, slices, lows, device, default_steps)
         step()
@@ -206,10 +204,9 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
                          **{key: float(np.mean([v[key] for v in values])) for key in ("psnr", "ssim", "rmse_hu")},
                          "seconds_per_512_slice": float(np.median(seconds[name])) if seconds[name] else None})
     precision = "bf16" if model.cpu_bf16_ok and cpu_has_bf16() and device.type == "cpu" else "fp32"
-    return {"rows": rows, "per_slice": per_slice, "memory": memory, "speeds": speeds, "precision": precision,
-            "adaptation": adaptation,
-            "skipped": skipped, "default_steps": default_steps, "model": model.entry.id, "machine": machine(device),
-            "table": _table(rows, slices, skipped, memory, speeds, precision, step_counts[0], device, adaptation)}
+    table = _table(rows, slices, skipped, memory, speeds, precision, step_counts[0], adaptation)
+    return result(table, device, rows=rows, per_slice=per_slice, memory=memory, speeds=speeds, precision=precision,
+                  adaptation=adaptation, skipped=skipped, default_steps=default_steps, model=model.entry.id)
 
 
 def _adaptation(model, slices: list[dict], lows: dict, device, steps: int, dose: float = 0.1) -> dict | None:
@@ -250,12 +247,10 @@ def _abdomen_low(slices: list[dict], per_slice: list[dict]) -> tuple[np.ndarray,
 
 
 def _table(rows: list[dict], slices: list[dict], skipped: list[str], memory: dict, speeds: dict, precision: str,
-           default_steps: int, device: torch.device, adaptation: dict | None) -> str:
-    lines = ["| dose | method | PSNR (dB) | SSIM | RMSE (HU) | s / 512² slice |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        speed = "" if r["seconds_per_512_slice"] is None else f"{r['seconds_per_512_slice']:.2f}"
-        lines.append(f"| {r['dose']:.0%} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
-                     f"{r['rmse_hu']:.1f} | {speed} |")
+           default_steps: int, adaptation: dict | None) -> list[str]:
+    cells = [(f"{r['dose']:.0%}", r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['rmse_hu']:.1f}",
+              "" if r["seconds_per_512_slice"] is None else f"{r['seconds_per_512_slice']:.2f}") for r in rows]
+    lines = markdown_table(("dose", "method", "PSNR (dB)", "SSIM", "RMSE (HU)", "s / 512² slice"), cells)
     lines.append("")
     lines.append("Held-out real CT slices: " + "; ".join(f"{s['name']} ({s['description']})" for s in slices))
     if skipped:
@@ -270,5 +265,4 @@ def _table(rows: list[dict], slices: list[dict], skipped: list[str], memory: dic
                  f"{speeds[f'{default_steps} fp32']:.2f} s per 512² slice. BM3D time is one run at the chosen sigma.")
     lines.append(f"Memory: peak RSS {memory['peak_rss_mb']:.0f} MB reading, denoising (1 step) and writing a "
                  f"512²×{memory['slices']} volume ({memory['seconds']:.0f} s).")
-    lines.append(f"\n{machine(device)}")
-    return "\n".join(lines)
+    return lines

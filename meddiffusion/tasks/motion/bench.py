@@ -1,6 +1,6 @@
 """Coronary calcium motion correction on a held-out synthetic set: Agatston MAE, risk class, Pearson r, speed.
 
-**Held-out set.** ``training.motion_data.make_case`` with seed ``HELDOUT_SEED`` (training uses
+**Held-out set.** ``tasks.motion.cases.make_case`` with seed ``HELDOUT_SEED`` (training uses
 seed 0, so every patient, plaque and motion draw is new): 42 cases, each of the 21 motion
 profiles twice and the five view counts in turn, from calcium-free patients to Agatston
 above 400 (1-12 plaques of 1.5-12 mm at 150-1300 HU). ``--quick`` takes the first 6.
@@ -18,7 +18,7 @@ automatic heart finder cannot locate in these heart-centred fields of view; defa
 steps).
 Metrics: Agatston mean absolute error, accuracy of the five risk classes (0, 1-10, 11-100,
 101-400, > 400) and Pearson r against the reference, and seconds per case. The MAE cut comes
-with a 95% paired bootstrap interval over cases (``cut_interval``): a few large plaques carry
+with a 95% paired bootstrap interval over cases (``metrics.agreement.cut_interval``): a few large plaques carry
 most of the error, so on tens of cases two models a few points apart are not told apart.
 Because a score can look right while the image is wrong, two image figures against the static
 CT go beside them, inside the coronary region of the corrected slices: the mean absolute error
@@ -38,13 +38,12 @@ wall time, of which finding the region.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-from meddiffusion.benchmarks import machine
+from meddiffusion.benchmarks.harness import clocked, each_case, machine, markdown_table, result
 from meddiffusion.figures import tile_image
+from meddiffusion.metrics.agreement import agreement, cut_interval
 
 HELDOUT_SEED = 9001
 CASES, QUICK_CASES = 42, 6
@@ -64,36 +63,15 @@ FIGURE_LABELS = {"(a) uncorrected input": "input", "(b) same network, plain L1 r
                  "(c) ProDM, lambda = 0": "(c) lambda 0", "(d) ProDM, lambda = 20": "(d) lambda 20"}
 #: the picture shows the largest lesion of the cases the motion corrupts most, this many, in crops this big
 FIGURE_CASES, FIGURE_CROP = 3, 32
-#: resamples of the bootstrap interval of the MAE cut
-BOOTSTRAP_RESAMPLES = 2000
+#: ``meddiff bench motion`` also takes ``--model`` and ``--split``
+OPTIONS = ("models", "split")
 
 
-def agreement(reference: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def agatston_agreement(reference: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Agatston MAE, five-class risk accuracy (%) and Pearson r of ``scores`` against ``reference``."""
     from meddiffusion.metrics.agatston import risk_category
 
-    reference, scores = np.asarray(reference, float), np.asarray(scores, float)
-    same = [risk_category(a) == risk_category(b) for a, b in zip(reference, scores)]
-    pearson = float(np.corrcoef(reference, scores)[0, 1]) if reference.std() > 0 and scores.std() > 0 else float("nan")
-    return {"mae": float(np.abs(scores - reference).mean()), "accuracy": 100.0 * float(np.mean(same)),
-            "pearson": pearson}
-
-
-def cut_interval(reference, uncorrected, scores, resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = 0) -> tuple[float, float]:
-    """95% interval (percent) of the MAE cut ``1 - MAE(scores) / MAE(uncorrected)``, cases resampled in pairs.
-
-    Resamples whose uncorrected MAE is 0 (only motion-free cases drawn) have no cut and are skipped.
-    """
-    reference, uncorrected, scores = (np.asarray(a, float) for a in (reference, uncorrected, scores))
-    picks = np.random.default_rng(seed).integers(0, len(reference), size=(resamples, len(reference)))
-    before = np.abs(uncorrected - reference)[picks].mean(axis=1)
-    after = np.abs(scores - reference)[picks].mean(axis=1)
-    cuts = 100.0 * (1 - after[before > 0] / before[before > 0])
-    if cuts.size == 0:
-        return float("nan"), float("nan")
-    low, high = np.percentile(cuts, [2.5, 97.5])
-    return float(low), float(high)
+    return agreement(reference, scores, classify=risk_category)
 
 
 def run(device: torch.device, quick: bool = False, progress=None, models: list[str] | None = None,
@@ -111,7 +89,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     from meddiffusion.tasks.motion.model import load_model
     from meddiffusion.tasks.motion.region import find_region
     from meddiffusion.tasks.motion.scoring import agatston_total
-    from meddiffusion.tasks.motion.recipe import make_case
+    from meddiffusion.tasks.motion.cases import make_case
 
     methods = METHODS + tuple((model_id, model_id) for model_id in (models or ())
                               if model_id not in {m for _, m in METHODS})
@@ -119,22 +97,22 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     count = min(QUICK_CASES, count) if quick else count
     reference, cases, crops = [], [], []
     scores, seconds, hu_abs, hu_bias = ({label: [] for label, _ in methods} for _ in range(4))
-    report = progress.callback("cases", count) if progress is not None else None
-    for index in range(count):
-        case = make_case(seed, first + index)
+    for index in each_case(progress, "cases", range(first, first + count)):
+        case = make_case(seed, index)
         reference.append(agatston_total(case.static, case.region))
-        cases.append({"index": first + index, "profile": case.profile, "views": case.views, "reference": reference[-1]})
-        start = time.perf_counter()
+        cases.append({"index": index, "profile": case.profile, "views": case.views, "reference": reference[-1]})
         # heart-centred cases show too little lung for the automatic heart finder: give it the heart
-        region = find_region(case.corrupted, heart=case.heart)   # the same for every model: found once
-        region_s = time.perf_counter() - start
+        region, region_s = clocked(find_region, case.corrupted, heart=case.heart)   # found once for every model
         window = largest_lesion_window(case.static.array >= CALCIUM_THRESHOLD_HU, case.region, FIGURE_CROP)
-        crops.append([] if window is None else [(f"case {first + index} static", case.static.array[window])])
+        crops.append([] if window is None else [(f"case {index} static", case.static.array[window])])
         for label, model_id in methods:
-            start = time.perf_counter()
-            volume = (case.corrupted if model_id is None
-                      else correct_volume(case.corrupted, models[model_id], region=region).corrected)
-            seconds[label].append(0.0 if model_id is None else time.perf_counter() - start + region_s)
+            if model_id is None:
+                volume = case.corrupted
+                seconds[label].append(0.0)
+            else:
+                corrected, correct_s = clocked(correct_volume, case.corrupted, models[model_id], region=region)
+                volume = corrected.corrected
+                seconds[label].append(correct_s + region_s)
             scores[label].append(agatston_total(volume, case.region))
             error = _hu_error(volume, case, region)
             if error is not None:
@@ -143,10 +121,8 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
             cases[-1][label] = scores[label][-1]
             if window is not None:
                 crops[-1].append((FIGURE_LABELS.get(label, label), volume.array[window]))
-        if report is not None:
-            report(index + 1, count)
 
-    rows = {label: {**agreement(np.array(reference), np.array(scores[label])),
+    rows = {label: {**agatston_agreement(np.array(reference), np.array(scores[label])),
                     "hu_mae": float(np.mean(hu_abs[label])) if hu_abs[label] else float("nan"),
                     "hu_bias": float(np.mean(hu_bias[label])) if hu_bias[label] else float("nan"),
                     "seconds_per_case": float(np.mean(seconds[label])),
@@ -157,9 +133,9 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     errors = [abs(case[METHODS[0][0]] - case["reference"]) if crops[i] else -1.0 for i, case in enumerate(cases)]
     shown = [i for i in np.argsort(errors)[::-1][:FIGURE_CASES] if errors[i] > 0]
     pictures = {"lesions": tile_image([crops[i] for i in sorted(shown)])} if shown else {}
-    return {"table": table, "machine": machine(device), "rows": rows, "cases": cases, "whole_ct": whole,
-            "paper": PAPER, "split": split, "seed": seed, "lesion_cases": sorted(int(cases[i]["index"]) for i in shown),
-            "pictures": pictures}
+    return result(table, device, machine_line=False, rows=rows, cases=cases, whole_ct=whole, paper=PAPER,
+                  split=split, seed=seed, lesion_cases=sorted(int(cases[i]["index"]) for i in shown),
+                  pictures=pictures)
 
 
 def largest_lesion_window(calcium: np.ndarray, region: np.ndarray, size: int) -> tuple[int, slice, slice] | None:
@@ -208,33 +184,29 @@ def whole_ct_timing(model, quick: bool) -> dict:
     ct = render_ct(phantom, grid, t, seed=5)
     calcium = phantom.labels(grid, t).array >= PLAQUE_LABEL_BASE
     corrupted = simulate_motion(ct, calcium, 7, 720, seed=5).corrupted
-    start = time.perf_counter()
-    region = find_region(corrupted)
-    region_s = time.perf_counter() - start
-    start = time.perf_counter()
-    correct_volume(corrupted, model)
-    total_s = time.perf_counter() - start
+    region, region_s = clocked(find_region, corrupted)
+    _, total_s = clocked(correct_volume, corrupted, model)
     return {"shape_xyz": [size, size, slices], "seconds": total_s, "region_seconds": region_s,
             "boxes": len(region.boxes)}
 
 
-def _table(rows, uncorrected, count, reference, whole, device, split, seed, first) -> str:
+def _table(rows, uncorrected, count, reference, whole, device, split, seed, first) -> list[str]:
     name = "Held-out synthetic set" if split == "heldout" else "Validation set (training patients' validation split)"
     start = f", cases {first}-{first + count - 1}" if first else ""
     lines = [f"{name}: {count} cases (seed {seed}{start}), reference Agatston "
-             f"{min(reference):.0f}-{max(reference):.0f}; {machine(device)}", "",
-             "| method | Agatston MAE | MAE cut vs input (95% CI) | risk-class accuracy | Pearson r | HU MAE / bias "
-             "| s/case |",
-             "|---|---|---|---|---|---|---|"]
+             f"{min(reference):.0f}-{max(reference):.0f}; {machine(device)}", ""]
+    cells = []
     for label, row in rows.items():
         cut = 100.0 * (1 - row["mae"] / uncorrected) if uncorrected > 0 else float("nan")
         low, high = (v if np.isnan(v) else round(v) for v in row["cut_ci"])   # round(): no "-0" in the table
-        lines.append(f"| {label} | {row['mae']:.2f} | {cut:.0f}% ({low} to {high}) | {row['accuracy']:.1f}% | "
-                     f"{row['pearson']:.3f} | {row['hu_mae']:.1f} / {row['hu_bias']:+.1f} | "
-                     f"{row['seconds_per_case']:.1f} |")
-    lines.append(f"| ProDM paper (COCA, synthetic test set) | {PAPER['mae']} | — | {PAPER['accuracy']}% | "
-                 f"{PAPER['pearson']} | — | — |")
+        cells.append((label, f"{row['mae']:.2f}", f"{cut:.0f}% ({low} to {high})", f"{row['accuracy']:.1f}%",
+                      f"{row['pearson']:.3f}", f"{row['hu_mae']:.1f} / {row['hu_bias']:+.1f}",
+                      f"{row['seconds_per_case']:.1f}"))
+    cells.append(("ProDM paper (COCA, synthetic test set)", PAPER["mae"], "—", f"{PAPER['accuracy']}%",
+                  PAPER["pearson"], "—", "—"))
+    lines += markdown_table(("method", "Agatston MAE", "MAE cut vs input (95% CI)", "risk-class accuracy",
+                             "Pearson r", "HU MAE / bias", "s/case"), cells)
     x, y, z = whole["shape_xyz"]
     lines += ["", f"Whole chest CT {x}×{y}×{z}: {whole['seconds']:.1f} s end to end "
                   f"({whole['region_seconds']:.1f} s finding the region, {whole['boxes']} boxes)."]
-    return "\n".join(lines)
+    return lines
