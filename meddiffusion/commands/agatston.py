@@ -35,11 +35,15 @@ def run(args: argparse.Namespace, progress) -> dict:
     import numpy as np
 
     from meddiffusion.commands.options import check_hu, check_same_grid
+    from meddiffusion.commands.paths import check_distinct, check_suffix
+    from meddiffusion.files import StagedOutputs
     from meddiffusion.io import Volume, read_volume, write_volume
     from meddiffusion.metrics.agatston import agatston
 
-    if not str(args.output).lower().endswith(".csv"):
-        raise ValueError(f"output table must end in .csv, got '{args.output}'")
+    check_suffix("-o", args.output, "table")
+    if args.lesions:
+        check_suffix("--lesions", args.lesions, "volume")
+    check_distinct({"CT": args.ct, "--seg": args.seg}, {"-o": args.output, "--lesions": args.lesions})
     with progress.stage("read", total=1) as step:
         ct = read_volume(args.ct)
         check_hu(ct, skip=args.no_hu_check)
@@ -53,11 +57,11 @@ def run(args: argparse.Namespace, progress) -> dict:
         result = agatston(ct.array, ct.spacing, mask=mask, slice_thickness_mm=args.slice_thickness,
                           origin_xyz=ct.origin, direction=ct.direction)
         step()
-    with progress.stage("write", total=1) as step:
-        result.write_csv(args.output)
+    with progress.stage("write", total=1) as step, StagedOutputs() as staged:
+        result.write_csv(staged.path(args.output))
         if args.lesions:
             write_volume(Volume(result.label_map.astype(np.float32), ct.spacing, ct.origin, ct.direction,
-                                modality="SEG", units="label"), args.lesions)
+                                modality="SEG", units="label"), staged.path(args.lesions))
         step()
     return {"table": str(args.output), "lesions_file": args.lesions, "total": float(result.total),
             "volume_mm3": float(result.volume_mm3), "category": result.category,

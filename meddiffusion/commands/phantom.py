@@ -104,21 +104,27 @@ def _validate(args: argparse.Namespace) -> None:
     for flag, path in (("-o", args.output), ("--labels", args.labels), ("--mu", args.mu)):
         if path:
             _check_output(path, flag, args.frames)
+    from meddiffusion.commands.paths import check_distinct
+
+    check_distinct({}, {"-o": args.output, "--labels": args.labels, "--mu": args.mu, "--truth": args.truth})
 
 
-def _write(frames, path: str, times_ms: list[float]):
+def _write(frames, path, times_ms: list[float]) -> None:
     from meddiffusion.io import write_sequence, write_volume
 
     if len(frames) == 1:
-        return str(write_volume(frames[0], path))
-    return str(write_sequence(frames, path, index_name="time", index_unit="ms", index_values=times_ms))
+        write_volume(frames[0], path)
+    else:
+        write_sequence(frames, path, index_name="time", index_unit="ms", index_values=times_ms)
 
 
 def run(args: argparse.Namespace, progress) -> dict:
     import json
 
     from meddiffusion.devices import set_threads
-    from meddiffusion.files import atomic_write
+    from pathlib import Path
+
+    from meddiffusion.files import StagedOutputs
     from meddiffusion.phantoms import Phantom, chest_grid, render, short_axis_grid
 
     _validate(args)
@@ -154,16 +160,16 @@ def run(args: argparse.Namespace, progress) -> dict:
     truth["frames_ms"] = times_ms
     truth["frames"] = [{"time_ms": ms, "lv_ml": phantom.lv_volume(t), "rv_ml": phantom.rv_volume(t)}
                        for ms, t in zip(times_ms, times)]
-    written = {}
-    with progress.stage("write", total=1) as step:
-        written["output"] = _write(images, args.output, times_ms)
-        if args.labels:
-            written["labels"] = _write(labels, args.labels, times_ms)
-        if args.mu:
-            written["mu"] = _write(mus, args.mu, times_ms)
+    written = {"output": str(Path(args.output))}
+    with progress.stage("write", total=1) as step, StagedOutputs() as staged:
+        _write(images, staged.path(args.output), times_ms)
+        for key, frames, path in (("labels", labels, args.labels), ("mu", mus, args.mu)):
+            if path:
+                _write(frames, staged.path(path), times_ms)
+                written[key] = str(Path(path))
         if args.truth:
-            path = atomic_write(args.truth, lambda tmp: tmp.write_text(json.dumps(truth, indent=2)))
-            written["truth_file"] = str(path)
+            staged.path(args.truth).write_text(json.dumps(truth, indent=2))
+            written["truth_file"] = str(Path(args.truth))
         step()
     lv = truth["lv"]
     summary = (f"{args.preset} seed {args.seed}: {args.modality.upper()} {len(times)} frame(s) on "

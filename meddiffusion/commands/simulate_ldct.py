@@ -36,9 +36,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace, progress) -> dict:
-    from pathlib import Path
-
     from meddiffusion.commands.options import check_hu
+    from meddiffusion.commands.paths import check_distinct, check_suffix
     from meddiffusion.devices import set_threads
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.tasks.ldct.physics import simulate_volume
@@ -47,8 +46,8 @@ def run(args: argparse.Namespace, progress) -> dict:
         raise ValueError(f"--dose must be a fraction in (0, 1] (e.g. 0.25 for quarter dose), got {args.dose}")
     if args.i0 is not None and not args.i0 > 0:
         raise ValueError(f"--i0 must be a positive photon count, got {args.i0}")
-    if Path(args.output).resolve() == Path(args.ct).resolve():
-        raise ValueError("the output must not overwrite the input; choose another -o path")
+    check_suffix("-o", args.output, "volume")
+    check_distinct({"CT": args.ct}, {"-o": args.output})
     set_threads(args.threads)
     with progress.stage("read", total=1) as step:
         ct = read_volume(args.ct)

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace, progress) -> dict:
     import numpy as np
 
     from meddiffusion.commands.options import check_hu
+    from meddiffusion.commands.paths import check_distinct, check_suffix
+    from meddiffusion.files import StagedOutputs
     from meddiffusion.devices import resolve_device, set_threads
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.physics.motion import ALLOWED_VIEWS, simulate_motion
@@ -86,14 +88,12 @@ def run(args: argparse.Namespace, progress) -> dict:
         raise ValueError(f"unknown filter '{args.filter}'; expected one of {', '.join(FILTERS)}")
     if not args.rotation > 0:
         raise ValueError(f"--rotation must be a gantry rotation time > 0 s (e.g. 0.35), got {args.rotation}")
-    if args.trajectory and not str(args.trajectory).lower().endswith(".csv"):
-        raise ValueError(f"--trajectory must end in .csv, got '{args.trajectory}'")
-    source = Path(args.ct).resolve()
-    outputs = [Path(p).resolve() for p in (args.output, args.static, args.trajectory) if p]
-    if source in outputs:
-        raise ValueError("an output must not overwrite the input; choose another path")
-    if len(set(outputs)) != len(outputs):
-        raise ValueError("-o, --static and --trajectory must be different files")
+    for label, path, kind in (("-o", args.output, "volume"), ("--static", args.static, "volume"),
+                              ("--trajectory", args.trajectory, "table")):
+        if path:
+            check_suffix(label, path, kind)
+    check_distinct({"CT": args.ct, "--mask": args.mask, "--heart-region": args.heart_region},
+                   {"-o": args.output, "--static": args.static, "--trajectory": args.trajectory})
     set_threads(args.threads)
     device = resolve_device(args.device)
 
@@ -118,13 +118,14 @@ def run(args: argparse.Namespace, progress) -> dict:
     description = f"simulated motion: profile {profile.id} {profile.name}, {args.views} views, seed {args.seed}"
     result.corrupted.metadata["SeriesDescription"] = description
     result.static.metadata["SeriesDescription"] = f"motion-free reference: {args.views} views"
-    with progress.stage("write", total=1) as step:
-        written = write_volume(result.corrupted, args.output)
+    with progress.stage("write", total=1) as step, StagedOutputs() as staged:
+        write_volume(result.corrupted, staged.path(args.output))
         if args.static:
-            write_volume(result.static, args.static)
+            write_volume(result.static, staged.path(args.static))
         if args.trajectory:
-            result.write_trajectory_csv(args.trajectory)
+            result.write_trajectory_csv(staged.path(args.trajectory))
         step()
+    written = Path(args.output)
     peak = float(np.linalg.norm(result.displacement_mm, axis=1).max())
     return {"output": str(written), "static": args.static, "trajectory": args.trajectory,
             "profile": profile.id, "profile_name": profile.name, "family": profile.family, "views": args.views,

@@ -24,9 +24,6 @@ from meddiffusion.tasks.registry import Port, TaskSpec, resolve
 
 __all__ = ["add_task_parser", "run", "check_paths", "write_outputs"]
 
-SUFFIXES = {"segmentation": (".seg.nrrd",), "table": (".csv",), "sequence": (".seq.nrrd",), "picture": (".png",)}
-
-
 def add_task_parser(subparsers, spec: TaskSpec) -> argparse.ArgumentParser:
     """The subcommand ``spec.command`` with the task's inputs, outputs and options."""
     from meddiffusion.checks import rule_for
@@ -93,37 +90,13 @@ def run(args: argparse.Namespace, progress) -> dict:
 
 def check_paths(spec: TaskSpec, inputs: dict[str, str], outputs: dict[str, str]) -> None:
     """Refuse, before any work, outputs that would overwrite an input or each other, or have the wrong kind."""
-    from meddiffusion.io import VOLUME_SUFFIXES
+    from meddiffusion.commands.paths import check_distinct, check_suffix
 
     ports = {port.name: port for port in spec.outputs}
-    seen: dict[Path, str] = {}
-    for name, path in inputs.items():
-        seen.setdefault(_identity(path), f"the input {_label(spec, name)}")
     for name, path in outputs.items():
-        port = ports[name]
-        label = _label(spec, name)
-        lowered = str(path).lower()
-        if port.kind in SUFFIXES and not lowered.endswith(SUFFIXES[port.kind]):
-            raise ValueError(f"{label} must end in {' or '.join(SUFFIXES[port.kind])}, got '{path}'")
-        identity = _identity(path)
-        if identity in seen:
-            raise ValueError(f"{label} '{path}' is the same file as {seen[identity]}; an output must not overwrite "
-                             f"an input or another output: choose another path")
-        seen[identity] = label
-        target = Path(path)
-        if (port.kind == "volume" and not any(lowered.endswith(s) for s in VOLUME_SUFFIXES) and target.exists()
-                and (not target.is_dir() or any(target.iterdir()))):
-            raise ValueError(f"DICOM output folder {target} exists and is not empty; choose a new folder")
-
-
-def _identity(path: str) -> Path:
-    """One key per file: the resolved path (``..`` and symlinks), or the inode for hard links."""
-    resolved = Path(path).resolve()
-    try:
-        stat = resolved.stat()
-    except OSError:
-        return resolved
-    return Path(f"/inode/{stat.st_dev}/{stat.st_ino}") if resolved.is_file() else resolved
+        check_suffix(_label(spec, name), path, ports[name].kind)
+    check_distinct({_label(spec, name): path for name, path in inputs.items()},
+                   {_label(spec, name): path for name, path in outputs.items()})
 
 
 def _label(spec: TaskSpec, name: str) -> str:
