@@ -17,8 +17,7 @@ from meddiffusion.tasks.ldct.model import LDCTModel, denormalize, normalize
 from meddiffusion.tasks.ldct.physics import estimate_noise_hu, simulate_pair, simulate_volume
 from meddiffusion.tasks.ldct.adapt import band_energy_loss, fit_weights
 from meddiffusion.training import TrainConfig, Trainer
-from meddiffusion.tasks.ldct.recipe import (DataOptions, LDCTPairs, build_cache, make_loss_fn, random_crops,
-                                             slab_spec)
+from meddiffusion.tasks.ldct.data import DataOptions, LDCTPairs, build_cache, make_loss_fn, random_crops, slab_spec
 
 TINY = {"channels": (8, 8, 16), "convs_per_level": (1, 1, 1), "decoder_convs": (1, 1), "time_dim": 8,
         "emm_channels": (4, 4, 4)}

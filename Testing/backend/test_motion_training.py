@@ -22,9 +22,10 @@ from meddiffusion.tasks.motion.model import normalize
 from meddiffusion.training import TrainConfig, Trainer
 from meddiffusion.training.calcium_loss import (TAU_HU, calcium_consistency_loss, calcium_region,
                                                 soft_calcium_mask, soft_volume_score)
-from meddiffusion.tasks.motion.recipe import (MAX_MOTION_MM, MotionDataOptions, MotionPatches, build_cache, case_spec,
-                                               default_model_id, extract_patches, focus_weight, make_case, make_loss_fn,
-                                               make_val_fn, random_crops, read_case_info, calcium_ramp)
+from meddiffusion.tasks.motion.cases import MAX_MOTION_MM, MotionDataOptions, case_spec, make_case
+from meddiffusion.tasks.motion.data import MotionPatches, build_cache, extract_patches, random_crops, read_case_info
+from meddiffusion.tasks.motion.losses import calcium_ramp, focus_weight, make_loss_fn, make_val_fn
+from meddiffusion.tasks.motion.recipe import default_model_id
 
 TINY = MotionDataOptions(size=64, slices=8, pixel_mm=(2.0, 2.2), slice_mm=6.0, patch=40, jitter=4, plaques=(6, 12),
                          calcium_free=0.0, plaque_mm=(3.0, 12.0), noise_views=90)

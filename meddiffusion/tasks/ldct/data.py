@@ -1,4 +1,4 @@
-"""Training data for low-dose CT denoising: paired slices simulated from the thorax phantom.
+"""Training data for low-dose CT denoising: paired slices simulated from the thorax phantom, and the loss.
 
 Each *slab* is a few adjacent axial slices of a random patient (preset and seed), rendered on
 a random grid (pixel size, slice spacing, table height, in-plane rotation and offset). Pairs
@@ -13,17 +13,17 @@ are made exactly as the evaluation makes them from real scans:
    at the training dose, so only the missing noise is added (``tasks.ldct.simulate_pair``).
 
 Simulation costs seconds per 512² slice, so slabs are generated once into ``<out>/data``
-(one ``slab_NNNN.npz`` of int16 HU each; an interrupted run resumes) and training draws
-random crops, flips and transposes from them at no cost. Every slice of a slab is a training
-centre; the first and last replicate themselves as the missing neighbour, exactly as at
-inference, and a share of samples replicate the centre on both sides, as a single-slice
-input does.
+(one ``slab_NNNN.npz`` of int16 HU each, in the training cache of ``training.cache``; an
+interrupted run resumes) and training draws random crops, flips and transposes from them at
+no cost. Every slice of a slab is a training centre; the first and last replicate themselves
+as the missing neighbour, exactly as at inference, and a share of samples replicate the
+centre on both sides, as a single-slice input does. :func:`make_loss_fn` is CoreDiff's
+two-stage loss on those crops.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,13 +35,14 @@ from torch.utils.data import Dataset
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.physics import calibrate_i0, simulate_low_dose
 from meddiffusion.tasks.ldct.infer import body_box, context_indices
-from meddiffusion.tasks.ldct.model import DEFAULT_DOSE, HU_RANGE, TASK, normalize
+from meddiffusion.tasks.ldct.model import DEFAULT_DOSE, HU_RANGE, normalize
 from meddiffusion.tasks.ldct.physics import simulate_pair
+from meddiffusion.training import cache
 from meddiffusion.training.augment import dihedral
 from meddiffusion.training.storage import hu_to_int16
 
-__all__ = ["SlabSpec", "slab_spec", "render_slab", "build_cache", "LDCTPairs", "random_crops", "make_loss_fn",
-           "DataOptions", "NETWORK_CONFIGS", "start_at_identity", "train"]
+__all__ = ["DataOptions", "SlabSpec", "slab_spec", "render_slab", "build_cache", "describe", "LDCTPairs",
+           "random_crops", "make_loss_fn"]
 
 
 @dataclass(frozen=True)
@@ -120,33 +121,20 @@ def render_slab(spec: SlabSpec, options: DataOptions) -> dict[str, np.ndarray | 
 
 def build_cache(folder: str | Path, count: int, seed: int, options: DataOptions,
                 callback: Callable[[int, int], None] | None = None, first: int = 0) -> list[Path]:
-    """Generate slabs ``first .. first + count - 1`` of dataset ``seed`` into ``folder``; existing ones are kept.
+    """Generate slabs ``first .. first + count - 1`` of dataset ``seed`` into ``folder``; existing ones are kept."""
 
-    A slab's file records its spec and options; a file made with other options is an error,
-    since mixing them would silently change the training data.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for n, index in enumerate(range(first, first + count)):
-        path = folder / f"slab_{index:04d}.npz"
-        spec = slab_spec(seed, index, options)
-        meta = repr((asdict(spec), asdict(options)))
-        if path.exists():
-            with np.load(path) as stored:
-                if str(stored["meta"]) != meta:
-                    raise ValueError(f"{path} was generated with other data options; use a new --out folder "
-                                     "or delete its data/ subfolder")
-        else:
-            slab = render_slab(spec, options)
-            tmp = path.with_name(f".{path.stem}.tmp.npz")
-            np.savez_compressed(tmp, nd=hu_to_int16(slab["nd"]), ld=hu_to_int16(slab["ld"]),
-                                meta=np.array(meta), pixel_mm=spec.pixel_mm, i0=slab["i0"])
-            tmp.replace(path)
-        paths.append(path)
-        if callback is not None:
-            callback(n + 1, count)
-    return paths
+    def make(index: int) -> tuple[dict[str, np.ndarray], dict]:
+        slab = render_slab(slab_spec(seed, index, options), options)
+        return {"nd": hu_to_int16(slab["nd"]), "ld": hu_to_int16(slab["ld"])}, {"i0": slab["i0"]}
+
+    return cache.build_cache(folder, "slab", range(first, first + count), lambda index: describe(seed, index, options),
+                             make, callback)
+
+
+def describe(seed: int, index: int, options: DataOptions) -> dict:
+    """What defines slab ``index`` of dataset ``seed``: the cache's ``meta``."""
+    return {"seed": int(seed), "index": index, "spec": asdict(slab_spec(seed, index, options)),
+            "options": asdict(options)}
 
 
 class LDCTPairs(Dataset):
@@ -162,8 +150,7 @@ class LDCTPairs(Dataset):
             raise ValueError("no training slabs given; generate them with build_cache first")
         self.slabs, self.items = [], []
         for path in paths:
-            with np.load(path) as data:
-                nd, ld = data["nd"], data["ld"]
+            nd, ld = cache.read_item(path, "nd", "ld")
             slab = len(self.slabs)
             self.slabs.append((nd, ld))
             for k in range(nd.shape[0]):
@@ -226,94 +213,3 @@ def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share:
         return loss, {"rmse_hu": rmse_hu}
 
     return loss_fn
-
-
-# -- the training recipe behind ``meddiff train ldct`` ------------------------------------------------
-def _tiny_config() -> dict:
-    return {"channels": (8, 8, 16), "convs_per_level": (1, 1, 1), "decoder_convs": (1, 1), "time_dim": 8,
-            "emm_channels": (4, 4, 4)}
-
-
-def network_configs() -> dict[str, dict]:
-    """CLEAR-Net sizes: ``paper`` (GPU), ``small`` (CPU) and ``tiny`` (tests and smoke runs)."""
-    from meddiffusion.nets.clearnet import CLEARNET_PAPER, CLEARNET_SMALL
-
-    return {"paper": dict(CLEARNET_PAPER), "small": dict(CLEARNET_SMALL), "tiny": _tiny_config()}
-
-
-NETWORK_CONFIGS = ("paper", "small", "tiny")
-
-
-def start_at_identity(net: torch.nn.Module) -> torch.nn.Module:
-    """Zero CLEAR-Net's output convolution, so training starts from x0_hat = x_t.
-
-    The residual branch then grows from nothing instead of first unlearning a random
-    residual of hundreds of HU, which costs a short CPU run most of its steps.
-    """
-    torch.nn.init.zeros_(net.out_conv.conv.weight)
-    torch.nn.init.zeros_(net.out_conv.conv.bias)
-    return net
-
-
-def train(args, progress, device: torch.device) -> dict:
-    """Generate (or reuse) the slabs, train CLEAR-Net with the two-stage loss, export the EMA weights.
-
-    Writes ``<out>/model.safetensors`` and its card ``<out>/model.json`` (catalogue format);
-    with ``args.register`` the model is also registered in the user model folder.
-    """
-    from meddiffusion.catalog import ModelEntry, sha256_file
-    from meddiffusion.nets.clearnet import CLEARNet
-    from meddiffusion.training import TrainConfig, Trainer, latest_checkpoint
-    from meddiffusion.training.publish import publish_model
-
-    out = Path(args.out)
-    options = DataOptions(size=args.size, slices=args.slices, dose=args.dose, nd_noise_hu=tuple(args.noise_range),
-                          pixel_mm=tuple(args.pixel_range))
-    start = time.monotonic()
-    paths = build_cache(out / "data", args.slabs + args.val_slabs, args.seed, options,
-                        progress.callback("simulate", args.slabs + args.val_slabs))
-    simulate_s = time.monotonic() - start
-    train_data, val_data = LDCTPairs(paths[: args.slabs]), LDCTPairs(paths[args.slabs :])
-    progress.log(f"{len(train_data)} training and {len(val_data)} validation slices "
-                 f"({options.size}², dose {options.dose:g}) in {out / 'data'}")
-
-    kwargs = network_configs()[args.config]
-    diffusion = MeanPreservingDiffusion(args.timesteps)
-    # EMA over about the last tenth of the run (CoreDiff: 0.995, i.e. ~200 steps, for long runs)
-    ema_decay = max(0.0, min(0.995, 1 - 10 / args.steps))
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule="cosine",
-                         ema_decay=ema_decay, ema_every=1, ema_start=min(200, args.steps // 10), grad_clip=1.0,
-                         val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=str(out), seed=args.seed)
-    trainer = Trainer(start_at_identity(CLEARNet(**kwargs)), make_loss_fn(diffusion, args.crop), config, train_data,
-                      val_data, progress=progress, device=device)
-    checkpoint = latest_checkpoint(out) if args.resume else None
-    if checkpoint is not None:
-        trainer.resume(checkpoint)
-        progress.log(f"resumed from {checkpoint}")
-    val_start = trainer.validate()["loss"] if trainer.step == 0 else None
-    start = time.monotonic()
-    fit = trainer.fit()
-    train_s = time.monotonic() - start
-
-    model_id = args.register or f"ldct-corediff-{args.config}"
-    weights = trainer.export_weights(out / "model.safetensors", {"model_id": model_id, "task": TASK})
-    architecture = {"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v
-                                                      for k, v in kwargs.items()},
-                    "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
-                    "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
-    # "dose" is shown by the module's model selector, beside "ms_per_slice_cpu" from `meddiff bench ldct`
-    metrics = {"dose": options.dose, "val_loss_start": val_start, "val_loss_end": fit["val"].get("loss"),
-               "steps": fit["step"], "train_seconds": round(train_s, 1), "simulate_seconds": round(simulate_s, 1)}
-    entry = ModelEntry(
-        id=model_id, task=TASK, version="1.0", architecture=architecture, weights=weights.name,
-        sha256=sha256_file(weights),
-        normalization={"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
-        training_data=(f"{len(train_data)} slices of {args.slabs} thorax-phantom slabs ({options.size}², pixels "
-                       f"{options.pixel_mm[0]:g}-{options.pixel_mm[1]:g} mm, full-dose noise "
-                       f"{options.nd_noise_hu[0]:g}-{options.nd_noise_hu[1]:g} HU log-uniform), low dose "
-                       f"{options.dose:g} by projection-domain noise insertion into the noisy full-dose slices; "
-                       f"data seed {args.seed}"),
-        training_command=args.command_line, metrics=metrics, license="MIT",
-        description=f"CoreDiff CLEAR-Net ({args.config}) for {options.dose:g} dose CT, T={args.timesteps}")
-    return publish_model(entry, weights, out, register=bool(args.register), overwrite=args.overwrite,
-                         steps=fit["step"], train_seconds=train_s, val_start=val_start, val_end=metrics["val_loss_end"], metrics=metrics)

@@ -56,7 +56,7 @@ segmentation with two layers, "before L1, L2, ..." and "after L1, L2, ...".""",
     recipe="meddiffusion.tasks.motion.recipe",
     bench="meddiffusion.tasks.motion.bench",
     bench_summary="calcium motion correction on held-out phantom cases: Agatston MAE, risk class, r",
-    simulate_pair="meddiffusion.tasks.motion.recipe:make_case",
+    simulate_pair="meddiffusion.tasks.motion.cases:make_case",
     commands=("meddiffusion.commands.simulate_motion",),
     module="MotionCorrect",
 )

@@ -1,0 +1,129 @@
+"""``meddiff train ldct``: CoreDiff's CLEAR-Net trained on thorax-phantom slab pairs (see ``data``).
+
+The declaration imports nothing heavy (``meddiff --help`` reads it); the functions load torch.
+"""
+
+from __future__ import annotations
+
+from meddiffusion.tasks.registry import Option
+from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, TrainingData
+
+__all__ = ["RECIPE", "network_configs", "start_at_identity", "data_options"]
+
+
+def _tiny_config() -> dict:
+    return {"channels": (8, 8, 16), "convs_per_level": (1, 1, 1), "decoder_convs": (1, 1), "time_dim": 8,
+            "emm_channels": (4, 4, 4)}
+
+
+def network_configs() -> dict[str, dict]:
+    """CLEAR-Net sizes: ``paper`` (GPU), ``small`` (CPU) and ``tiny`` (tests and smoke runs)."""
+    from meddiffusion.nets.clearnet import CLEARNET_PAPER, CLEARNET_SMALL
+
+    return {"paper": dict(CLEARNET_PAPER), "small": dict(CLEARNET_SMALL), "tiny": _tiny_config()}
+
+
+def start_at_identity(net):
+    """Zero CLEAR-Net's output convolution, so training starts from x0_hat = x_t.
+
+    The residual branch then grows from nothing instead of first unlearning a random
+    residual of hundreds of HU, which costs a short CPU run most of its steps.
+    """
+    import torch
+
+    torch.nn.init.zeros_(net.out_conv.conv.weight)
+    torch.nn.init.zeros_(net.out_conv.conv.bias)
+    return net
+
+
+def data_options(args):
+    """The slab options of a ``meddiff train ldct`` command line."""
+    from meddiffusion.tasks.ldct.data import DataOptions
+
+    return DataOptions(size=args.size, slices=args.slices, dose=args.dose, nd_noise_hu=tuple(args.noise_range),
+                       pixel_mm=tuple(args.pixel_range))
+
+
+def build_data(args, progress) -> TrainingData:
+    """Slabs ``0 .. slabs-1`` of dataset ``--seed`` train and the next ``val_slabs`` validate, from ``<out>/data``."""
+    from pathlib import Path
+
+    from meddiffusion.tasks.ldct.data import LDCTPairs, build_cache
+
+    options, folder, total = data_options(args), Path(args.out) / "data", args.slabs + args.val_slabs
+    paths = build_cache(folder, total, args.seed, options, progress.callback("simulate", total))
+    data = TrainingData(LDCTPairs(paths[: args.slabs]), LDCTPairs(paths[args.slabs :]))
+    progress.log(f"{len(data.train)} training and {len(data.val)} validation slices "
+                 f"({options.size}², dose {options.dose:g}) in {folder}")
+    return data
+
+
+def make_model(args):
+    from meddiffusion.nets.clearnet import CLEARNet
+
+    return start_at_identity(CLEARNet(**network_configs()[args.config]))
+
+
+def make_loss(args, step):  # noqa: ARG001 - the loss does not change over the run
+    from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
+    from meddiffusion.tasks.ldct.data import make_loss_fn
+
+    return make_loss_fn(MeanPreservingDiffusion(args.timesteps), args.crop)
+
+
+def model_id(args) -> str:
+    return f"ldct-corediff-{args.config}"
+
+
+def card(args, outcome: Outcome) -> dict:
+    """Architecture and sampler, normalisation, the data in words, and the dose (the module's selector shows it)."""
+    options = data_options(args)
+    kwargs = network_configs()[args.config]
+    architecture = {"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in kwargs.items()},
+                    "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
+                    "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
+    return {
+        "architecture": architecture,
+        "normalization": {"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
+        "training_data": (f"{len(outcome.data.train)} slices of {args.slabs} thorax-phantom slabs ({options.size}², "
+                          f"pixels {options.pixel_mm[0]:g}-{options.pixel_mm[1]:g} mm, full-dose noise "
+                          f"{options.nd_noise_hu[0]:g}-{options.nd_noise_hu[1]:g} HU log-uniform), low dose "
+                          f"{options.dose:g} by projection-domain noise insertion into the noisy full-dose slices; "
+                          f"data seed {args.seed}"),
+        "description": f"CoreDiff CLEAR-Net ({args.config}) for {options.dose:g} dose CT, T={args.timesteps}",
+        "metrics": {"dose": options.dose},
+    }
+
+
+RECIPE = Recipe(
+    name="ldct",
+    description="low-dose CT denoising: CoreDiff CLEAR-Net on thorax-phantom pairs",
+    configs={"paper": "GPU", "small": "CPU", "tiny": "tests"},
+    options=(
+        Option(("--dose",), {"type": float, "default": 0.25, "help": "low-dose fraction of the full dose "
+                                                                     "(default: 0.25)"}),
+        Option(("--slabs",), {"type": int, "default": 24, "help": "training slabs of adjacent phantom slices "
+                                                                  "(default: 24)"}),
+        Option(("--val-slabs",), {"type": int, "default": 2, "help": "validation slabs, other patients (default: 2)"}),
+        Option(("--slices",), {"type": int, "default": 4, "help": "adjacent slices per slab (default: 4)"}),
+        Option(("--size",), {"type": int, "default": 512, "help": "slab image size in pixels (default: 512)"}),
+        Option(("--pixel-range",), {"type": float, "nargs": 2, "default": (0.45, 0.9), "metavar": ("MIN", "MAX"),
+                                    "help": "pixel size range in mm (default: 0.45 0.9)"}),
+        Option(("--noise-range",), {"type": float, "nargs": 2, "default": (2.5, 30.0), "metavar": ("MIN", "MAX"),
+                                    "help": "full-dose noise in HU, drawn log-uniform per slab (default: 2.5 30)"}),
+        Option(("--crop",), {"type": int, "default": 96, "help": "training crop size in pixels (default: 96)"}),
+        Option(("--timesteps",), {"type": int, "default": 10, "help": "diffusion steps T (default: 10, as CoreDiff)"}),
+        Option(("--cpu-steps",), {"type": int, "default": None,
+                                  "help": "sampling steps the model card sets as the CPU default (default: T)"}),
+    ),
+    sources=(PHANTOM,),
+    build_data=build_data,
+    make_model=make_model,
+    make_loss=make_loss,
+    model_id=model_id,
+    card=card,
+    example="""  meddiff train ldct --config small --steps 3000 --out runs/ldct-small --register my-ldct
+  meddiff train ldct --config paper --steps 150000 --batch-size 8 --device cuda --out runs/ldct-paper
+  meddiff train ldct --config small --out runs/ldct-small --resume""",
+)

@@ -1,0 +1,190 @@
+"""``meddiff train motion``: ProDM's 2.5D UNet trained on motion-corrupted phantom cases.
+
+The cases (``cases``) are cut into patches (``data``) and trained with the bridge or the
+regression objective plus the calcium term (``losses``). This declaration imports nothing
+heavy (``meddiff --help`` reads it); the functions load torch.
+"""
+
+from __future__ import annotations
+
+from meddiffusion.tasks.registry import Option
+from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, TrainingData
+
+__all__ = ["RECIPE", "default_model_id", "data_options", "calcium_weight", "calcium_warmup", "focus"]
+
+
+def default_model_id(objective: str, calcium_weight: float, config: str) -> str:
+    """``motion-prodm-<config>`` (lambda > 0), ``motion-prodm-nocal-<config>`` or ``motion-unet-l1-<config>``."""
+    if objective == "regression":
+        return f"motion-unet-l1-{config}" if calcium_weight == 0 else f"motion-unet-l1-cal-{config}"
+    return f"motion-prodm-{config}" if calcium_weight > 0 else f"motion-prodm-nocal-{config}"
+
+
+def data_options(args):
+    """The data options of a ``meddiff train motion`` command line."""
+    from meddiffusion.tasks.motion.cases import MotionDataOptions
+
+    return MotionDataOptions(size=args.size, slices=args.slices)
+
+
+def calcium_weight(args) -> float:
+    """``--calcium-weight``, by default 20 for the bridge (ProDM) and 0 for the regression."""
+    if args.calcium_weight is not None:
+        return args.calcium_weight
+    return 20.0 if args.objective == "bridge" else 0.0
+
+
+def calcium_warmup(args) -> int:
+    return args.calcium_warmup if args.calcium_warmup is not None else min(300, args.steps // 10)
+
+
+def focus(args) -> float:
+    """``--focus``; unset (0) stays out of the recorded command, as in the cards made before it existed."""
+    return args.focus or 0.0
+
+
+def _network(config: str) -> dict:
+    from meddiffusion.nets.prodm import PRODM_CONFIGS
+
+    return PRODM_CONFIGS[config]
+
+
+def build_data(args, progress) -> TrainingData:
+    """Cases ``0 .. cases-1`` of dataset ``--seed`` train and the next ``val_cases`` validate, from ``--data``."""
+    from pathlib import Path
+
+    from meddiffusion.tasks.motion.data import MotionPatches, build_cache, read_case_info
+
+    if args.cases < 1 or args.val_cases < 1:
+        raise ValueError(f"--cases and --val-cases must be >= 1, got {args.cases} and {args.val_cases}")
+    multiple = 2 ** (len(_network(args.config)["channels"]) - 1)
+    if args.crop % multiple or args.crop < multiple:
+        raise ValueError(f"--crop must be a multiple of {multiple} for the '{args.config}' network, got {args.crop}")
+    options = data_options(args)
+    if args.crop > options.patch:
+        raise ValueError(f"--crop {args.crop} is larger than the stored patches ({options.patch} pixels)")
+    folder = Path(args.data) if args.data else Path(args.out) / "data"
+    total = args.cases + args.val_cases
+    paths = build_cache(folder, total, args.seed, options, progress.callback("simulate", total))
+    train, val = MotionPatches(paths[: args.cases]), MotionPatches(paths[args.cases :])
+    infos = [read_case_info(p) for p in paths[: args.cases]]
+    progress.log(f"{len(train)} training patches ({int(train.calcium.sum())} on calcium) from "
+                 f"{args.cases} cases and {len(val)} validation patches from {args.val_cases} cases in {folder}")
+    return TrainingData(train, val, {"scores": [i["agatston"] for i in infos],
+                                     "profiles": sorted({i["profile"] for i in infos}),
+                                     "views": sorted({i["views"] for i in infos})})
+
+
+def make_model(args):
+    from meddiffusion.nets.prodm import ProDMUNet
+    from meddiffusion.tasks.motion.model import CONTEXT_SLICES
+
+    return ProDMUNet(CONTEXT_SLICES, **_network(args.config))
+
+
+def _bridge(args):
+    from meddiffusion.diffusion.bridge import BrownianBridge
+
+    return BrownianBridge(args.timesteps, schedule="linear", max_var=1.0)
+
+
+def make_loss(args, step):
+    from meddiffusion.tasks.motion.losses import make_loss_fn
+
+    return make_loss_fn(args.objective, _bridge(args), calcium_weight(args), args.crop, calcium_warmup(args),
+                        step=step, focus=focus(args))
+
+
+def make_val(args):
+    from meddiffusion.tasks.motion.losses import make_val_fn
+
+    return make_val_fn(args.objective, _bridge(args), calcium_weight(args), args.crop, args.seed, focus(args))
+
+
+def model_id(args) -> str:
+    return default_model_id(args.objective, calcium_weight(args), args.config)
+
+
+def card(args, outcome: Outcome) -> dict:
+    """Network, objective, bridge, sampler, calcium and focus terms; the cases in words; per-term metrics."""
+    from meddiffusion.tasks.motion.losses import FOCUS_CHANGE_HU, FOCUS_MARGIN_PX
+    from meddiffusion.tasks.motion.model import CONTEXT_SLICES, DEFAULT_STEPS, HU_HIGH, HU_LOW, PATCH_SIZE
+    from meddiffusion.training.calcium_loss import REGION_MARGIN_PX, TAU_HU
+
+    kwargs, options, lam, weight = _network(args.config), data_options(args), calcium_weight(args), focus(args)
+    scores, profiles, views = (outcome.data.info[key] for key in ("scores", "profiles", "views"))
+    architecture = {
+        "network": "ProDMUNet",
+        "kwargs": {"context_slices": CONTEXT_SLICES, "channels": list(kwargs["channels"]),
+                   "num_res_blocks": kwargs["num_res_blocks"], "norm_num_groups": kwargs["norm_num_groups"]},
+        "objective": args.objective,
+        "diffusion": {"kind": "brownian_bridge", "num_timesteps": args.timesteps, "schedule": "linear",
+                      "max_var": 1.0},
+        "sampler": {"steps": min(DEFAULT_STEPS, args.timesteps), "eta": 0.0},
+        "patch_size": PATCH_SIZE,
+        "calcium_loss": {"lambda": float(lam), "tau_hu": round(TAU_HU, 4), "warmup_steps": calcium_warmup(args),
+                         "region_margin_px": REGION_MARGIN_PX},
+        "focus": {"weight": float(weight), "changed_hu": FOCUS_CHANGE_HU, "margin_px": FOCUS_MARGIN_PX},
+    }
+    metrics = {**{f"val_{name}_{when}": values.get(name)
+                  for when, values in (("start", outcome.val_start), ("end", outcome.val_end))
+                  for name in ("l1", "calcium", "hu_mae")},
+               "cases": args.cases, "val_cases": args.val_cases, "patches": len(outcome.data.train),
+               "profiles": len(profiles), "views": views,
+               "agatston_range": [round(min(scores), 1), round(max(scores), 1)]}
+    training_data = (
+        f"{len(outcome.data.train)} patches ({options.patch}², random {args.crop}² crops) from {args.cases} "
+        f"thorax-phantom gated CTs ({options.size}²×{options.slices}, pixels {options.pixel_mm[0]:g}-"
+        f"{options.pixel_mm[1]:g} mm, {options.slice_mm:g} mm slices, full-dose noise at I0 "
+        f"{options.i0[0]:g}-{options.i0[1]:g}) corrupted by ProDM's motion simulation: "
+        f"{len(profiles)} of 21 profiles, views {', '.join(map(str, views))}; Agatston of the "
+        f"static CTs {min(scores):.0f}-{max(scores):.0f} ({sum(s == 0 for s in scores)} zero, "
+        f"{sum(s > 400 for s in scores)} above 400); data seed {args.seed}")
+    description = (f"ProDM 2.5D UNet ({args.config}), {args.objective} objective"
+                   + (f", T={args.timesteps}" if args.objective == "bridge" else ", one call at t=T-1")
+                   + f", calcium loss weight {lam:g}" + (f", L1 focus weight {weight:g}" if weight > 0 else ""))
+    return {"architecture": architecture, "training_data": training_data, "description": description,
+            "normalization": {"kind": "hu_window", "min_hu": int(HU_LOW), "max_hu": int(HU_HIGH), "range": [-1, 1]},
+            "metrics": metrics}
+
+
+RECIPE = Recipe(
+    name="motion",
+    description="coronary calcium motion correction: ProDM's 2.5D UNet on motion-corrupted phantom CTs",
+    configs={"large": "GPU", "small": "CPU", "tiny": "tests"},
+    options=(
+        Option(("--objective",), {"choices": ("bridge", "regression"), "default": "bridge",
+                                  "help": "bridge: ProDM's Brownian bridge (default); regression: the same network "
+                                          "as a plain L1 regressor, one call at t=T-1"}),
+        Option(("--calcium-weight",), {"type": float, "default": None, "metavar": "LAMBDA",
+                                       "help": "weight of the calcium consistency loss (default: 20 for bridge, "
+                                               "0 for regression)"}),
+        Option(("--calcium-warmup",), {"type": int, "default": None, "metavar": "STEPS",
+                                       "help": "hold the calcium weight at 0 for STEPS steps, then ramp it up over "
+                                               "as many (default: min(300, steps/10))"}),
+        Option(("--focus",), {"type": float, "default": None, "metavar": "WEIGHT",
+                              "help": "pixels the motion changed (and calcium) count 1+WEIGHT times in the L1 term "
+                                      "(default: 0, a plain mean)"}),
+        Option(("--cases",), {"type": int, "default": 160, "help": "training cases (phantom patients; default: 160)"}),
+        Option(("--val-cases",), {"type": int, "default": 12,
+                                  "help": "validation cases, the next ones (default: 12)"}),
+        Option(("--data",), {"metavar": "DIR", "help": "case cache to use and fill, shareable between runs with the "
+                                                       "same --seed and data options (default: <out>/data)"}),
+        Option(("--size",), {"type": int, "default": 192, "help": "case image size in pixels (default: 192)"}),
+        Option(("--slices",), {"type": int, "default": 40, "help": "3 mm slices per case (default: 40)"}),
+        Option(("--timesteps",), {"type": int, "default": 1000, "help": "bridge timesteps T (default: 1000)"}),
+        Option(("--crop",), {"type": int, "default": 64, "help": "training crop size in pixels (default: 64)"}),
+    ),
+    defaults={"steps": 6000, "batch_size": 8, "lr": 5e-4},
+    sources=(PHANTOM,),
+    build_data=build_data,
+    make_model=make_model,
+    make_loss=make_loss,
+    make_val=make_val,
+    model_id=model_id,
+    card=card,
+    example="""  meddiff train motion --config small --data runs/motion-data --out runs/motion-prodm-small
+  meddiff train motion --config small --calcium-weight 0 --data runs/motion-data --out runs/motion-prodm-nocal-small
+  meddiff train motion --config small --objective regression --data runs/motion-data --out runs/motion-unet-l1-small
+  meddiff train motion --config small --steps 5000 --focus 20 --calcium-weight 0 --data runs/motion-data --out runs/motion-nocal-f""",
+)

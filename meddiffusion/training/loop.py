@@ -1,0 +1,85 @@
+"""The one ``meddiff train`` run every task goes through: data, Trainer, checkpoints, export, model card.
+
+The run folder ``--out`` holds the data cache (unless the recipe keeps it elsewhere), the
+checkpoints and ``metrics.jsonl`` of the :class:`~meddiffusion.training.Trainer`, and at the
+end ``model.safetensors`` (the EMA weights) with its card ``model.json``, written and
+optionally registered by :func:`~meddiffusion.training.publish.publish_model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from meddiffusion.training.recipe import Outcome, Recipe
+
+__all__ = ["train", "ema_decay", "train_config"]
+
+#: the cap of :func:`ema_decay`: CoreDiff's 0.995, an average over about the last 200 steps
+EMA_CAP = 0.995
+
+
+def ema_decay(steps: int) -> float:
+    """The EMA decay of a ``steps``-long run: an average over its last tenth, and at most ~200 steps.
+
+    ``1 - 10 / steps`` spans about a tenth of a short run, so even a few hundred CPU steps end
+    on averaged weights. The cap keeps long runs from averaging over more: the cosine schedule
+    has brought the learning rate near zero by then, the weights barely move, and a longer
+    window (0.999 spans ~1000 steps) would only mix in weights from when they still did.
+    """
+    return max(0.0, min(EMA_CAP, 1 - 10 / steps))
+
+
+def train_config(args: argparse.Namespace):
+    """The :class:`TrainConfig` of a ``meddiff train`` command line: cosine LR, clipped gradients, EMA."""
+    from meddiffusion.training import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule="cosine",
+                       ema_decay=ema_decay(args.steps), ema_every=1, ema_start=min(200, args.steps // 10),
+                       grad_clip=1.0, val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=str(args.out),
+                       seed=args.seed)
+
+
+def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[str, Any]:
+    """Build the data, train (or resume) the recipe's network, export the EMA weights and the card.
+
+    ``args`` is a ``meddiff train <task>`` command line (``args.command_line`` is recorded in
+    the card). Returns the command's result (see ``publish_model``).
+    """
+    from meddiffusion.catalog import ModelEntry, sha256_file
+    from meddiffusion.training import Trainer, latest_checkpoint
+    from meddiffusion.training.publish import publish_model
+
+    out = Path(args.out)
+    start = time.monotonic()
+    data = recipe.build_data(args, progress)
+    simulate_s = time.monotonic() - start
+
+    # the loss reads the step at call time, after the trainer below exists
+    loss_fn = recipe.make_loss(args, lambda: trainer.step)
+    val_fn = recipe.make_val(args) if recipe.make_val else None
+    trainer = Trainer(recipe.make_model(args), loss_fn, train_config(args), data.train, data.val, val_fn=val_fn,
+                      progress=progress, device=device)
+    checkpoint = latest_checkpoint(out) if args.resume else None
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        progress.log(f"resumed from {checkpoint}")
+    val_start = trainer.validate() if trainer.step == 0 else {}
+    start = time.monotonic()
+    fit = trainer.fit()
+    train_s = time.monotonic() - start
+
+    model_id = args.register or recipe.model_id(args)
+    weights = trainer.export_weights(out / "model.safetensors", {"model_id": model_id, "task": recipe.name})
+    fields = recipe.card(args, Outcome(data, val_start, fit["val"], fit["step"]))
+    metrics = {"val_loss_start": val_start.get("loss"), "val_loss_end": fit["val"].get("loss"),
+               **fields.pop("metrics", {}), "steps": fit["step"], "train_seconds": round(train_s, 1),
+               "simulate_seconds": round(simulate_s, 1)}
+    entry = ModelEntry(id=model_id, task=recipe.name, version="1.0", weights=weights.name,
+                       sha256=sha256_file(weights), training_command=args.command_line, metrics=metrics,
+                       license="MIT", **fields)
+    return publish_model(entry, weights, out, register=bool(args.register), overwrite=args.overwrite,
+                         steps=fit["step"], train_seconds=train_s, val_start=metrics["val_loss_start"],
+                         val_end=metrics["val_loss_end"], metrics=metrics)
