@@ -1,23 +1,18 @@
 """Motion Correct: coronary calcium motion correction of non-gated chest CT with ProDM.
 
-The widget binds MotionCorrect.ui to the module's parameter node through
-``MotionCorrectLib.panel``; the work is done by ``MotionCorrectLib.logic`` (a child process
-running ``meddiff motion-correct``).
+The widget (the shared TaskModuleWidget) runs MotionCorrect.ui through ``MotionCorrectLib.panel``;
+the work is done by ``MotionCorrectLib.logic`` (a child process running ``meddiff motion-correct``).
 """
-
-import os
 
 import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-from slicer.util import VTKObservationMixin
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest
 
-import MedDiffusionUtilsLib
-import MotionCorrectLib
-from MotionCorrectLib import sampledata
+from MedDiffusionUtilsLib.modulewidget import TaskModuleWidget
+from MotionCorrectLib.logic import SAMPLE
 from MotionCorrectLib.logic import MotionCorrectLogic as _Logic
+from MotionCorrectLib.panel import MotionCorrectPanel
 
 
 class MotionCorrect(ScriptedLoadableModule):
@@ -52,66 +47,7 @@ class MotionCorrect(ScriptedLoadableModule):
             "Part of SlicerMedDiffusion. This module reimplements ProDM's Brownian-bridge sampler "
             "and 2.5D network with PyTorch and MONAI. The sample non-gated chest CT is a simulated, "
             "motion-corrupted scan of the extension's procedural thorax phantom.")
-        slicer.app.connect("startupCompleted()", registerSampleData)
-
-
-def registerSampleData():
-    """Offer the sample non-gated chest CT in the Sample Data module (when both exist)."""
-    sampledata.register_sample_data(os.path.dirname(os.path.abspath(__file__)))
-
-
-class MotionCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.panel = None
-
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        from MotionCorrectLib.panel import MotionCorrectPanel
-
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MotionCorrect.ui"))
-        self.layout.addWidget(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = MotionCorrectLogic()
-        self.panel = MotionCorrectPanel(uiWidget, self.logic.parameters(), self.logic,
-                                        install=self.installDependencies, on_error=self.showError)
-        self.panel.set_scene(slicer.mrmlScene)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
-    def installDependencies(self):
-        """Runs as the first step of Apply: asks, then installs what the backend needs."""
-        from MedDiffusionUtilsLib import dependencies
-
-        installed = dependencies.DependencyInstaller().ensure(slicer.util.confirmOkCancelDisplay,
-                                                              log=print)
-        if installed:
-            self.panel.refresh_models()
-
-    def showError(self, message):
-        slicer.util.errorDisplay(message, windowTitle=_("Motion Correct"))
-
-    def onSceneStartClose(self, caller, event):
-        self.panel.task_panel.cleanup()  # stops a run whose input is about to disappear
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.panel.set_parameters(self.logic.parameters())
-
-    def enter(self):
-        if self.panel is not None and self.panel.task_panel.binding is None:
-            self.panel.set_parameters(self.logic.parameters())
-
-    def cleanup(self):
-        self.removeObservers()
-        if self.panel is not None:
-            self.panel.cleanup()
-
-    def onReload(self):
-        MedDiffusionUtilsLib.reload()
-        MotionCorrectLib.reload()
-        ScriptedLoadableModuleWidget.onReload(self)
+        SAMPLE.register_at_startup(__file__)
 
 
 class MotionCorrectLogic(ScriptedLoadableModuleLogic, _Logic):
@@ -121,6 +57,11 @@ class MotionCorrectLogic(ScriptedLoadableModuleLogic, _Logic):
     def __init__(self, scene=None, **options):
         ScriptedLoadableModuleLogic.__init__(self)
         _Logic.__init__(self, scene, **options)
+
+
+class MotionCorrectWidget(TaskModuleWidget):
+    logic_class = MotionCorrectLogic
+    panel_class = MotionCorrectPanel
 
 
 class MotionCorrectTest(ScriptedLoadableModuleTest):
@@ -135,21 +76,10 @@ class MotionCorrectTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_correction_makes_new_nodes_on_the_input_grid()
 
-    def phantom(self, name="Non-gated phantom"):
-        """A small CT-like volume on an oblique grid: air, a soft-tissue disc, one calcification."""
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        k, j, i = np.mgrid[0:6, 0:64, 0:64]
-        array = np.where((j - 32) ** 2 + (i - 32) ** 2 < 24 ** 2, 40.0, -1000.0)
-        array[2:4, 30:34, 30:34] = 450.0
-        array = (array + rng.normal(0, 10, array.shape)).astype(np.int16)
-        matrix = np.array([[0.0, -0.7, 0.1, 10.0], [0.7, 0.0, 0.0, -5.0],
-                           [0.0, 0.05, 2.5, 3.0], [0.0, 0.0, 0.0, 1.0]])
-        return slicer.util.addVolumeFromArray(array, ijkToRAS=matrix, name=name)
-
     def test_refuses_an_roi_outside_the_volume(self):
-        ct = self.phantom()
+        from MedDiffusionUtilsLib.selftest import ct_phantom
+
+        ct = ct_phantom("Non-gated phantom", calcium=True, noise_hu=10.0)
         roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "far away")
         roi.SetCenter(500.0, 500.0, 500.0)
         roi.SetSize(20.0, 20.0, 20.0)
@@ -162,16 +92,17 @@ class MotionCorrectTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         from MedDiffusionUtilsLib import environment, nodes
+        from MedDiffusionUtilsLib.selftest import ct_phantom
 
         models, problem = environment.model_catalogue("motion")
         if not models:
             self.delayDisplay(f"No motion model installed; correction run skipped. {problem}")
             return
-        ct = self.phantom()
+        ct = ct_phantom("Non-gated phantom", calcium=True, noise_hu=10.0)
         before = slicer.util.arrayFromVolume(ct).copy()
         logic = MotionCorrectLogic()
-        corrected, calcium, lesions, summary = logic.correct(ct, model=models[0].id, steps=1,
-                                                             device="cpu", timeout=600)
+        created = logic.correct(ct, model=models[0].id, steps=1, device="cpu", timeout=600)
+        corrected, calcium, summary = created["output"], created["seg"], created["summary"]
         self.assertEqual(corrected.GetName(), "Non-gated phantom motion corrected")
         self.assertTrue(np.array_equal(nodes.ijk_to_ras(corrected), nodes.ijk_to_ras(ct)))
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(ct), before))

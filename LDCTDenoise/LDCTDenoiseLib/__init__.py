@@ -1,8 +1,7 @@
 """The LDCT Denoise module's library.
 
-  logic       checks, input file, ``meddiff ldct-denoise`` arguments, result nodes, views (no Qt)
+  logic       parameters, model list, the task logic with its difference volume, the sample (no Qt)
   panel       the module panel: task panel + model selector + before/after views (Qt)
-  sampledata  the sample low-dose chest CT for Slicer's Sample Data module
 
 Submodules are imported explicitly (``from LDCTDenoiseLib import logic``), so importing the
 package stays cheap and free of Qt.
@@ -12,7 +11,7 @@ import importlib
 import sys
 
 #: in dependency order, for reload()
-SUBMODULES = ("logic", "sampledata", "panel")
+SUBMODULES = ("logic", "panel")
 
 
 def reload() -> None:

@@ -1,18 +1,16 @@
 """The LDCT Denoise panel: the shared compare panel plus the difference volume.
 
-:class:`~MedDiffusionUtilsLib.modulebase.ComparePanel` runs the .ui (binding, Apply/Cancel,
+:class:`~MedDiffusionUtilsLib.comparepanel.ComparePanel` runs the .ui (binding, Apply/Cancel,
 progress and log), keeps the model selector filled from the catalogue with a steps range
 that follows the model, and shows a run's input and result in linked side-by-side views
 with a fade slider.  This panel adds what is specific to denoising: each model listed with
 the dose it was trained for and its speed, and a difference volume on request.
-
-GUI code in the subset of Qt that PythonQt and PySide6 share, so the same panel runs in
-Slicer and in the PySide6 widget tests.
 """
 
 from __future__ import annotations
 
-from MedDiffusionUtilsLib.modulebase import ComparePanel, in_scene
+from MedDiffusionUtilsLib.comparepanel import ComparePanel
+from MedDiffusionUtilsLib.taskpanel import in_scene
 
 from . import logic as ldct
 from .logic import LDCTDenoiseLogic, LDCTDenoiseParameters
@@ -21,13 +19,12 @@ __all__ = ["LDCTDenoisePanel"]
 
 
 class LDCTDenoisePanel(ComparePanel):
-    """Runs LDCTDenoise.ui (see :class:`ComparePanel` for the arguments); the catalogue's
-    models are those of task "ldct"."""
+    """Runs LDCTDenoise.ui (see :class:`ComparePanel` for the arguments)."""
 
     UI_NAME = "LDCTDenoise.ui"
     WIDGETS = ("inputSelector", "outputSelector", "modelComboBox", "modelInfoLabel",
                "stepsSpinBox", "deviceComboBox", "fadeSlider", "differenceCheckBox", "logText")
-    TASK, MAX_STEPS, MODEL_KIND = ldct.TASK, ldct.MAX_STEPS, "low-dose CT"
+    MAX_STEPS, MODEL_KIND = ldct.MAX_STEPS, "low-dose CT"
     OUTPUT_NAME = "denoised volume"
     model_choices = staticmethod(ldct.model_choices)
 
@@ -45,8 +42,8 @@ class LDCTDenoisePanel(ComparePanel):
     def show_comparison(self, before, after) -> None:
         self.logic.show_comparison(before, after, difference=self._shown_difference())
 
-    def _on_done(self, created: list) -> None:
-        self.difference = created[1] if len(created) > 1 else None
+    def _on_done(self, created: dict) -> None:
+        self.difference = created.get("difference")
         super()._on_done(created)
 
     def _on_difference_toggled(self, checked: bool) -> None:

@@ -3,14 +3,22 @@
   nodes         MRML nodes <-> files for the backend, geometry kept exactly
   outputs       new volume/segmentation/table/sequence nodes placed under the input's study
   inputs        checks of a task's input CT volume and chosen output before a run
-  runner        the backend child process: state machine, JSON events, cancel, Qt driver
-  parameters    typed parameters on a vtkMRMLScriptedModuleNode, bound to .ui widgets
-  modulebase    TaskLogic, TaskPanel, ComparePanel: what a task module subclasses / instantiates
+  processes     the backend child's command line, environment, start and stop (process tree)
+  runner        one run of the child: state machine, JSON events, cancel, cleanup
+  qtdriver      polls a run from a Qt timer on the GUI thread
+  parameters    typed parameters on a vtkMRMLScriptedModuleNode
+  binding       .ui widgets kept in step with the parameters
+  tasklogic     TaskLogic: a registered task's ports -> arguments, result files -> nodes by name
+  compare       CompareTaskLogic: before/after views, fade and difference of a task's output
+  taskpanel     TaskPanel: binding, Apply/Cancel, progress and log of a module's .ui
+  comparepanel  ComparePanel: TaskPanel + model selector + the last run's before/after
+  modulewidget  TaskModuleWidget: the Slicer widget of a task module (needs the application)
+  selftest      the CT phantom of the modules' self-tests inside Slicer
   layouts       before/after views, fade, difference and checkerboard volumes
   dependencies  ask-first installer for the backend's Python packages
   environment   package versions, device and model catalogue for display
   models        catalogue cards -> model selector entries; the selector kept in step
-  sampledata    a module's bundled sample registered with Slicer's Sample Data module
+  sampledata    a module's bundled sample, declared in one line, offered in Sample Data
   utilspanel    the MedDiffusionUtils module's panel
 
 Submodules are imported explicitly (``from MedDiffusionUtilsLib import nodes``) so that
@@ -21,8 +29,9 @@ import importlib
 import sys
 
 #: in dependency order, for reload()
-SUBMODULES = ("runner", "nodes", "outputs", "inputs", "parameters", "layouts", "dependencies",
-              "environment", "models", "sampledata", "modulebase", "utilspanel")
+SUBMODULES = ("processes", "runner", "qtdriver", "nodes", "outputs", "inputs", "parameters", "binding",
+              "layouts", "dependencies", "environment", "models", "sampledata", "tasklogic", "compare",
+              "taskpanel", "comparepanel", "modulewidget", "selftest", "utilspanel")
 
 
 def reload() -> None:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from packaging.requirements import Requirement
 
-from . import dependencies, runner
+from . import dependencies, processes
 
 __all__ = ["PackageRow", "package_rows", "info_command", "ModelRow", "model_rows",
            "model_catalogue", "device_text"]
@@ -49,7 +49,7 @@ def package_rows(requirements: Sequence[Requirement] | None = None) -> list[Pack
 
 def info_command(python: str | None = None) -> list[str]:
     """``meddiff info`` as a child command (JSON events on stdout)."""
-    return runner.backend_command("info", python=python)
+    return processes.backend_command("info", python=python)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """Checks a task module runs on its input volume and chosen output before anything starts.
 
 Each check raises ``ValueError`` with a message naming the node, the problem and what was
-expected, so the panel can show it as it is.  What counts as Hounsfield units depends on the
-task (a cropped CT series may lack air; a chest CT never does), so :func:`check_ct_volume`
-checks everything but the voxel values and hands the DICOM modality back for that rule.
+expected, so the panel can show it as it is.  The node itself (an image, one component, not
+empty, its DICOM modality) is checked here; its values by the task's input rule from
+``meddiffusion.checks``, the very rule and message of the backend (:func:`check_input_volume`).
 """
 
 from __future__ import annotations
 
 import slicer
 
-__all__ = ["dicom_modality", "check_ct_volume", "check_output_volume"]
+__all__ = ["dicom_modality", "check_ct_volume", "check_input_volume", "check_output_volume"]
 
 
 def dicom_modality(node) -> str:
@@ -48,6 +48,14 @@ def check_ct_volume(node, *, module: str, select: str,
     modality = dicom_modality(node)
     if modality and modality.upper() != "CT":
         raise ValueError(f"'{name}' is a DICOM {modality} series; {module} expects a CT series")
+    return modality
+
+
+def check_input_volume(node, rule, *, module: str, select: str) -> str:
+    """The node checks of :func:`check_ct_volume`, then ``rule`` (a ``meddiffusion.checks.Rule``)
+    on its voxels with its DICOM modality; returns that modality."""
+    modality = check_ct_volume(node, module=module, select=select, expected=rule.expected)
+    rule.check(slicer.util.arrayFromVolume(node), name=node.GetName(), modality=modality)
     return modality
 
 

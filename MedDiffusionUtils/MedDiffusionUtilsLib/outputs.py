@@ -22,7 +22,7 @@ from . import nodes
 __all__ = [
     "Code", "SegmentSpec", "output_name", "place_in_study", "rollback_on_error",
     "volume_from_array", "volume_from_file", "move_into", "segmentation_from_labelmap",
-    "segmentation_from_file", "terminology_entry", "table_from_rows", "table_from_csv",
+    "segmentation_from_file", "segmentation_from_seg_file", "terminology_entry", "table_from_rows", "table_from_csv",
     "read_csv_rows", "sequence_from_arrays", "sequence_from_file", "GENERAL_ANATOMY_CONTEXT",
 ]
 
@@ -189,6 +189,28 @@ def segmentation_from_file(path: str | os.PathLike, reference, suffix: str,
         finally:
             scene.RemoveNode(label_node)
         return segmentation_from_labelmap(labels, reference, suffix, segments)
+
+
+def segmentation_from_seg_file(path: str | os.PathLike, reference, suffix: str):
+    """A ``.seg.nrrd`` result (segments, names and layers as written) on ``reference``'s grid."""
+    segmentation = nodes.read_segmentation(path, scene=reference.GetScene(),
+                                           name=output_name(reference, suffix), reference=reference)
+    matrix = vtk.vtkMatrix4x4()
+    expected = nodes.ijk_to_ras(reference)
+    contents = segmentation.GetSegmentation()
+    for index in range(contents.GetNumberOfSegments()):
+        labelmap = contents.GetNthSegment(index).GetRepresentation(
+            slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+        if labelmap is None:
+            continue
+        labelmap.GetImageToWorldMatrix(matrix)
+        difference = np.abs(slicer.util.arrayFromVTKMatrix(matrix) - expected).max()
+        if difference > nodes.GEOMETRY_TOLERANCE_MM:
+            raise nodes.GeometryMismatch(
+                f"the {suffix} segmentation is not on the grid of '{reference.GetName()}' (its "
+                f"IJKToRAS differs by up to {difference:.3g} mm)")
+    place_in_study(segmentation, reference)
+    return segmentation
 
 
 def _segmentation_from_label_node(label_node, reference, suffix, specs):

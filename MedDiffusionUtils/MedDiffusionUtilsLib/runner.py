@@ -10,8 +10,9 @@ Slicer down.  :class:`TaskProcess` is the Qt-free state machine around that chil
 
 Two reader threads turn the child's stdout (JSON events) and stderr (plain text) into a
 queue; :meth:`TaskProcess.poll` drains it on the caller's thread, so every callback runs
-where MRML may be touched.  In the GUI :class:`QtTaskDriver` calls ``poll()`` from a
-``qt.QTimer``; scripts and tests call :meth:`TaskProcess.wait`.
+where MRML may be touched.  In the GUI :class:`~MedDiffusionUtilsLib.qtdriver.QtTaskDriver`
+calls ``poll()`` from a ``qt.QTimer``; scripts and tests call :meth:`TaskProcess.wait`.
+How the child is started and stopped is in :mod:`~MedDiffusionUtilsLib.processes`.
 
 Each run owns a temporary folder (inputs and outputs) that is removed when the run ends;
 the importer that turns result files into nodes runs only after a clean success, so a
@@ -25,25 +26,18 @@ import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import deque
-from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = [
-    "RunState", "TaskProcess", "QtTaskDriver", "BoundedLog", "TaskFailed", "TaskCancelled",
-    "python_executable", "backend_command", "backend_environment", "EXIT_BAD_INPUT",
-    "EXIT_CANCELLED",
-]
+from . import processes
 
-EXIT_BAD_INPUT = 2
-EXIT_CANCELLED = 130
+__all__ = ["RunState", "TaskProcess", "BoundedLog", "TaskFailed", "TaskCancelled"]
+
 LOG_LIMIT_BYTES = 256 * 1024
 #: how long to keep reading output after the child exited (grandchildren may hold the pipes)
 READER_GRACE_S = 2.0
@@ -69,38 +63,6 @@ class TaskFailed(RuntimeError):
 
 class TaskCancelled(RuntimeError):
     """A run was cancelled before it produced a result."""
-
-
-# -- the command line ------------------------------------------------------------------------
-def python_executable() -> str:
-    """The interpreter for the child: PythonSlicer inside Slicer, else this interpreter."""
-    return shutil.which("PythonSlicer") or sys.executable
-
-
-def backend_command(command: str, *arguments: str | os.PathLike, python: str | None = None) -> list[str]:
-    """``[python, -m, meddiffusion, command, *arguments, --events, jsonl]``.
-
-    A task passes ``input, "-o", output, *options`` as ``arguments``.
-    """
-    return [python or python_executable(), "-m", "meddiffusion", command,
-            *[str(argument) for argument in arguments], "--events", "jsonl"]
-
-
-def backend_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: ours, with the folder holding ``meddiffusion`` on PYTHONPATH.
-
-    In Slicer the backend ships inside the extension's scripted-modules folder, which the
-    application puts on its own ``sys.path`` but PythonSlicer does not know about.
-    """
-    environment = dict(os.environ)
-    spec = importlib_util.find_spec("meddiffusion")
-    if spec is not None and spec.origin:
-        package_parent = str(Path(spec.origin).resolve().parent.parent)
-        paths = [package_parent] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
-        environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    environment["PYTHONUNBUFFERED"] = "1"
-    environment.update(extra or {})
-    return environment
 
 
 # -- a log that cannot grow without bound ----------------------------------------------------
@@ -218,17 +180,11 @@ class TaskProcess:
         if self._cancel_requested:
             self._finish(RunState.CANCELLED)
             return
-        popen_options: dict[str, Any] = {}
-        if os.name == "nt":
-            popen_options["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP
-                                              | getattr(subprocess, "CREATE_NO_WINDOW", 0))
-        else:
-            popen_options["start_new_session"] = True  # its own process group, for cancel
         try:
             self.process = subprocess.Popen(
                 [str(arg) for arg in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace",
-                bufsize=1, env=env, cwd=cwd or self.workdir, **popen_options)
+                bufsize=1, env=env, cwd=cwd or self.workdir, **processes.group_options())
         except OSError as exc:
             self._finish(RunState.FAILED, message=f"could not start '{args[0]}': {exc}")
             return
@@ -246,7 +202,8 @@ class TaskProcess:
             return self.active
         self._drain()
         if self._kill_deadline is not None and time.monotonic() > self._kill_deadline:
-            self._kill_tree()
+            self.log.append(f"the backend did not stop within {self.cancel_timeout_s:g} s; killing it")
+            processes.kill_tree(self.process)
             self._kill_deadline = None
         if self.process.poll() is not None:
             # readers end at EOF; a stray grandchild holding the pipes open must not keep
@@ -271,7 +228,7 @@ class TaskProcess:
                 self._finish(RunState.CANCELLED)
             return  # installing: ends as cancelled once the install step returns
         if self._kill_deadline is None and self.process.poll() is None:
-            self._terminate_tree()
+            processes.terminate_tree(self.process)
             self._kill_deadline = time.monotonic() + self.cancel_timeout_s
 
     def wait(self, timeout: float | None = None, interval_s: float = 0.02) -> RunState:
@@ -342,7 +299,7 @@ class TaskProcess:
     def _conclude(self) -> None:
         self.returncode = self.process.returncode
         terminal = (self.terminal_event or {}).get("event")
-        if self._cancel_requested or terminal == "cancelled" or self.returncode == EXIT_CANCELLED:
+        if self._cancel_requested or terminal == "cancelled" or self.returncode == processes.EXIT_CANCELLED:
             self._finish(RunState.CANCELLED)
         elif self.returncode == 0 and terminal == "result":
             self._import()
@@ -384,76 +341,3 @@ class TaskProcess:
     def _require_state(self, state: RunState, action: str) -> None:
         if self.state != state:
             raise RuntimeError(f"cannot {action} a run that is {self.state.value}")
-
-    # -- stopping the process tree ---------------------------------------------------------
-    def _terminate_tree(self) -> None:
-        """Polite stop: the backend turns SIGTERM (CTRL_BREAK on Windows) into a clean exit."""
-        try:
-            if os.name == "nt":
-                self.process.send_signal(signal.CTRL_BREAK_EVENT)
-            else:
-                os.killpg(self.process.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
-
-    def _kill_tree(self) -> None:
-        """Forced stop of the child and everything it started."""
-        self.log.append(f"the backend did not stop within {self.cancel_timeout_s:g} s; killing it")
-        for child in _descendants(self.process.pid):
-            try:
-                child.kill()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        try:
-            if os.name == "nt":
-                if self.process.poll() is None:
-                    self.process.kill()
-            else:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
-
-
-def _descendants(pid: int) -> list:
-    """The child's own children (psutil, when installed), which may have left its group."""
-    try:
-        import psutil
-    except ImportError:
-        return []
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-# -- the GUI side ----------------------------------------------------------------------------
-class QtTaskDriver:
-    """Calls ``task.poll()`` from a ``qt.QTimer`` so the GUI thread handles every event.
-
-    ``on_finished(task)`` is called once when the run reaches done, cancelled or failed.
-    """
-
-    def __init__(self, task: TaskProcess, on_finished: Callable[[TaskProcess], None] | None = None,
-                 interval_ms: int = 100):
-        import qt
-
-        self.task = task
-        self.on_finished = on_finished
-        self.timer = qt.QTimer()
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self._tick)
-        self.timer.start()
-
-    @property
-    def running(self) -> bool:
-        return self.timer.isActive()
-
-    def stop(self) -> None:
-        self.timer.stop()
-
-    def _tick(self) -> None:
-        if self.task.poll():
-            return
-        self.timer.stop()
-        if self.on_finished is not None:
-            self.on_finished(self.task)

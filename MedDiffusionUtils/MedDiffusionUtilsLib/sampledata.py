@@ -2,52 +2,70 @@
 
 Sample files ship with the backend package (``meddiffusion/data/``), which the extension
 installs beside the module files; in a source checkout they sit one folder up.  They are
-registered with a local ``file://`` address, so loading one needs no network.
+registered with a local ``file://`` address, so loading one needs no network.  A module
+declares its sample in one line::
+
+    SAMPLE = Sample("sample_ldct_chest.nrrd", "LDCTChest", "LDCT chest", icon="LDCTDenoise.png")
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["CATEGORY", "sample_file", "register_sample"]
+__all__ = ["CATEGORY", "Sample"]
 
 CATEGORY = "MedDiffusion"
 
 
-def sample_file(module_dir: str | Path, file_name: str) -> Path | None:
-    """The sample file seen from the module folder (installed, then source layout), or None."""
-    module_dir = Path(module_dir).resolve()
-    for root in (module_dir, module_dir.parent):
-        path = root / "meddiffusion" / "data" / file_name
-        if path.is_file():
-            return path
-    return None
+@dataclass(frozen=True)
+class Sample:
+    """A file of ``meddiffusion/data``, its name in Sample Data, its node's name and its
+    thumbnail (a file in the module's ``Resources/Icons``)."""
 
+    file_name: str
+    sample_name: str
+    node_name: str
+    icon: str = ""
 
-def register_sample(module_dir: str | Path, *, file_name: str, sample_name: str, node_name: str, icon_name: str,
-                    register: Callable[..., None] | None = None) -> bool:
-    """Add the sample to Sample Data; False when the file or the SampleData module is missing.
+    def file(self, module_dir: str | Path) -> Path | None:
+        """The sample file seen from the module folder (installed, then source layout), or None."""
+        module_dir = Path(module_dir).resolve()
+        for root in (module_dir, module_dir.parent):
+            path = root / "meddiffusion" / "data" / self.file_name
+            if path.is_file():
+                return path
+        return None
 
-    ``icon_name`` is a file in the module's ``Resources/Icons``. ``register`` defaults to
-    ``SampleData.SampleDataLogic.registerCustomSampleDataSource``. The SHA256 checksum makes
-    Sample Data replace a stale cached copy after an update.
-    """
-    path = sample_file(module_dir, file_name)
-    if path is None:
-        return False
-    if register is None:
-        try:
-            import SampleData
-        except ImportError:
+    def register(self, module_dir: str | Path, register: Callable[..., None] | None = None) -> bool:
+        """Add the sample to Sample Data; False when the file or the SampleData module is missing.
+
+        ``register`` defaults to ``SampleData.SampleDataLogic.registerCustomSampleDataSource``.
+        The SHA256 checksum makes Sample Data replace a stale cached copy after an update.
+        """
+        path = self.file(module_dir)
+        if path is None:
             return False
-        register = SampleData.SampleDataLogic.registerCustomSampleDataSource
-    icon = Path(module_dir).resolve() / "Resources" / "Icons" / icon_name
-    register(category=CATEGORY, sampleName=sample_name, uris=path.as_uri(), fileNames=path.name,
-             nodeNames=node_name, thumbnailFileName=str(icon) if icon.is_file() else None,
-             checksums=f"SHA256:{_sha256(path)}")
-    return True
+        if register is None:
+            try:
+                import SampleData
+            except ImportError:
+                return False
+            register = SampleData.SampleDataLogic.registerCustomSampleDataSource
+        icon = Path(module_dir).resolve() / "Resources" / "Icons" / self.icon
+        register(category=CATEGORY, sampleName=self.sample_name, uris=path.as_uri(), fileNames=path.name,
+                 nodeNames=self.node_name, thumbnailFileName=str(icon) if self.icon and icon.is_file() else None,
+                 checksums=f"SHA256:{_sha256(path)}")
+        return True
+
+    def register_at_startup(self, module_file: str | Path) -> None:
+        """Register once Slicer has started (SampleData is loaded by then)."""
+        import slicer
+
+        module_dir = Path(module_file).resolve().parent
+        slicer.app.connect("startupCompleted()", lambda: self.register(module_dir))
 
 
 def _sha256(path: Path) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from . import environment
+from .binding import required_widgets
 from .dependencies import DependencyInstaller, InstallDeclined
-from .parameters import required_widgets
-from .runner import QtTaskDriver, RunState, TaskProcess, backend_environment
+from .processes import backend_environment
+from .qtdriver import QtTaskDriver
+from .runner import RunState, TaskProcess
 
 __all__ = ["UtilsPanel"]
 

@@ -1,8 +1,8 @@
 """The Motion Correct module's library.
 
-  logic       checks, ROI -> voxel box, ``meddiff motion-correct`` arguments, result nodes, views (no Qt)
+  logic       parameters, model list, ROI -> voxel box, the task logic with its summary table and
+              lesion-centred views, the sample (no Qt)
   panel       the module panel: task panel + model selector + calcium scores + before/after views (Qt)
-  sampledata  the sample non-gated chest CT for Slicer's Sample Data module
 
 Submodules are imported explicitly (``from MotionCorrectLib import logic``), so importing the
 package stays cheap and free of Qt.
@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: in dependency order, for reload()
-SUBMODULES = ("logic", "sampledata", "panel")
+SUBMODULES = ("logic", "panel")
 
 
 def reload() -> None:

@@ -1,20 +1,17 @@
 """The Motion Correct panel: the shared compare panel plus the calcium scores.
 
-:class:`~MedDiffusionUtilsLib.modulebase.ComparePanel` runs the .ui (binding, Apply/Cancel,
+:class:`~MedDiffusionUtilsLib.comparepanel.ComparePanel` runs the .ui (binding, Apply/Cancel,
 progress and log), keeps the model selector filled from the catalogue with a steps range
 that follows the model, and shows a run's input and result in linked side-by-side views
 with a fade slider.  This panel adds what is specific to motion correction: each model
 listed with its description (a regression model runs in one pass, its steps box disabled),
 the before/after Agatston totals and risk categories once a run is done, and views centred
 on the largest lesion.
-
-GUI code in the subset of Qt that PythonQt and PySide6 share, so the same panel runs in
-Slicer and in the PySide6 widget tests.
 """
 
 from __future__ import annotations
 
-from MedDiffusionUtilsLib.modulebase import ComparePanel
+from MedDiffusionUtilsLib.comparepanel import ComparePanel
 
 from . import logic as motion
 from .logic import MotionCorrectLogic, MotionCorrectParameters
@@ -32,14 +29,13 @@ def score_text(scores: dict | None) -> str:
 
 
 class MotionCorrectPanel(ComparePanel):
-    """Runs MotionCorrect.ui (see :class:`ComparePanel` for the arguments); the catalogue's
-    models are those of task "motion"."""
+    """Runs MotionCorrect.ui (see :class:`ComparePanel` for the arguments)."""
 
     UI_NAME = "MotionCorrect.ui"
     WIDGETS = ("inputSelector", "roiSelector", "outputSelector", "modelComboBox", "modelInfoLabel",
                "stepsSpinBox", "deviceComboBox", "beforeScoreLabel", "afterScoreLabel",
                "fadeSlider", "centreButton", "logText")
-    TASK, MAX_STEPS, MODEL_KIND = motion.TASK, motion.MAX_STEPS, "motion-correction"
+    MAX_STEPS, MODEL_KIND = motion.MAX_STEPS, "motion-correction"
     OUTPUT_NAME = "corrected volume"
     model_choices = staticmethod(motion.model_choices)
 

@@ -14,7 +14,7 @@ import mrml_fixtures
 mrml_fixtures.add_module_paths()
 
 from MedDiffusionUtilsLib import nodes, outputs  # noqa: E402
-from MedDiffusionUtilsLib.modulebase import TaskLogic  # noqa: E402
+from MedDiffusionUtilsLib.tasklogic import TaskLogic  # noqa: E402
 from MedDiffusionUtilsLib.parameters import Bool, Choice, Float, Int, Node, ParameterSet  # noqa: E402
 
 

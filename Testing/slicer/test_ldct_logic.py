@@ -18,8 +18,7 @@ import slicer
 
 import mrml_fixtures
 from LDCTDenoiseLib import logic as ldct
-from LDCTDenoiseLib import sampledata
-from LDCTDenoiseLib.logic import LDCTDenoiseLogic
+from LDCTDenoiseLib.logic import SAMPLE, LDCTDenoiseLogic
 from MedDiffusionUtilsLib import nodes
 from MedDiffusionUtilsLib.runner import RunState, TaskFailed
 
@@ -86,7 +85,7 @@ def test_denoise_adds_a_new_volume_on_the_input_grid_and_leaves_the_input_alone(
     parameters.update(inputVolume=ct, model="fake-ldct-10", steps=4, device="cpu")
     events = []
 
-    (denoised,) = logic.run(parameters, on_event=events.append, timeout=60)
+    denoised = logic.run(parameters, on_event=events.append, timeout=60)["output"]
 
     assert denoised.GetID() not in before
     assert denoised.GetName() == "LDCT denoised"
@@ -210,7 +209,7 @@ def test_no_input_and_colour_input_are_refused(scene, make_logic):
     colour = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "photo")
     slicer.util.updateVolumeFromArray(colour, np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="'photo' has 3 components per voxel"):
-        ldct.check_ct_volume(colour)
+        logic.check_input(colour)
 
 
 def test_dicom_modality_decides_when_present(scene):
@@ -222,11 +221,11 @@ def test_dicom_modality_decides_when_present(scene):
         return node
 
     with pytest.raises(ValueError, match="'head' is a DICOM MR series; LDCT Denoise expects a CT"):
-        ldct.check_ct_volume(dicom_series(ct_array(), "MR", "head"))
+        LDCTDenoiseLogic(scene).check_input(dicom_series(ct_array(), "MR", "head"))
     # a CT series cropped to soft tissue has no air, and is still accepted
-    ldct.check_ct_volume(dicom_series(ct_array(air=60.0), "CT", "liver crop"))
+    LDCTDenoiseLogic(scene).check_input(dicom_series(ct_array(air=60.0), "CT", "liver crop"))
     with pytest.raises(ValueError, match="does not look like CT"):
-        ldct.check_ct_volume(mrml_fixtures.add_volume(scene, ct_array(air=60.0), name="no air"))
+        LDCTDenoiseLogic(scene).check_input(mrml_fixtures.add_volume(scene, ct_array(air=60.0), name="no air"))
 
 
 def test_a_cropped_ct_series_runs_through_the_backend_check(scene, make_logic):
@@ -250,7 +249,8 @@ def test_difference_volume_on_request(scene, ct, make_logic):
     parameters = logic.parameters()
     parameters.update(inputVolume=ct, model="fake-ldct-25", differenceVolume=True)
 
-    denoised, difference = logic.run(parameters, timeout=60)
+    created = logic.run(parameters, timeout=60)
+    denoised, difference = created["output"], created["difference"]
 
     assert difference.GetName() == "LDCT denoised difference"
     assert np.allclose(slicer.util.arrayFromVolume(difference),
@@ -259,7 +259,7 @@ def test_difference_volume_on_request(scene, ct, make_logic):
     assert difference.GetDisplayNode().GetLevel() == 0.0  # centred on "no change"
 
     parameters.differenceVolume = False
-    (alone,) = logic.run(parameters, timeout=60)
+    alone = logic.run(parameters, timeout=60)["output"]
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 4  # input, 2 results, 1 map
     later = logic.difference(ct, alone)
     assert np.array_equal(slicer.util.arrayFromVolume(later),
@@ -348,13 +348,13 @@ def test_sample_data_is_registered_with_a_local_file(tmp_path):
     module_dir = tmp_path / "LDCTDenoise"
     module_dir.mkdir()
     calls = []
-    assert sampledata.register_sample_data(module_dir, register=lambda **kw: calls.append(kw)) is False
+    assert SAMPLE.register(module_dir, register=lambda **kw: calls.append(kw)) is False
     assert calls == []  # no file, nothing offered
 
     sample = tmp_path / "meddiffusion" / "data" / "sample_ldct_chest.nrrd"
     sample.parent.mkdir(parents=True)
     sample.write_bytes(b"NRRD0004\nnot really a volume\n")
-    assert sampledata.register_sample_data(module_dir, register=lambda **kw: calls.append(kw))
+    assert SAMPLE.register(module_dir, register=lambda **kw: calls.append(kw))
     (call,) = calls
     assert call["uris"] == "file://" + str(sample.resolve())
     assert call["fileNames"] == "sample_ldct_chest.nrrd" and call["category"] == "MedDiffusion"
@@ -363,7 +363,7 @@ def test_sample_data_is_registered_with_a_local_file(tmp_path):
 
 def test_sample_data_resolves_from_the_repository_layout():
     expected = mrml_fixtures.REPO_ROOT / "meddiffusion" / "data" / "sample_ldct_chest.nrrd"
-    assert sampledata.sample_file(MODULE_DIR) == (expected if expected.is_file() else None)
+    assert SAMPLE.file(MODULE_DIR) == (expected if expected.is_file() else None)
 
 
 def test_cmake_lists_every_lib_file_and_resource():
@@ -378,8 +378,7 @@ def test_cmake_lists_every_lib_file_and_resource():
 
 
 def test_logic_imports_without_qt():
-    code = ("import sys; sys.path[:0] = sys.argv[1:]; import LDCTDenoiseLib.logic, "
-            "LDCTDenoiseLib.sampledata; "
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import LDCTDenoiseLib.logic; "
             "loaded = {'qt', 'PySide6', 'PythonQt'} & set(sys.modules); "
             "sys.exit(f'Qt imported: {loaded}' if loaded else 0)")
     completed = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR),

@@ -23,8 +23,7 @@ import mrml_fixtures
 from MedDiffusionUtilsLib import layouts, nodes
 from MedDiffusionUtilsLib.runner import RunState, TaskFailed
 from MotionCorrectLib import logic as motion
-from MotionCorrectLib import sampledata
-from MotionCorrectLib.logic import MotionCorrectLogic
+from MotionCorrectLib.logic import SAMPLE, MotionCorrectLogic
 
 FAKE_MOTION = Path(__file__).resolve().parent / "fake_motion.py"
 MODULE_DIR = mrml_fixtures.REPO_ROOT / "MotionCorrect"
@@ -154,7 +153,8 @@ def test_correct_adds_volume_segmentation_and_tables_and_leaves_the_input_alone(
     parameters.update(inputVolume=ct, model="fake-motion-prodm", steps=4, device="cpu")
     events = []
 
-    corrected, calcium, lesions, summary = logic.run(parameters, on_event=events.append, timeout=60)
+    created = logic.run(parameters, on_event=events.append, timeout=60)
+    corrected, calcium, lesions, summary = (created[name] for name in ("output", "seg", "table", "summary"))
     result = result_of(events)
 
     # the corrected volume: new, on the input's exact grid, the fake's correction everywhere
@@ -228,7 +228,8 @@ def test_roi_limits_the_correction_to_its_voxel_box(scene, ct, make_logic):
     parameters = make_logic().parameters()
     parameters.update(inputVolume=ct, roi=roi, model="fake-motion-l1")
 
-    corrected, calcium, _, summary = make_logic().run(parameters, on_event=events.append, timeout=60)
+    created = make_logic().run(parameters, on_event=events.append, timeout=60)
+    corrected, calcium, summary = created["output"], created["seg"], created["summary"]
 
     inside = box_mask(ROI_BOX)
     blurred = (original >= 130) & (original < 300)
@@ -245,7 +246,7 @@ def test_chosen_output_volume_is_replaced_and_input_is_never_the_output(scene, c
     chosen = mrml_fixtures.add_volume(scene, np.zeros((2, 3, 4), np.int16), name="previous result",
                                       ijk_to_ras=np.eye(4))
     volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-    corrected, *_ = logic.correct(ct, output_volume=chosen, model="fake-motion-prodm", timeout=60)
+    corrected = logic.correct(ct, output_volume=chosen, model="fake-motion-prodm", timeout=60)["output"]
     assert corrected is chosen and chosen.GetName() == "previous result"
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
     assert np.array_equal(nodes.ijk_to_ras(chosen), nodes.ijk_to_ras(ct))
@@ -398,7 +399,7 @@ def test_input_that_is_not_ct_is_refused(scene, make_logic, run_folder):
     with pytest.raises(ValueError, match="'MR-like' does not look like CT in Hounsfield units"):
         logic.correct(mr)
     with pytest.raises(ValueError, match="'labels' is a vtkMRMLLabelMapVolumeNode, not an image"):
-        motion.check_ct_volume(labels)
+        logic.check_input(labels)
     logic.parameters().inputVolume = None
     with pytest.raises(ValueError, match="no input volume: select the non-gated chest CT"):
         logic.check(logic.parameters())
@@ -409,13 +410,13 @@ def test_input_that_is_not_ct_is_refused(scene, make_logic, run_folder):
     hierarchy = scene.GetSubjectHierarchyNode()
     hierarchy.SetItemAttribute(hierarchy.GetItemByDataNode(pet), "DICOM.Modality", "PT")
     with pytest.raises(ValueError, match="'PET' is a DICOM PT series; Motion Correct expects a CT"):
-        motion.check_ct_volume(pet)
+        logic.check_input(pet)
 
 
 # -- views ------------------------------------------------------------------------------------
 def test_comparison_is_centred_on_the_largest_lesion(scene, ct, slice_views, make_logic):
     logic = make_logic()
-    corrected, *_ = logic.correct(ct, model="fake-motion-prodm", timeout=60)
+    corrected = logic.correct(ct, model="fake-motion-prodm", timeout=60)["output"]
     checksum = mrml_fixtures.volume_checksum(ct)
     red, yellow = slice_views["Red"][1], slice_views["Yellow"][1]
 
@@ -440,7 +441,8 @@ def test_comparison_is_centred_on_the_largest_lesion(scene, ct, slice_views, mak
 def test_without_calcium_the_views_stay_where_they_are(scene, slice_views, make_logic):
     clean = mrml_fixtures.add_volume(scene, ct_array(calcium=False), name="No calcium")
     logic = make_logic()
-    corrected, calcium, _, summary = logic.correct(clean, model="fake-motion-prodm", timeout=60)
+    created = logic.correct(clean, model="fake-motion-prodm", timeout=60)
+    corrected, calcium, summary = created["output"], created["seg"], created["summary"]
     assert calcium.GetSegmentation().GetNumberOfSegments() == 0
     assert table_columns(summary)["before"] == ["0.0", "0.0", "0", "zero"]
     assert MotionCorrectLogic.calcium_of(corrected)["largest_lesion_lps"] is None
@@ -497,13 +499,13 @@ def test_sample_data_is_registered_with_a_local_file(tmp_path):
     module_dir = tmp_path / "MotionCorrect"
     module_dir.mkdir()
     calls = []
-    assert sampledata.register_sample_data(module_dir, register=lambda **kw: calls.append(kw)) is False
+    assert SAMPLE.register(module_dir, register=lambda **kw: calls.append(kw)) is False
     assert calls == []
 
     sample = tmp_path / "meddiffusion" / "data" / "sample_nongated_chest_ct.nrrd"
     sample.parent.mkdir(parents=True)
     sample.write_bytes(b"NRRD0004\nnot really a volume\n")
-    assert sampledata.register_sample_data(module_dir, register=lambda **kw: calls.append(kw))
+    assert SAMPLE.register(module_dir, register=lambda **kw: calls.append(kw))
     (call,) = calls
     assert call["uris"] == "file://" + str(sample.resolve())
     assert call["fileNames"] == "sample_nongated_chest_ct.nrrd" and call["category"] == "MedDiffusion"
@@ -523,8 +525,7 @@ def test_cmake_lists_every_lib_file_and_resource():
 
 
 def test_logic_imports_without_qt():
-    code = ("import sys; sys.path[:0] = sys.argv[1:]; import MotionCorrectLib.logic, "
-            "MotionCorrectLib.sampledata; "
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import MotionCorrectLib.logic; "
             "loaded = {'qt', 'PySide6', 'PythonQt'} & set(sys.modules); "
             "sys.exit(f'Qt imported: {loaded}' if loaded else 0)")
     completed = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR),
@@ -573,7 +574,7 @@ def test_real_backend_on_the_bundled_sample(scene, slice_views, tiny_motion_mode
     """``meddiff motion-correct`` itself on the non-gated sample, in an ROI around its calcium."""
     from meddiffusion.io import read_volume
 
-    sample_path = mrml_fixtures.REPO_ROOT / "meddiffusion" / "data" / sampledata.SAMPLE_FILE_NAME
+    sample_path = mrml_fixtures.REPO_ROOT / "meddiffusion" / "data" / SAMPLE.file_name
     if not sample_path.is_file():
         pytest.fail(f"the MotionCorrect sample {sample_path.name} is missing")
     sample = read_volume(sample_path)
@@ -591,7 +592,8 @@ def test_real_backend_on_the_bundled_sample(scene, slice_views, tiny_motion_mode
     parameters = logic.parameters()
     parameters.update(inputVolume=ct, roi=roi, model=tiny_motion_model, steps=1, device="cpu")
 
-    corrected, calcium, lesions, summary = logic.run(parameters, on_event=events.append, timeout=300)
+    created = logic.run(parameters, on_event=events.append, timeout=300)
+    corrected, calcium, lesions, summary = (created[name] for name in ("output", "seg", "table", "summary"))
 
     result = result_of(events)
     assert result["boxes"] == [list(box)] and result["corrected_slices"] == [27, 33]

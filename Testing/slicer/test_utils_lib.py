@@ -20,7 +20,7 @@ import slicer
 
 import mrml_fixtures
 from fake_module import AddOneLogic, AddOneParameters
-from MedDiffusionUtilsLib import dependencies, environment, inputs, layouts, models, nodes, outputs, runner
+from MedDiffusionUtilsLib import dependencies, environment, inputs, layouts, models, nodes, outputs, processes, runner
 from MedDiffusionUtilsLib.parameters import Bool, Choice, Float, Int, Node, ParameterSet, Text
 from MedDiffusionUtilsLib.runner import RunState, TaskProcess
 
@@ -60,7 +60,8 @@ def test_cmake_lists_every_lib_file_and_resource():
 
 def test_logic_modules_import_without_qt():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "import MedDiffusionUtilsLib.modulebase, MedDiffusionUtilsLib.layouts, "
+            "import MedDiffusionUtilsLib.tasklogic, MedDiffusionUtilsLib.compare, MedDiffusionUtilsLib.comparepanel, "
+            "MedDiffusionUtilsLib.taskpanel, MedDiffusionUtilsLib.layouts, "
             "MedDiffusionUtilsLib.dependencies, MedDiffusionUtilsLib.environment, "
             "MedDiffusionUtilsLib.inputs, MedDiffusionUtilsLib.models, MedDiffusionUtilsLib.utilspanel; "
             "loaded = {'qt', 'PySide6', 'PythonQt'} & set(sys.modules); "
@@ -351,7 +352,7 @@ def test_failure_reports_the_child_message_and_adds_nothing(scene, add_one):
     before = node_ids(scene)
     task = AddOneLogic(scene).start(add_one)
     assert task.wait(timeout=30) == RunState.FAILED
-    assert task.returncode == runner.EXIT_BAD_INPUT
+    assert task.returncode == processes.EXIT_BAD_INPUT
     assert task.error == "'input.nrrd' is not a CT volume; expected Hounsfield units"
     assert task.error_kind == "bad_input"
     assert node_ids(scene) == before and not task.workdir.exists()
@@ -428,11 +429,11 @@ def test_waiting_for_a_run_that_never_started_is_an_error():
 
 
 def test_command_line_and_environment():
-    command = runner.backend_command("agatston", "ct.nrrd", "-o", "out.csv", python="py")
+    command = processes.backend_command("agatston", "ct.nrrd", "-o", "out.csv", python="py")
     assert command == ["py", "-m", "meddiffusion", "agatston", "ct.nrrd", "-o", "out.csv",
                        "--events", "jsonl"]
-    assert runner.python_executable() == sys.executable  # no PythonSlicer on this machine
-    environment = runner.backend_environment({"CUDA_VISIBLE_DEVICES": "-1"})
+    assert processes.python_executable() == sys.executable  # no PythonSlicer on this machine
+    environment = processes.backend_environment({"CUDA_VISIBLE_DEVICES": "-1"})
     assert str(mrml_fixtures.REPO_ROOT) in environment["PYTHONPATH"].split(os.pathsep)
     assert environment["CUDA_VISIBLE_DEVICES"] == "-1"
 
@@ -462,8 +463,8 @@ def test_real_backend_agatston_through_the_runner(scene, add_volume, tmp_path):
     table_path = task.workdir / "agatston.csv"
     task.importer = lambda result: outputs.table_from_csv(result["table"], "Calcium CT Agatston",
                                                            reference=ct)
-    task.start(runner.backend_command("agatston", task.workdir / "ct.nrrd", "-o", table_path),
-               env=runner.backend_environment())
+    task.start(processes.backend_command("agatston", task.workdir / "ct.nrrd", "-o", table_path),
+               env=processes.backend_environment())
     assert task.wait(timeout=60) == RunState.DONE, task.error
     assert task.result["total"] == pytest.approx(24.0)
     assert task.outputs.GetTable().GetNumberOfRows() >= 1

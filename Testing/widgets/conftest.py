@@ -58,7 +58,7 @@ def _keep_true_alive(reserve: int = 1 << 16) -> None:
 
 _keep_true_alive()
 
-from MedDiffusionUtilsLib.parameters import named_widgets  # noqa: E402
+from MedDiffusionUtilsLib.binding import named_widgets  # noqa: E402
 from standins import load_ui as _load_ui  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import slicer
 import mrml_fixtures
 from LDCTDenoiseLib.logic import LDCTDenoiseLogic
 from LDCTDenoiseLib.panel import LDCTDenoisePanel
-from MedDiffusionUtilsLib.modulebase import TaskPanel
+from MedDiffusionUtilsLib.taskpanel import TaskPanel
 
 from standins import ctkCollapsibleButton, ctkSliderWidget, qMRMLNodeComboBox, qMRMLWidget
 
@@ -178,7 +178,8 @@ def test_apply_denoises_and_shows_before_and_after(make_panel, mrml, scene, ct, 
     ui.applyButton.click()
     qtbot.waitUntil(lambda: not panel.task_panel.running, timeout=20000)
 
-    ((denoised,),) = panel.done
+    (created,) = panel.done
+    denoised = created["output"]
     assert ui.statusLabel.text() == "Done" and ui.progressBar.value() == 100
     assert denoised.GetName() == "LDCT denoised"
     assert (denoised.GetAttribute("MedDiffusion.model"), denoised.GetAttribute("MedDiffusion.steps")) \

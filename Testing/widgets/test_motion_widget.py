@@ -11,7 +11,7 @@ import pytest
 import slicer
 
 import mrml_fixtures
-from MedDiffusionUtilsLib.modulebase import TaskPanel
+from MedDiffusionUtilsLib.taskpanel import TaskPanel
 from MotionCorrectLib.logic import MotionCorrectLogic
 from MotionCorrectLib.panel import MotionCorrectPanel
 
@@ -187,7 +187,8 @@ def test_apply_corrects_and_shows_the_scores_and_views(make_panel, mrml, scene, 
     ui.applyButton.click()
     qtbot.waitUntil(lambda: not panel.task_panel.running, timeout=20000)
 
-    ((corrected, calcium, lesions, summary),) = panel.done
+    (created,) = panel.done
+    corrected, calcium = created["output"], created["seg"]
     result = panel.task_panel.task.result  # what the backend reported
     assert ui.statusLabel.text() == "Done" and ui.progressBar.value() == 100
     assert corrected.GetName() == "Chest motion corrected" and calcium.GetName() == "Chest calcium"

@@ -12,7 +12,7 @@ import slicer
 import mrml_fixtures
 from fake_module import AddOneLogic, AddOneParameters
 from MedDiffusionUtilsLib import dependencies
-from MedDiffusionUtilsLib.modulebase import TaskPanel
+from MedDiffusionUtilsLib.taskpanel import TaskPanel
 from MedDiffusionUtilsLib.utilspanel import UtilsPanel
 from packaging.requirements import Requirement
 
