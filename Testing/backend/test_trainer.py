@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 from meddiffusion.catalog import load_weights
 from meddiffusion.progress import Cancelled, Progress
 from meddiffusion.training import EMA, StepBatchSampler, TrainConfig, Trainer, latest_checkpoint
+from meddiffusion.training import cache
 from meddiffusion.training.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -291,3 +293,41 @@ def test_ddp_matches_one_process_on_the_global_batch(tmp_path):
     assert [line["step"] for line in ddp_log] == list(range(1, worker.STEPS + 1))  # rank 0 alone wrote
     for key in ("loss", "grad_norm"):  # averaged over ranks = computed on the whole global batch
         assert [line[key] for line in ddp_log] == pytest.approx([line[key] for line in single_log], abs=1e-6)
+
+
+# -- the training data cache ------------------------------------------------------------------------
+def describe(index: int) -> dict:
+    return {"seed": 1, "index": index, "range": (0, 2)}
+
+
+def test_cache_makes_each_item_once_with_json_meta(tmp_path):
+    made = []
+
+    def make(index):
+        made.append(index)
+        return {"values": np.full(3, index, np.int16)}, {"made": index}
+
+    calls = []
+    paths = cache.build_cache(tmp_path, "item", range(3), describe, make, lambda *done: calls.append(done))
+    assert [p.name for p in paths] == ["item_0000.npz", "item_0001.npz", "item_0002.npz"] and calls[-1] == (3, 3)
+    assert cache.read_meta(paths[2]) == ({"seed": 1, "index": 2, "range": [0, 2]}, {"made": 2})
+    with np.load(paths[2]) as stored:                        # plain JSON text beside the arrays
+        assert json.loads(str(stored["meta"]))["range"] == [0, 2] and stored["values"].tolist() == [2, 2, 2]
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    again = cache.build_cache(tmp_path, "item", range(5), describe, make)
+    assert again[:3] == paths and [p.stat().st_mtime_ns for p in paths] == stamps
+    assert made == [0, 1, 2, 3, 4]                            # resumed: only the missing items were made
+    with pytest.raises(ValueError, match="another seed or other data options"):
+        cache.build_cache(tmp_path, "item", [1], lambda index: {**describe(index), "seed": 2}, make)
+
+
+def test_cache_leaves_nothing_of_an_item_whose_writing_failed(tmp_path, monkeypatch):
+    def full_disk(handle, **arrays):
+        handle.write(b"half an item")
+        raise OSError("no space left on device")
+
+    cache.build_cache(tmp_path, "item", [0], describe, lambda index: ({"values": np.zeros(2)}, {}))
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    with pytest.raises(OSError, match="no space"):
+        cache.build_cache(tmp_path, "item", range(2), describe, lambda index: ({"values": np.zeros(2)}, {}))
+    assert [p.name for p in tmp_path.iterdir()] == ["item_0000.npz"]   # no item 1, no temporary file

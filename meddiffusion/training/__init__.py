@@ -6,7 +6,7 @@ The names below load on first use, so that :mod:`meddiffusion.training.recipe` (
 
 import importlib
 
-_NAMES = {"TrainConfig": "trainer", "Trainer": "trainer", "StepBatchSampler": "trainer", "lr_factor": "trainer",
+_NAMES = {"TrainConfig": "trainer", "Trainer": "trainer", "StepBatchSampler": "sampler", "lr_factor": "trainer",
           "EMA": "ema", "latest_checkpoint": "checkpoint", "read_checkpoint": "checkpoint"}
 
 __all__ = list(_NAMES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["dihedral"]
+__all__ = ["dihedral", "crop_room"]
 
 
 def dihedral(image: torch.Tensor, code: int) -> torch.Tensor:
@@ -22,3 +22,11 @@ def dihedral(image: torch.Tensor, code: int) -> torch.Tensor:
     if code & 4:
         image = image.transpose(-1, -2)
     return image
+
+
+def crop_room(images: torch.Tensor, crop: int, what: str) -> tuple[int, int]:
+    """The (height, width) of ``images``, checked to hold a ``crop``-pixel square crop."""
+    height, width = images.shape[-2:]
+    if crop > min(height, width):
+        raise ValueError(f"crop {crop} is larger than the {what} ({height}×{width})")
+    return height, width

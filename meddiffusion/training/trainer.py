@@ -1,14 +1,15 @@
-"""One training loop for every task: optimizer, LR schedule, EMA, AMP, checkpoints, DDP.
+"""The optimisation every task trains with: optimizer, LR schedule, EMA, AMP, checkpoints, DDP.
 
-A task supplies only a model, a dataset of dicts of tensors and a loss::
+``training.loop`` drives it for ``meddiff train``; a task supplies only a model, a dataset of
+dicts of tensors and a loss::
 
     def loss_fn(model, batch, generator):      # generator: all randomness of this step
         noise = torch.randn(batch["image"].shape, generator=generator, device=...)
         ...
         return loss, {"mse": mse.detach()}
 
-Every random choice is a function of (seed, step): the batch indices come from a per-epoch
-permutation seeded by (seed, epoch), and ``generator`` is seeded by (seed, step, rank). A
+Every random choice is a function of (seed, step) (``training.sampler``): the batch indices come
+from a per-epoch permutation seeded by (seed, epoch), and ``generator`` is seeded by (seed, step, rank). A
 checkpoint therefore needs no iterator state, and resuming reproduces the uninterrupted run
 bit for bit (on the CPU; on a GPU where the kernels are deterministic). Dropout and other
 draws from torch's global RNG are covered by saving that RNG in the checkpoint. Under ``torchrun`` the model is wrapped in
@@ -24,9 +25,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -40,8 +40,9 @@ from meddiffusion.training.checkpoint import (capture_rng, checkpoint_path, flat
                                               read_checkpoint, restore_rng, strip_prefix,
                                               unflatten_optimizer_state, with_prefix, write_checkpoint)
 from meddiffusion.training.ema import EMA
+from meddiffusion.training.sampler import STREAM_STEP, STREAM_VAL, STREAM_WORKERS, StepBatchSampler, derive_seed
 
-__all__ = ["TrainConfig", "Trainer", "StepBatchSampler", "lr_factor", "derive_seed"]
+__all__ = ["TrainConfig", "Trainer", "lr_factor"]
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], "tuple[torch.Tensor, dict[str, Any]]"]
 ValFn = Callable[[nn.Module, Any], "dict[str, Any]"]
@@ -49,8 +50,6 @@ ValFn = Callable[[nn.Module, Any], "dict[str, Any]"]
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("constant", "cosine", "linear-warmup-cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# independent random streams derived from the one seed
-_STREAM_DATA, _STREAM_STEP, _STREAM_VAL, _STREAM_WORKERS = 1, 2, 3, 4
 
 
 @dataclass
@@ -139,55 +138,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
 
 
-def derive_seed(*values: int) -> int:
-    """A 63-bit seed mixing ``values`` (numpy SeedSequence), so nearby inputs give unrelated seeds."""
-    low, high = np.random.SeedSequence(list(values)).generate_state(2, dtype=np.uint32)
-    return (int(high) << 32 | int(low)) & (2**63 - 1)
-
-
-class StepBatchSampler:
-    """Index lists for optimizer steps ``start`` to ``stop - 1``, each a pure function of (seed, step).
-
-    Sample positions ``step * batch_size + j`` walk through successive epochs, each a fresh
-    permutation of the dataset seeded by (seed, epoch): every sample is seen once per epoch and
-    any step's batch can be recomputed without replaying earlier ones. Rank ``r`` of ``world_size``
-    takes the ``r``-th contiguous slice of each global batch.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1):
-        if num_samples < 1:
-            raise ValueError("the training dataset is empty")
-        if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
-        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
-        self._cache: dict[int, torch.Tensor] = {}
-
-    def indices(self, step: int) -> list[int]:
-        per_rank = self.batch_size // self.world_size
-        first = step * self.batch_size + self.rank * per_rank
-        out = []
-        for position in range(first, first + per_rank):
-            epoch, offset = divmod(position, self.num_samples)
-            out.append(int(self._permutation(epoch)[offset]))
-        return out
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._cache:
-            if len(self._cache) > 1:
-                self._cache.pop(min(self._cache))
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM_DATA, epoch))
-            self._cache[epoch] = torch.randperm(self.num_samples, generator=generator)
-        return self._cache[epoch]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return (self.indices(step) for step in range(self.start, self.stop))
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
 class Trainer:
     """Trains ``model`` on ``train_data`` by minimising ``loss_fn``; see the module docstring.
 
@@ -264,7 +214,7 @@ class Trainer:
         cfg = self.config
         batch = _to_device(batch, self.device)
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(derive_seed(cfg.seed, _STREAM_STEP, self.step, self.rank))
+        generator.manual_seed(derive_seed(cfg.seed, STREAM_STEP, self.step, self.rank))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
@@ -332,7 +282,7 @@ class Trainer:
                     metrics = self.val_fn(self.ema.model, batch)
                 else:
                     generator = torch.Generator(device=self.device)
-                    generator.manual_seed(derive_seed(self.config.seed, _STREAM_VAL, index))
+                    generator.manual_seed(derive_seed(self.config.seed, STREAM_VAL, index))
                     metrics = {"loss": self.loss_fn(self.ema.model, batch, generator)[0]}
             size = _batch_size(batch)
             for name, value in metrics.items():
@@ -402,7 +352,7 @@ class Trainer:
         sampler = StepBatchSampler(len(self.train_data), cfg.batch_size, cfg.seed, start, cfg.steps,
                                    self.rank, self.world_size)
         # an explicit generator keeps DataLoader from drawing its worker seed from the global RNG
-        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, _STREAM_WORKERS, start, self.rank))
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, STREAM_WORKERS, start, self.rank))
         return DataLoader(self.train_data, batch_sampler=sampler, num_workers=cfg.num_workers,
                           pin_memory=self.device.type == "cuda", generator=generator)
 

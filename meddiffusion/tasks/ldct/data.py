@@ -38,7 +38,7 @@ from meddiffusion.tasks.ldct.infer import body_box, context_indices
 from meddiffusion.tasks.ldct.model import DEFAULT_DOSE, HU_RANGE, normalize
 from meddiffusion.tasks.ldct.physics import simulate_pair
 from meddiffusion.training import cache
-from meddiffusion.training.augment import dihedral
+from meddiffusion.training.augment import crop_room, dihedral
 from meddiffusion.training.storage import hu_to_int16
 
 __all__ = ["DataOptions", "SlabSpec", "slab_spec", "render_slab", "build_cache", "describe", "LDCTPairs",
@@ -176,9 +176,7 @@ def random_crops(batch: dict[str, torch.Tensor], crop: int, generator: torch.Gen
     random; ``replicate_share`` of the samples replace both neighbours by the centre slice.
     """
     ld, nd, boxes = batch["ld"], batch["nd"], batch["box"]
-    height, width = ld.shape[-2:]
-    if crop > min(height, width):
-        raise ValueError(f"crop {crop} is larger than the training slices ({height}×{width})")
+    height, width = crop_room(ld, crop, "training slices")
     uniform = torch.rand((ld.shape[0], 4), generator=generator, device=generator.device).cpu()
     ld_crops, nd_crops = [], []
     for i in range(ld.shape[0]):

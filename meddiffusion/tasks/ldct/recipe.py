@@ -118,11 +118,7 @@ RECIPE = Recipe(
                                   "help": "sampling steps the model card sets as the CPU default (default: T)"}),
     ),
     sources=(PHANTOM,),
-    build_data=build_data,
-    make_model=make_model,
-    make_loss=make_loss,
-    model_id=model_id,
-    card=card,
+    build_data=build_data, make_model=make_model, make_loss=make_loss, model_id=model_id, card=card,
     example="""  meddiff train ldct --config small --steps 3000 --out runs/ldct-small --register my-ldct
   meddiff train ldct --config paper --steps 150000 --batch-size 8 --device cuda --out runs/ldct-paper
   meddiff train ldct --config small --out runs/ldct-small --resume""",

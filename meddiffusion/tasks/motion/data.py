@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from meddiffusion.tasks.motion.cases import MAX_MOTION_MM, MotionCase, MotionDataOptions, case_spec, make_case
 from meddiffusion.tasks.motion.model import CONTEXT_SLICES, normalize
 from meddiffusion.training import cache
-from meddiffusion.training.augment import dihedral
+from meddiffusion.training.augment import crop_room, dihedral
 from meddiffusion.training.storage import hu_to_int16
 
 __all__ = ["extract_patches", "build_cache", "describe", "read_case_info", "MotionPatches", "random_crops"]
@@ -159,9 +159,7 @@ def random_crops(batch: dict[str, torch.Tensor], crop: int,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised (B, 3, c, c) corrupted context and (B, 1, c, c) static crops, each flipped/transposed at random."""
     corrupted, static = batch["corrupted"], batch["static"]
-    height, width = corrupted.shape[-2:]
-    if crop > min(height, width):
-        raise ValueError(f"crop {crop} is larger than the patches ({height}×{width})")
+    height, width = crop_room(corrupted, crop, "patches")
     uniform = torch.rand((corrupted.shape[0], 3), generator=generator, device=generator.device).cpu()
     conditions, targets = [], []
     for i in range(corrupted.shape[0]):

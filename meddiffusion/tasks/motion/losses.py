@@ -21,7 +21,7 @@ from meddiffusion.tasks.motion.data import random_crops
 from meddiffusion.tasks.motion.model import CONTEXT_SLICES, denormalize
 from meddiffusion.training.calcium_loss import (CALCIUM_THRESHOLD_HU, calcium_consistency_loss, calcium_region,
                                                 grow_mask)
-from meddiffusion.training.trainer import derive_seed
+from meddiffusion.training.sampler import derive_seed
 
 __all__ = ["OBJECTIVES", "FOCUS_CHANGE_HU", "FOCUS_MARGIN_PX", "focus_weight", "make_loss_fn", "calcium_ramp",
            "make_val_fn"]

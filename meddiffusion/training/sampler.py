@@ -1,0 +1,67 @@
+"""Which samples each optimizer step trains on, and the seeds of every random stream of a run.
+
+Every random choice of a run is a function of (seed, step): the batch of a step, the noise of
+its loss, the validation noise. A checkpoint therefore needs no iterator state, and a resumed
+run draws exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["StepBatchSampler", "derive_seed", "STREAM_DATA", "STREAM_STEP", "STREAM_VAL", "STREAM_WORKERS"]
+
+#: independent random streams derived from the one seed: batches, loss noise, validation noise, DataLoader workers
+STREAM_DATA, STREAM_STEP, STREAM_VAL, STREAM_WORKERS = 1, 2, 3, 4
+
+
+def derive_seed(*values: int) -> int:
+    """A 63-bit seed mixing ``values`` (numpy SeedSequence), so nearby inputs give unrelated seeds."""
+    low, high = np.random.SeedSequence(list(values)).generate_state(2, dtype=np.uint32)
+    return (int(high) << 32 | int(low)) & (2**63 - 1)
+
+
+class StepBatchSampler:
+    """Index lists for optimizer steps ``start`` to ``stop - 1``, each a pure function of (seed, step).
+
+    Sample positions ``step * batch_size + j`` walk through successive epochs, each a fresh
+    permutation of the dataset seeded by (seed, epoch): every sample is seen once per epoch and
+    any step's batch can be recomputed without replaying earlier ones. Rank ``r`` of ``world_size``
+    takes the ``r``-th contiguous slice of each global batch.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world_size: int = 1):
+        if num_samples < 1:
+            raise ValueError("the training dataset is empty")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def indices(self, step: int) -> list[int]:
+        per_rank = self.batch_size // self.world_size
+        first = step * self.batch_size + self.rank * per_rank
+        out = []
+        for position in range(first, first + per_rank):
+            epoch, offset = divmod(position, self.num_samples)
+            out.append(int(self._permutation(epoch)[offset]))
+        return out
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            if len(self._cache) > 1:
+                self._cache.pop(min(self._cache))
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, STREAM_DATA, epoch))
+            self._cache[epoch] = torch.randperm(self.num_samples, generator=generator)
+        return self._cache[epoch]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (self.indices(step) for step in range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
