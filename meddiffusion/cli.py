@@ -67,7 +67,8 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
                             "(for Slicer and scripts), or nothing")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early_signals: list[int] | None = None) -> int:
+    """Run one command; ``early_signals`` are SIGINT/SIGTERM that arrived before the handlers were in place."""
     for stream in (sys.stdout, sys.stderr):  # help texts use °, ×, ≥: never fail on an ASCII locale
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(encoding="utf-8")
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     sink = {"jsonl": JsonlSink, "bar": BarSink, "none": NullSink}[args.events]()
     progress = Progress(sink)
     with cancellation_signals(progress):
+        if early_signals:
+            progress.cancel()
         try:
             result = args._module.run(args, progress) or {}
         except Cancelled:
@@ -87,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:  # bad input: VolumeError and friends are ValueErrors
             progress.error(str(exc), kind="input")
             _print_if_terminal(args, f"meddiff {args.command}: error: {exc}")
+            return EXIT_BAD_INPUT
+        except OSError as exc:  # a disk that filled up or a folder that vanished while writing
+            where = f": {exc.filename}" if exc.filename else ""
+            message = f"{exc.strerror or exc}{where}"
+            progress.error(message, kind="input")
+            _print_if_terminal(args, f"meddiff {args.command}: error: {message}")
             return EXIT_BAD_INPUT
         except Exception as exc:  # noqa: BLE001 - the last line of defence: report, don't crash
             progress.error(f"{type(exc).__name__}: {exc}", kind="internal")

@@ -16,11 +16,13 @@ _LONG_SUFFIXES = (".seg.nrrd", ".seq.nrrd", ".nii.gz")
 
 
 def hidden_sibling(path: str | os.PathLike) -> Path:
-    """A unique hidden name beside ``path`` with the same suffix (``.x.1a2b3c4d.tmp.nii.gz``)."""
+    """A unique hidden name beside ``path`` with the same suffix (``.x.1a2b3c4d.tmp.nii.gz``), or none."""
     path = Path(path)
     name = path.name
     suffix = next((s for s in _LONG_SUFFIXES if name.lower().endswith(s)), path.suffix)
-    stem = name[: len(name) - len(suffix)] if suffix else name
+    if not suffix:  # a DICOM series folder: the hidden name must have no suffix either
+        return path.with_name(f".{name}-{uuid.uuid4().hex[:8]}-tmp")
+    stem = name[: len(name) - len(suffix)]
     return path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
 

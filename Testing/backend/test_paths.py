@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from meddiffusion import cli
-from meddiffusion.commands.paths import check_distinct, check_suffix, same_file_key
+from meddiffusion.commands.paths import check_distinct, check_output, same_file_key
 from meddiffusion.io import Volume, read_volume, write_volume
 
 
@@ -34,15 +34,15 @@ def test_check_distinct_names_both_sides(tmp_path):
     check_distinct({"CT": ct}, {"-o": tmp_path / "b.nrrd", "--table": None})
 
 
-def test_check_suffix_by_kind(tmp_path):
-    check_suffix("--seg", "a.seg.nrrd", "segmentation")
+def test_check_output_by_kind(tmp_path):
+    check_output("--seg", "a.seg.nrrd", "segmentation")
     with pytest.raises(ValueError, match=r"--seg must end in \.seg\.nrrd"):
-        check_suffix("--seg", "a.nrrd", "segmentation")
+        check_output("--seg", "a.nrrd", "segmentation")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.dcm").write_bytes(b"x")
     with pytest.raises(ValueError, match="exists and is not empty"):
-        check_suffix("-o", tmp_path / "full", "volume")
-    check_suffix("-o", tmp_path / "new_folder", "volume")
+        check_output("-o", tmp_path / "full", "volume")
+    check_output("-o", tmp_path / "new_folder", "volume")
 
 
 def test_agatston_refuses_to_write_its_lesions_over_the_ct(tmp_path):

@@ -35,14 +35,14 @@ def run(args: argparse.Namespace, progress) -> dict:
     import numpy as np
 
     from meddiffusion.commands.options import check_hu, check_same_grid
-    from meddiffusion.commands.paths import check_distinct, check_suffix
+    from meddiffusion.commands.paths import check_distinct, check_output
     from meddiffusion.files import StagedOutputs
     from meddiffusion.io import Volume, read_volume, write_volume
     from meddiffusion.metrics.agatston import agatston
 
-    check_suffix("-o", args.output, "table")
+    check_output("-o", args.output, "table")
     if args.lesions:
-        check_suffix("--lesions", args.lesions, "volume")
+        check_output("--lesions", args.lesions, "volume")
     check_distinct({"CT": args.ct, "--seg": args.seg}, {"-o": args.output, "--lesions": args.lesions})
     with progress.stage("read", total=1) as step:
         ct = read_volume(args.ct)

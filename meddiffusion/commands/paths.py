@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["OUTPUT_SUFFIXES", "check_distinct", "check_suffix", "same_file_key"]
+__all__ = ["OUTPUT_SUFFIXES", "check_distinct", "check_output", "check_writable", "same_file_key"]
 
 #: the suffixes each kind of output file is written with (volumes: ``io.VOLUME_SUFFIXES`` or a DICOM folder)
 OUTPUT_SUFFIXES = {"segmentation": (".seg.nrrd",), "table": (".csv",), "sequence": (".seq.nrrd",),
@@ -43,12 +43,20 @@ def check_distinct(inputs: dict[str, str | os.PathLike | None], outputs: dict[st
         seen[key] = label
 
 
-def check_suffix(label: str, path: str | os.PathLike, kind: str) -> None:
-    """Refuse an output path whose suffix does not match its kind (a volume may also be a new DICOM folder)."""
+def check_output(label: str, path: str | os.PathLike, kind: str) -> None:
+    """Refuse an output path whose suffix does not match its kind (a volume may also be a new DICOM folder)
+    or whose folder cannot be written, before any work."""
+    check_writable(label, path)
     from meddiffusion.io import VOLUME_SUFFIXES
 
     lowered = str(path).lower()
     if kind == "volume":
+        from meddiffusion.io.images import check_volume_path
+
+        try:
+            check_volume_path(path)
+        except ValueError as error:
+            raise ValueError(f"{label}: {error}") from None
         target = Path(path)
         if (not any(lowered.endswith(s) for s in VOLUME_SUFFIXES) and target.exists()
                 and (not target.is_dir() or any(target.iterdir()))):
@@ -56,3 +64,14 @@ def check_suffix(label: str, path: str | os.PathLike, kind: str) -> None:
         return
     if not lowered.endswith(OUTPUT_SUFFIXES[kind]):
         raise ValueError(f"{label} must end in {' or '.join(OUTPUT_SUFFIXES[kind])}, got '{path}'")
+
+
+def check_writable(label: str, path: str | os.PathLike) -> None:
+    """The output's folder exists or can be made, and this user may write there."""
+    ancestor = Path(path).absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{label} '{path}': {ancestor} is a file, not a folder; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{label} '{path}': the folder {ancestor} is not writable; choose another path")

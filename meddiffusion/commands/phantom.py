@@ -76,8 +76,10 @@ def _triple(text: str | None, name: str, cast, default):
 
 
 def _check_output(path: str, flag: str, frames: int) -> None:
+    from meddiffusion.commands.paths import check_writable
     from meddiffusion.io import VOLUME_SUFFIXES
 
+    check_writable(flag, path)
     lower = str(path).lower()
     if frames > 1 and not lower.endswith(".nrrd"):
         raise ValueError(f"{flag} '{path}': several frames are written as a Slicer sequence, use .seq.nrrd")

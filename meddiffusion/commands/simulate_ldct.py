@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import check_hu
-    from meddiffusion.commands.paths import check_distinct, check_suffix
+    from meddiffusion.commands.paths import check_distinct, check_output
     from meddiffusion.devices import set_threads
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.tasks.ldct.physics import simulate_volume
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, progress) -> dict:
         raise ValueError(f"--dose must be a fraction in (0, 1] (e.g. 0.25 for quarter dose), got {args.dose}")
     if args.i0 is not None and not args.i0 > 0:
         raise ValueError(f"--i0 must be a positive photon count, got {args.i0}")
-    check_suffix("-o", args.output, "volume")
+    check_output("-o", args.output, "volume")
     check_distinct({"CT": args.ct}, {"-o": args.output})
     set_threads(args.threads)
     with progress.stage("read", total=1) as step:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, progress) -> dict:
     import numpy as np
 
     from meddiffusion.commands.options import check_hu
-    from meddiffusion.commands.paths import check_distinct, check_suffix
+    from meddiffusion.commands.paths import check_distinct, check_output
     from meddiffusion.files import StagedOutputs
     from meddiffusion.devices import resolve_device, set_threads
     from meddiffusion.io import read_volume, write_volume
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, progress) -> dict:
     for label, path, kind in (("-o", args.output, "volume"), ("--static", args.static, "volume"),
                               ("--trajectory", args.trajectory, "table")):
         if path:
-            check_suffix(label, path, kind)
+            check_output(label, path, kind)
     check_distinct({"CT": args.ct, "--mask": args.mask, "--heart-region": args.heart_region},
                    {"-o": args.output, "--static": args.static, "--trajectory": args.trajectory})
     set_threads(args.threads)

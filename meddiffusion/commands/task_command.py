@@ -90,11 +90,11 @@ def run(args: argparse.Namespace, progress) -> dict:
 
 def check_paths(spec: TaskSpec, inputs: dict[str, str], outputs: dict[str, str]) -> None:
     """Refuse, before any work, outputs that would overwrite an input or each other, or have the wrong kind."""
-    from meddiffusion.commands.paths import check_distinct, check_suffix
+    from meddiffusion.commands.paths import check_distinct, check_output
 
     ports = {port.name: port for port in spec.outputs}
     for name, path in outputs.items():
-        check_suffix(_label(spec, name), path, ports[name].kind)
+        check_output(_label(spec, name), path, ports[name].kind)
     check_distinct({_label(spec, name): path for name, path in inputs.items()},
                    {_label(spec, name): path for name, path in outputs.items()})
 

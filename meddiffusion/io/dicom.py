@@ -34,7 +34,36 @@ def read_dicom_series(folder: Path) -> tuple[sitk.Image, str]:
     except RuntimeError as exc:
         raise VolumeError(f"cannot read the DICOM series in {folder} ({first_line(exc)})") from None
     modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
+    check_slice_positions(reader, len(files), folder)
     return image, modality
+
+
+#: slice gaps may differ by this share of the typical gap (rounding in the position tags)
+GAP_TOLERANCE = 0.05
+
+
+def check_slice_positions(reader: sitk.ImageSeriesReader, count: int, folder: Path) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing, unreadable or duplicated slice).
+
+    ITK stacks such a series on a regular grid from the first gap and only warns, so a lost
+    slice would silently shift every slice after it.
+    """
+    if count < 3 or not all(reader.HasMetaDataKey(i, "0020|0032") for i in range(count)):
+        return
+    try:
+        positions = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
+                              for i in range(count)])
+        cosines = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
+    except ValueError:
+        return  # malformed position tags: ITK's own geometry stands
+    normal = np.cross(cosines[:3], cosines[3:6])
+    gaps = np.diff(np.sort(positions @ normal))
+    typical = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - typical)))
+    if typical <= 0 or abs(gaps[worst] - typical) > GAP_TOLERANCE * typical:
+        raise VolumeError(f"the DICOM series in {folder} has irregular slice positions: slices {worst} and "
+                          f"{worst + 1} are {gaps[worst]:.2f} mm apart where the others are {typical:.2f} mm "
+                          "(a missing, unreadable or duplicated slice?); put the complete series in the folder")
 
 
 

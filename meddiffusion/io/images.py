@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from meddiffusion.files import atomic_write
 from meddiffusion.io.dicom import read_dicom_series, write_dicom_series
 from meddiffusion.io.volume import VOLUME_SUFFIXES, Volume, VolumeError, first_line, validate_array, validate_image
 
-__all__ = ["read_volume", "write_volume"]
+__all__ = ["read_volume", "write_volume", "check_volume_path", "check_nifti_length"]
 
 
 def read_volume(path: str | os.PathLike, modality: str = "") -> Volume:
@@ -28,6 +31,8 @@ def read_volume(path: str | os.PathLike, modality: str = "") -> Volume:
     if path.is_dir():
         image, dicom_modality = read_dicom_series(path)
     else:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            check_nifti_length(path)  # ITK fills a short NIfTI with zeros instead of failing
         try:
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
@@ -48,6 +53,55 @@ def read_volume(path: str | os.PathLike, modality: str = "") -> Volume:
                   modality=modality or dicom_modality)
 
 
+def check_nifti_length(path: Path) -> None:
+    """Refuse a NIfTI file whose voxel data is shorter than its header declares (truncated or forged).
+
+    NRRD and MetaImage readers fail on short data by themselves; ITK's NIfTI reader does not.
+    The header is read with ``struct`` (NIfTI-1: 348 bytes, NIfTI-2: 540), the data length by
+    streaming the (decompressed) file, so a header declaring gigabytes costs nothing.
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+            available = len(head) + _stream_length(handle)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise VolumeError(f"cannot read {path}: the compressed data is damaged or truncated ({exc})") from None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", head[40:56])
+            bitpix, offset = struct.unpack(order + "h", head[72:74])[0], struct.unpack(order + "f", head[108:112])[0]
+            break
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            dims = struct.unpack(order + "8q", head[16:80])
+            bitpix, offset = struct.unpack(order + "h", head[14:16])[0], struct.unpack(order + "q", head[168:176])[0]
+            break
+    else:
+        raise VolumeError(f"cannot read {path}: not a NIfTI-1 or NIfTI-2 file (no valid header)")
+    count = int(np.prod([max(int(d), 1) for d in dims[1: 1 + max(0, min(int(dims[0]), 7))]], dtype=np.float64))
+    needed = int(max(offset, 348)) + count * max(int(bitpix), 8) // 8
+    if available < needed:
+        shape = "×".join(str(int(d)) for d in dims[1: 1 + int(dims[0])])
+        raise VolumeError(f"{path} is truncated: its header declares {shape} voxels of {bitpix} bits "
+                          f"({_size(needed)}) but the file holds {_size(available)}; the file was cut short or "
+                          "its header is wrong")
+
+
+def _stream_length(handle, chunk: int = 1 << 22) -> int:
+    total = 0
+    while block := handle.read(chunk):
+        total += len(block)
+    return total
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} bytes"
+
+
 
 def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True,
                  dtype: str | None = None) -> Path:
@@ -58,6 +112,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     """
     path = Path(path)
     validate_array(volume.array, source="volume to write")
+    check_volume_path(path)
     if _has_volume_suffix(path):
         image = volume.to_sitk() if dtype is None else _cast(volume, dtype).to_sitk()
         for key, value in volume.metadata.items():
@@ -75,6 +130,14 @@ def _cast(volume: Volume, dtype: str) -> Volume:
             raise VolumeError(f"values {array.min():g}..{array.max():g} do not fit in {dtype}")
         array = np.rint(array)
     return replace(volume, array=array.astype(target))
+
+
+def check_volume_path(path: str | os.PathLike) -> None:
+    """A volume is written as one of :data:`VOLUME_SUFFIXES`, or as a DICOM series into a folder named without one."""
+    path = Path(path)
+    if not _has_volume_suffix(path) and Path(path.name.lstrip(".")).suffix:
+        raise VolumeError(f"cannot write a volume as '{path.name}': use one of {', '.join(VOLUME_SUFFIXES)}, or a "
+                          "folder name without a suffix for a DICOM series")
 
 
 def _has_volume_suffix(path: Path) -> bool:
