@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ModelEntry", "WeightsError", "SCHEMA_VERSION", "SHIPPED_DIR", "ENV_MODEL_DIR",
-           "user_model_dir", "shipped_models", "user_models", "list_models", "get_model", "default_model",
+           "user_model_dir", "shipped_models", "user_models", "broken_models", "list_models", "get_model",
+           "default_model",
            "load_task_model",
            "register_user_model", "load_state_dict", "load_weights", "check_safetensors", "save_model",
            "sha256_file"]
@@ -157,34 +158,53 @@ def shipped_models() -> list[ModelEntry]:
 
 
 def user_models() -> list[ModelEntry]:
-    """Models registered in the user model folder (one ``<id>.json`` card each)."""
+    """Models registered in the user model folder (one ``<id>.json`` card each); broken cards are skipped."""
+    return _scan_user_folder()[0]
+
+
+def broken_models() -> list[dict[str, str]]:
+    """User model cards that cannot be used, each ``{"card": path, "reason": ...}`` (``meddiff info`` shows them)."""
+    return _scan_user_folder()[1]
+
+
+def _scan_user_folder() -> tuple[list[ModelEntry], list[dict[str, str]]]:
+    """Every card of the user folder, sorted into usable entries and broken ones with the reason.
+
+    A malformed card, a card whose id reuses a shipped model's or whose weights are a pickle
+    never hides the other models: it is reported, not raised.
+    """
     folder = user_model_dir()
     if not folder.is_dir():
-        return []
-    entries = []
+        return [], []
+    shipped_ids = {m.id for m in shipped_models()}
+    entries, broken = [], []
     for card in sorted(folder.glob("*.json")):
-        data = _read_json(card)
-        _check_schema(data, card)
-        entry = ModelEntry.from_dict(data, folder=folder, user=True)
-        if entry.id != card.stem:
-            raise ValueError(f"model card {card} holds id '{entry.id}'; the file must be named {entry.id}.json")
+        try:
+            data = _read_json(card)
+            _check_schema(data, card)
+            entry = ModelEntry.from_dict(data, folder=folder, user=True)
+            if entry.id != card.stem:
+                raise ValueError(f"model card {card} holds id '{entry.id}'; the file must be named {entry.id}.json")
+            if entry.id in shipped_ids:
+                raise ValueError(f"user model card {card} reuses the id '{entry.id}' of a shipped model; rename or "
+                                 "remove it")
+            if entry.weights and Path(entry.weights).suffix.lower() in _PICKLE_SUFFIXES:
+                raise WeightsError(f"model card {card} points at pickled weights '{entry.weights}', which are "
+                                   "refused; convert them to safetensors")
+        except (OSError, ValueError) as error:
+            broken.append({"card": str(card), "reason": str(error)})
+            continue
         entries.append(entry)
-    return entries
+    return entries, broken
 
 
 def list_models(task: str | None = None) -> list[ModelEntry]:
-    """Shipped and user models, optionally only those for ``task``.
+    """Shipped and usable user models, optionally only those for ``task`` (see :func:`broken_models`).
 
-    A user model whose id equals a shipped one is an error rather than an override, so a
-    model id always means the same weights.
+    A user card whose id equals a shipped one is broken rather than an override, so a model id
+    always means the same weights.
     """
-    shipped, user = shipped_models(), user_models()
-    shipped_ids = {m.id for m in shipped}
-    for entry in user:
-        if entry.id in shipped_ids:
-            raise ValueError(f"user model card {entry.folder / (entry.id + '.json')} reuses the id "
-                             f"'{entry.id}' of a shipped model; rename or remove it")
-    models = shipped + user
+    models = shipped_models() + user_models()
     return [m for m in models if task is None or m.task == task]
 
 

@@ -143,8 +143,19 @@ def test_duplicate_ids_are_refused(user_dir, shipped_dir):
 
     # a card copied into the folder by hand must not shadow the shipped model either
     (user_dir / "shipped-ct.json").write_text(json.dumps({"schema_version": 1, **_entry("shipped-ct").to_dict()}))
-    with pytest.raises(ValueError, match="reuses the id 'shipped-ct'"):
-        catalog.list_models()
+    assert not catalog.get_model("shipped-ct").user
+    [broken] = catalog.broken_models()
+    assert "reuses the id 'shipped-ct'" in broken["reason"]
+
+
+def test_a_broken_user_card_is_reported_and_every_other_model_stays_usable(user_dir, shipped_dir):
+    catalog.register_user_model(_entry(), _tiny_state())
+    (user_dir / "garbage.json").write_text("{not json")
+    (user_dir / "pickled.json").write_text(json.dumps({"schema_version": 1, **{**_entry("pickled").to_dict(),
+                                                                             "weights": "pickled.pt"}}))
+    assert {m.id for m in catalog.list_models()} == {"shipped-ct", "tiny-denoiser"}
+    reasons = {Path(b["card"]).name: b["reason"] for b in catalog.broken_models()}
+    assert set(reasons) == {"garbage.json", "pickled.json"} and "pickled weights" in reasons["pickled.json"]
 
 
 def test_unknown_model_lists_the_known_ones(user_dir, shipped_dir):

@@ -2,8 +2,8 @@
 
 ``--json`` prints one JSON object (what Slicer and scripts read): ``tasks`` (name, commands,
 inputs, outputs, options, default model per device, whether a training recipe and a bench
-exist), ``models`` (id, task, size, training conditions, measured speed, weights check) and
-``devices``.
+exist), ``models`` (id, task, size, training conditions, measured speed, weights check),
+``broken_models`` (user cards that cannot be used, with the reason) and ``devices``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ def run(args: argparse.Namespace, progress) -> dict:  # noqa: ARG001 - the comma
     devices = _devices()
     models = _models()
     tasks = _tasks(devices)
+    from meddiffusion.catalog import broken_models
+
+    broken = broken_models()
     result = {"versions": versions, "device": devices[0]["name"], "device_description": devices[0]["description"],
-              "devices": devices, "tasks": tasks, "models": models}
+              "devices": devices, "tasks": tasks, "models": models, "broken_models": broken}
     if getattr(args, "json", False):
         result["summary"] = json.dumps({k: v for k, v in result.items()}, indent=2, default=str)
         return result
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace, progress) -> dict:  # noqa: ARG001 - the comma
     lines.append(f"models ({len(models)}):")
     lines += [f"  {m['id']:<28} {m['task']:<10} v{m['version']:<6} {m['description']}" for m in models] \
         or ["  none installed"]
+    lines += [f"  BROKEN {b['card']}: {b['reason']}" for b in broken]
     result["summary"] = "\n".join(lines)
     return result
 
