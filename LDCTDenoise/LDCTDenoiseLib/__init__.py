@@ -7,16 +7,5 @@ Submodules are imported explicitly (``from LDCTDenoiseLib import logic``), so im
 package stays cheap and free of Qt.
 """
 
-import importlib
-import sys
-
-#: in dependency order, for reload()
+#: in dependency order, for Reload (MedDiffusionUtilsLib.reload_package)
 SUBMODULES = ("logic", "panel")
-
-
-def reload() -> None:
-    """Reload the already imported submodules (Slicer's "Reload" for developers)."""
-    for name in SUBMODULES:
-        module = sys.modules.get(f"{__name__}.{name}")
-        if module is not None:
-            importlib.reload(module)

@@ -36,7 +36,14 @@ SUBMODULES = ("processes", "runner", "qtdriver", "nodes", "outputs", "inputs", "
 
 def reload() -> None:
     """Reload the already imported submodules (Slicer's "Reload" for developers)."""
-    for name in SUBMODULES:
-        module = sys.modules.get(f"{__name__}.{name}")
+    reload_package(__name__)
+
+
+def reload_package(name: str) -> None:
+    """Reload the already imported submodules of package ``name`` in its ``SUBMODULES`` order
+    (the shared layer's and each task module's library)."""
+    package = sys.modules.get(name)
+    for submodule in getattr(package, "SUBMODULES", ()):
+        module = sys.modules.get(f"{name}.{submodule}")
         if module is not None:
             importlib.reload(module)

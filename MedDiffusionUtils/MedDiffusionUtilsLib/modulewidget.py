@@ -14,9 +14,6 @@ It needs the Slicer application (``slicer.ScriptedLoadableModule``).
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
@@ -80,7 +77,5 @@ class TaskModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import MedDiffusionUtilsLib
 
         MedDiffusionUtilsLib.reload()
-        library = sys.modules.get(f"{self.moduleName}Lib")
-        if library is not None:
-            importlib.reload(library).reload()
+        MedDiffusionUtilsLib.reload_package(f"{self.moduleName}Lib")
         ScriptedLoadableModuleWidget.onReload(self)

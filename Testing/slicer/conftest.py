@@ -8,11 +8,16 @@ Fixtures:
   ct_volume     a small int16 CT-like volume on an oblique grid, under a patient/study
   slice_views   {"Red": (sliceNode, compositeNode), "Yellow": ..., "Green": ...}
   fake_task     path of fake_task.py, a stand-in backend speaking the JSON-lines protocol
+  run_folder    runs keep their temporary folders here, so a test can see what is left behind
+  real_backend  {task: model id}: every task's tiny model registered in a user model folder
+                the ``python -m meddiffusion`` child sees (built once per session)
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +57,40 @@ def slice_views(mrml):
 @pytest.fixture
 def fake_task():
     return mrml_fixtures.FAKE_TASK
+
+
+@pytest.fixture
+def run_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A user model folder holding tiny_models.MODELS, one per task."""
+    import tiny_models
+    from meddiffusion import catalog
+
+    folder = tmp_path_factory.mktemp("tiny-models")
+    saved = os.environ.get(catalog.ENV_MODEL_DIR)
+    os.environ[catalog.ENV_MODEL_DIR] = str(folder)
+    try:
+        ids = {}
+        for task, build in tiny_models.MODELS.items():
+            entry, weights = build()
+            ids[task] = catalog.register_user_model(entry, weights).id
+    finally:
+        if saved is None:
+            os.environ.pop(catalog.ENV_MODEL_DIR)
+        else:
+            os.environ[catalog.ENV_MODEL_DIR] = saved
+    return folder, ids
+
+
+@pytest.fixture
+def real_backend(tiny_model_dir, monkeypatch):
+    folder, ids = tiny_model_dir
+    monkeypatch.setenv("MEDDIFF_MODEL_DIR", str(folder))
+    return ids

@@ -166,6 +166,53 @@ def add_slice_views(test_scene: MRMLTestScene, names=("Red", "Yellow", "Green"))
     return views
 
 
+def add_roi(scene, center_ras, size_mm, rotation=None, name="heart ROI"):
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
+    roi.SetCenter(*center_ras)
+    roi.SetSize(*size_mm)
+    if rotation is not None:
+        matrix = np.eye(4)
+        matrix[:3, :3] = rotation
+        matrix[:3, 3] = center_ras
+        roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(matrix))
+    return roi
+
+
+def roi_around(scene, volume, box, name="heart ROI"):
+    """An ROI, aligned with the oblique grid, whose cells are exactly the voxels of ``box``."""
+    matrix = _ijk_to_ras(volume)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    i0, i1, j0, j1, k0, k1 = box
+    centre = matrix @ np.array([(i0 + i1 - 1) / 2, (j0 + j1 - 1) / 2, (k0 + k1 - 1) / 2, 1.0])
+    size = (np.array([i1 - i0, j1 - j0, k1 - k0]) - 0.2) * spacing  # a little inside the cells
+    return add_roi(scene, centre[:3], size, rotation=matrix[:3, :3] / spacing, name=name)
+
+
+def _ijk_to_ras(volume) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def chest_array(shape=(4, 32, 32), *, air: float = -1000.0, lesion_hu: float | None = None,
+                noise_hu: float = 20.0, seed: int = 0) -> np.ndarray:
+    """A small noisy axial chest-like CT in HU (int16, (k, j, i)): air around a soft-tissue
+    ellipse, with a calcification of ``lesion_hu`` in its middle when given."""
+    rng = np.random.default_rng(seed)
+    _, j, i = np.indices(shape)
+    rows, columns = shape[1], shape[2]
+    body = ((j - rows / 2) / (rows / 2.5)) ** 2 + ((i - columns / 2) / (columns / 2.5)) ** 2 < 1
+    array = np.where(body, 40.0, air) + rng.normal(0.0, noise_hu, shape)
+    if lesion_hu is not None:
+        array[shape[0] // 2 - 1:shape[0] // 2 + 1, rows // 2 - 2:rows // 2 + 2, columns // 2 - 2:columns // 2 + 2] = lesion_hu
+    return array.round().astype(np.int16)
+
+
+def node_ids(scene) -> set[str]:
+    """The IDs of every node in ``scene`` (for "nothing was added" checks)."""
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
 def volume_checksum(node) -> str:
     """A content hash of a volume's voxels and geometry (for "input untouched" checks)."""
     import hashlib

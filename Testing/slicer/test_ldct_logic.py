@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,17 +25,8 @@ from MedDiffusionUtilsLib.runner import RunState, TaskFailed
 
 FAKE_LDCT = Path(__file__).resolve().parent / "fake_ldct.py"
 MODULE_DIR = mrml_fixtures.REPO_ROOT / "LDCTDenoise"
-
-
-def ct_array(shape=(5, 12, 14), seed=0, air=-1000.0) -> np.ndarray:
-    """A noisy axial chest-like volume in HU: air around a soft-tissue ellipse with a bone."""
-    rng = np.random.default_rng(seed)
-    _, j, i = np.indices(shape)
-    rows, columns = shape[1], shape[2]
-    body = ((j - rows / 2) / (rows / 2.5)) ** 2 + ((i - columns / 2) / (columns / 2.5)) ** 2 < 1
-    array = np.where(body, 40.0, air)
-    array[:, rows // 2, columns // 2] = 700.0
-    return (array + rng.normal(0.0, 25.0, shape)).round().astype(np.int16)
+#: a noisy chest-like CT in HU with a 700 HU bone in the middle
+ct_array = partial(mrml_fixtures.chest_array, (5, 12, 14), lesion_hu=700.0, noise_hu=25.0)
 
 
 def mean3x3(volume: np.ndarray) -> np.ndarray:
@@ -43,10 +35,6 @@ def mean3x3(volume: np.ndarray) -> np.ndarray:
     padded = np.pad(volume, ((0, 0), (1, 1), (1, 1)), mode="edge")
     rows, columns = volume.shape[1:]
     return sum(padded[:, dj:dj + rows, di:di + columns] for dj in range(3) for di in range(3)) / 9
-
-
-def node_ids(scene) -> set[str]:
-    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
 
 
 @pytest.fixture
@@ -64,15 +52,6 @@ def make_logic(scene):
     return make
 
 
-@pytest.fixture
-def run_folder(tmp_path, monkeypatch):
-    """Runs keep their temporary folders here, so a test can see what is left behind."""
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
 # -- a run ------------------------------------------------------------------------------------
 def test_denoise_adds_a_new_volume_on_the_input_grid_and_leaves_the_input_alone(
         scene, ct, make_logic, run_folder):
@@ -80,7 +59,7 @@ def test_denoise_adds_a_new_volume_on_the_input_grid_and_leaves_the_input_alone(
     checksum = mrml_fixtures.volume_checksum(ct)
     node_mtime, image_mtime = ct.GetMTime(), ct.GetImageData().GetMTime()
     original = slicer.util.arrayFromVolume(ct).copy()
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     parameters = logic.parameters()
     parameters.update(inputVolume=ct, model="fake-ldct-10", steps=4, device="cpu")
     events = []
@@ -143,7 +122,7 @@ def test_cancel_leaves_no_node_and_no_files(scene, ct, make_logic, run_folder):
     logic = make_logic(slice_s=0.5)
     parameters = logic.parameters()
     parameters.update(inputVolume=ct, model="fake-ldct-25")
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     checksum = mrml_fixtures.volume_checksum(ct)
     events = []
     task = logic.start(parameters, on_event=events.append)
@@ -156,7 +135,7 @@ def test_cancel_leaves_no_node_and_no_files(scene, ct, make_logic, run_folder):
 
     task.cancel()
     assert task.wait(timeout=30) == RunState.CANCELLED
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
     assert not workdir.exists()
     assert list(run_folder.iterdir()) == []
     assert mrml_fixtures.volume_checksum(ct) == checksum
@@ -195,10 +174,10 @@ def test_input_that_is_not_ct_is_refused_before_anything_runs(scene, make_logic,
     volume = make(scene)
     logic = make_logic()
     logic.parameters()
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     with pytest.raises(ValueError, match=message):
         logic.denoise(volume)
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
     assert list(run_folder.iterdir()) == []
 
 

@@ -20,6 +20,7 @@ import pytest
 import slicer
 
 import mrml_fixtures
+import tiny_models
 from MedDiffusionUtilsLib import layouts, nodes
 from MedDiffusionUtilsLib.runner import RunState, TaskFailed
 from MotionCorrectLib import logic as motion
@@ -39,16 +40,13 @@ ROI_BOX = (5, 19, 5, 18, 2, 7)          # i0, i1, j0, j1, k0, k1 (end exclusive)
 
 def ct_array(calcium: bool = True) -> np.ndarray:
     """Air around a soft-tissue body with calcified lesions, in HU."""
-    rng = np.random.default_rng(3)
-    _, j, i = np.indices(SHAPE)
-    body = ((j - 10) / 9) ** 2 + ((i - 12) / 11) ** 2 < 1
-    array = np.where(body, 40.0, -1000.0) + rng.normal(0.0, 5.0, SHAPE)
+    array = mrml_fixtures.chest_array(SHAPE, noise_hu=5.0, seed=3)
     if calcium:
-        array[HALO] = 200.0
-        array[CORE] = 400.0
-        array[SMALL] = 200.0
-        array[OUTSIDE] = 500.0
-    return array.round().astype(np.int16)
+        array[HALO] = 200
+        array[CORE] = 400
+        array[SMALL] = 200
+        array[OUTSIDE] = 500
+    return array
 
 
 def mask_of(*regions) -> np.ndarray:
@@ -63,10 +61,6 @@ def box_mask(box, shape=SHAPE) -> np.ndarray:
     mask = np.zeros(shape, bool)
     mask[k0:k1, j0:j1, i0:i1] = True
     return mask
-
-
-def node_ids(scene) -> set[str]:
-    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
 
 
 def result_of(events) -> dict:
@@ -94,28 +88,6 @@ def table_columns(table_node) -> dict[str, list]:
     return columns
 
 
-def add_roi(scene, center_ras, size_mm, rotation=None, name="heart ROI"):
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
-    roi.SetCenter(*center_ras)
-    roi.SetSize(*size_mm)
-    if rotation is not None:
-        matrix = np.eye(4)
-        matrix[:3, :3] = rotation
-        matrix[:3, 3] = center_ras
-        roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(matrix))
-    return roi
-
-
-def roi_around(scene, volume, box, name="heart ROI"):
-    """An ROI, aligned with the oblique grid, whose cells are exactly the voxels of ``box``."""
-    matrix = nodes.ijk_to_ras(volume)
-    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    i0, i1, j0, j1, k0, k1 = box
-    centre = matrix @ np.array([(i0 + i1 - 1) / 2, (j0 + j1 - 1) / 2, (k0 + k1 - 1) / 2, 1.0])
-    size = (np.array([i1 - i0, j1 - j0, k1 - k0]) - 0.2) * spacing  # a little inside the cells
-    return add_roi(scene, centre[:3], size, rotation=matrix[:3, :3] / spacing, name=name)
-
-
 @pytest.fixture
 def ct(scene):
     node = mrml_fixtures.add_volume(scene, ct_array(), name="Chest")
@@ -132,15 +104,6 @@ def make_logic(scene):
     return make
 
 
-@pytest.fixture
-def run_folder(tmp_path, monkeypatch):
-    """Runs keep their temporary folders here, so a test can see what is left behind."""
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
 # -- a run ------------------------------------------------------------------------------------
 def test_correct_adds_volume_segmentation_and_tables_and_leaves_the_input_alone(
         scene, ct, make_logic, run_folder):
@@ -148,7 +111,7 @@ def test_correct_adds_volume_segmentation_and_tables_and_leaves_the_input_alone(
     checksum = mrml_fixtures.volume_checksum(ct)
     node_mtime, image_mtime = ct.GetMTime(), ct.GetImageData().GetMTime()
     original = slicer.util.arrayFromVolume(ct).copy()
-    before_ids = node_ids(scene)
+    before_ids = mrml_fixtures.node_ids(scene)
     parameters = logic.parameters()
     parameters.update(inputVolume=ct, model="fake-motion-prodm", steps=4, device="cpu")
     events = []
@@ -221,7 +184,7 @@ def test_correct_adds_volume_segmentation_and_tables_and_leaves_the_input_alone(
 
 
 def test_roi_limits_the_correction_to_its_voxel_box(scene, ct, make_logic):
-    roi = roi_around(scene, ct, ROI_BOX)
+    roi = mrml_fixtures.roi_around(scene, ct, ROI_BOX)
     assert motion.roi_index_box(roi, ct) == ROI_BOX
     original = slicer.util.arrayFromVolume(ct).copy()
     events = []
@@ -260,7 +223,7 @@ def test_cancel_leaves_no_node_and_no_files(scene, ct, make_logic, run_folder):
     logic = make_logic(slice_s=0.5)
     parameters = logic.parameters()
     parameters.update(inputVolume=ct, model="fake-motion-prodm")
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     checksum = mrml_fixtures.volume_checksum(ct)
     events = []
     task = logic.start(parameters, on_event=events.append)
@@ -273,7 +236,7 @@ def test_cancel_leaves_no_node_and_no_files(scene, ct, make_logic, run_folder):
 
     task.cancel()
     assert task.wait(timeout=30) == RunState.CANCELLED
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
     assert not workdir.exists() and list(run_folder.iterdir()) == []
     assert mrml_fixtures.volume_checksum(ct) == checksum
     assert events[-1]["event"] == "cancelled"
@@ -282,29 +245,29 @@ def test_cancel_leaves_no_node_and_no_files(scene, ct, make_logic, run_folder):
 def test_backend_failure_leaves_no_node(scene, ct, make_logic, run_folder):
     logic = make_logic()
     logic.parameters()
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     with pytest.raises(TaskFailed, match="unknown model 'no-such-model'"):
         logic.correct(ct, model="no-such-model", timeout=60)
-    assert node_ids(scene) == before and list(run_folder.iterdir()) == []
+    assert mrml_fixtures.node_ids(scene) == before and list(run_folder.iterdir()) == []
 
 
 def test_a_result_off_the_input_grid_is_rolled_back(scene, ct, make_logic, run_folder):
     """The volume is imported before the segmentation is found on another grid: no node stays."""
     logic = make_logic(fault="shifted-seg")
     logic.parameters()
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     with pytest.raises(TaskFailed, match="calcium segmentation is not on the grid of 'Chest'"):
         logic.correct(ct, model="fake-motion-prodm", timeout=60)
-    assert node_ids(scene) == before and list(run_folder.iterdir()) == []
+    assert mrml_fixtures.node_ids(scene) == before and list(run_folder.iterdir()) == []
 
 
 def test_a_result_without_scores_fails_cleanly(scene, ct, make_logic):
     logic = make_logic(fault="no-after")
     logic.parameters()
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     with pytest.raises(TaskFailed, match="the backend's result has no 'after' scores"):
         logic.correct(ct, model="fake-motion-prodm", timeout=60)
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
 
 
 def test_an_input_removed_during_the_run_fails_cleanly(scene, ct, make_logic):
@@ -338,7 +301,7 @@ def test_roi_becomes_the_voxel_box_of_an_oblique_grid(scene, ct):
     rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
     centre = matrix @ np.array([10.3, 9.1, 3.6, 1.0])
     size = np.array([7.5, 5.0, 6.2])
-    roi = add_roi(scene, centre[:3], size, rotation=rotation)
+    roi = mrml_fixtures.add_roi(scene, centre[:3], size, rotation=rotation)
     corners = np.array([centre[:3] + rotation @ (np.array(signs) * size / 2)
                         for signs in itertools.product((-1, 1), repeat=3)])
 
@@ -357,7 +320,7 @@ def test_roi_becomes_the_voxel_box_of_an_oblique_grid(scene, ct):
 def test_roi_is_clipped_and_follows_its_transform(scene, ct):
     matrix = nodes.ijk_to_ras(ct)
     corner = matrix @ np.array([-1.0, -1.0, -1.0, 1.0])
-    roi = add_roi(scene, corner[:3], (12.0, 12.0, 12.0))
+    roi = mrml_fixtures.add_roi(scene, corner[:3], (12.0, 12.0, 12.0))
     low = motion.roi_index_box(roi, ct)
     assert low[0::2] == (0, 0, 0)
     assert all(0 < stop < size for stop, size in zip(low[1::2], (24, 20, 8)))
@@ -377,14 +340,14 @@ def test_roi_is_clipped_and_follows_its_transform(scene, ct):
 def test_roi_outside_or_empty_is_refused_before_anything_runs(scene, ct, make_logic, run_folder):
     logic = make_logic()
     logic.parameters()
-    far = add_roi(scene, (400.0, 400.0, 400.0), (20.0, 20.0, 20.0), name="far away")
+    far = mrml_fixtures.add_roi(scene, (400.0, 400.0, 400.0), (20.0, 20.0, 20.0), name="far away")
     empty = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "unplaced")
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     with pytest.raises(ValueError, match="ROI 'far away' does not overlap 'Chest'.*move the ROI"):
         logic.correct(ct, roi=far)
     with pytest.raises(ValueError, match="ROI 'unplaced' is empty"):
         logic.correct(ct, roi=empty)
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
     assert list(run_folder.iterdir()) == []
 
 
@@ -395,7 +358,7 @@ def test_input_that_is_not_ct_is_refused(scene, make_logic, run_folder):
     mr = mrml_fixtures.add_volume(scene, ct_array() + 1100, name="MR-like")
     labels = mrml_fixtures.add_volume(scene, np.zeros(SHAPE, np.int16), name="labels",
                                       node_class="vtkMRMLLabelMapVolumeNode")
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     with pytest.raises(ValueError, match="'MR-like' does not look like CT in Hounsfield units"):
         logic.correct(mr)
     with pytest.raises(ValueError, match="'labels' is a vtkMRMLLabelMapVolumeNode, not an image"):
@@ -403,7 +366,7 @@ def test_input_that_is_not_ct_is_refused(scene, make_logic, run_folder):
     logic.parameters().inputVolume = None
     with pytest.raises(ValueError, match="no input volume: select the non-gated chest CT"):
         logic.check(logic.parameters())
-    assert node_ids(scene) == before and list(run_folder.iterdir()) == []
+    assert mrml_fixtures.node_ids(scene) == before and list(run_folder.iterdir()) == []
 
     pet = mrml_fixtures.add_volume(scene, ct_array(), name="PET")
     mrml_fixtures.put_in_study(scene, pet)
@@ -537,36 +500,13 @@ def test_logic_imports_without_qt():
 # -- the real backend -------------------------------------------------------------------------
 @pytest.fixture
 def tiny_motion_model(tmp_path, monkeypatch):
-    """An untrained tiny ProDM registered in a temporary user model folder (seen by the child).
-
-    MONAI zero-initialises the UNet's output layer, which would make the model an identity;
-    a constant output bias instead brightens the HU window by a known amount, so where the
-    backend applied the model shows in the result.
-    """
-    import torch
-
+    """An untrained tiny ProDM whose output brightens the HU window by a known amount (see
+    tiny_models.motion_model), registered in a temporary user model folder (seen by the child)."""
     from meddiffusion import catalog
-    from meddiffusion.nets.prodm import PRODM_CONFIGS, ProDMUNet
 
     monkeypatch.setenv(catalog.ENV_MODEL_DIR, str(tmp_path / "models"))
-    config = PRODM_CONFIGS["tiny"]
-    torch.manual_seed(0)
-    network = ProDMUNet(context_slices=3, **config)
-    with torch.no_grad():
-        network.unet.out[-1].conv.bias.fill_(-0.05)  # g = -0.05: x0 = x_t + 0.05, i.e. +25 HU
-    entry = catalog.ModelEntry(
-        id="tiny-motion", task="motion", version="0.1", description="untrained tiny ProDM for tests",
-        architecture={"network": "ProDMUNet",
-                      "kwargs": {"context_slices": 3, "channels": list(config["channels"]),
-                                 "num_res_blocks": config["num_res_blocks"],
-                                 "norm_num_groups": config["norm_num_groups"]},
-                      "objective": "bridge",
-                      "diffusion": {"kind": "brownian_bridge", "num_timesteps": 1000, "schedule": "linear",
-                                    "max_var": 1.0},
-                      "sampler": {"steps": 10, "eta": 0.0}, "patch_size": 64,
-                      "calcium_loss": {"lambda": 20.0, "tau_hu": 130.0}},
-        normalization={"kind": "hu_window", "min_hu": -200, "max_hu": 800, "range": [-1, 1]})
-    catalog.register_user_model(entry, network.state_dict())
+    entry, weights = tiny_models.motion_model(output_bias=-0.05)
+    catalog.register_user_model(entry, weights)
     return entry.id
 
 
@@ -585,7 +525,7 @@ def test_real_backend_on_the_bundled_sample(scene, slice_views, tiny_motion_mode
     ct = mrml_fixtures.add_volume(scene, sample.array.astype(np.int16), ijk_to_ras=lps_to_ras @ matrix,
                                   name="Sample")
     box = (100, 180, 145, 215, 27, 33)  # around the calcium; unequal ranges catch a swapped axis
-    roi = roi_around(scene, ct, box)
+    roi = mrml_fixtures.roi_around(scene, ct, box)
     original = slicer.util.arrayFromVolume(ct).copy()
     events = []
     logic = MotionCorrectLogic(scene)

@@ -32,10 +32,6 @@ def volume_nodes(scene) -> list:
             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
 
 
-def node_ids(scene) -> set[str]:
-    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
-
-
 def lps_matrix_from_file(path) -> np.ndarray:
     """IJKToRAS computed from the file's ITK (LPS) header, independently of MRML."""
     image = sitk.ReadImage(str(path))
@@ -95,14 +91,14 @@ def test_read_volume_refuses_other_grid_and_adds_nothing(scene, ct_volume, add_v
     shifted = mrml_fixtures.oblique_ijk_to_ras(origin=(-12.3, 45.6, 9.0))
     other = add_volume(np.zeros((6, 7, 8), np.int16), ijk_to_ras=shifted, name="other")
     path = nodes.write_volume(other, tmp_path / "other.nrrd")
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
 
     with pytest.raises(nodes.GeometryMismatch, match="differs from 'CT'"):
         nodes.read_volume(path, reference=ct_volume)
     smaller = add_volume(np.zeros((6, 7, 5), np.int16), name="smaller")
     with pytest.raises(nodes.GeometryMismatch, match=r"\(5, 7, 6\) voxels"):
         nodes.read_volume(nodes.write_volume(smaller, tmp_path / "s.nrrd"), reference=ct_volume)
-    assert node_ids(scene) - before == {smaller.GetID(), smaller.GetDisplayNodeID()}
+    assert mrml_fixtures.node_ids(scene) - before == {smaller.GetID(), smaller.GetDisplayNodeID()}
 
 
 def test_writers_name_the_expected_format(ct_volume, tmp_path):
@@ -249,13 +245,13 @@ def test_outputs_go_under_the_input_study_and_input_is_untouched(scene, ct_volum
 
 
 def test_rollback_on_error_removes_nodes_added_in_the_block(scene, ct_volume):
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     with pytest.raises(RuntimeError):
         with outputs.rollback_on_error(scene):
             outputs.volume_from_array(np.ones((6, 7, 8)), ct_volume, "half")
             outputs.table_from_rows([{"a": 1}], "half table")
             raise RuntimeError("import failed")
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
 
 
 # -- the runner with the fake backend --------------------------------------------------------
@@ -316,7 +312,7 @@ def process_gone(pid: int) -> bool:
 def test_cancel_mid_run_leaves_nothing(scene, add_one, tmp_path):
     add_one.update(steps=100, stepSeconds=0.05)
     pid_file = tmp_path / "grandchild.pid"
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     events = []
     task = AddOneLogic(scene, "--spawn-child", str(pid_file)).start(add_one, on_event=events.append)
     wait_for_progress(task, events)
@@ -325,7 +321,7 @@ def test_cancel_mid_run_leaves_nothing(scene, add_one, tmp_path):
 
     assert task.returncode == 130
     assert events[-1]["event"] == "cancelled"
-    assert task.outputs is None and node_ids(scene) == before
+    assert task.outputs is None and mrml_fixtures.node_ids(scene) == before
     assert not task.workdir.exists()
     assert process_gone(task.process.pid)
     assert process_gone(int(pid_file.read_text()))  # the whole process group was stopped
@@ -349,13 +345,13 @@ def test_cancel_kills_a_child_that_ignores_sigterm(scene, add_one):
 
 def test_failure_reports_the_child_message_and_adds_nothing(scene, add_one):
     add_one.fail = True
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     task = AddOneLogic(scene).start(add_one)
     assert task.wait(timeout=30) == RunState.FAILED
     assert task.returncode == processes.EXIT_BAD_INPUT
     assert task.error == "'input.nrrd' is not a CT volume; expected Hounsfield units"
     assert task.error_kind == "bad_input"
-    assert node_ids(scene) == before and not task.workdir.exists()
+    assert mrml_fixtures.node_ids(scene) == before and not task.workdir.exists()
     with pytest.raises(runner.TaskFailed, match="is not a CT volume"):
         AddOneLogic(scene).run(add_one, timeout=30)
 
@@ -365,11 +361,11 @@ def test_failure_reports_the_child_message_and_adds_nothing(scene, add_one):
     ("--no-result", "without reporting a result"),
 ])
 def test_child_ending_without_error_event_fails_clearly(scene, add_one, option, message):
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     task = AddOneLogic(scene, option).start(add_one)
     assert task.wait(timeout=30) == RunState.FAILED
     assert re.search(message, task.error), task.error
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
 
 
 def test_import_failure_rolls_back_partial_nodes(scene, add_one):
@@ -378,11 +374,11 @@ def test_import_failure_rolls_back_partial_nodes(scene, add_one):
             outputs.volume_from_file(workdir / "output.nrrd", parameters.inputVolume, "first")
             raise ValueError("second output missing")
 
-    before = node_ids(scene)
+    before = mrml_fixtures.node_ids(scene)
     task = HalfImport(scene).start(add_one)
     assert task.wait(timeout=30) == RunState.FAILED
     assert task.error == "importing the results failed: second output missing"
-    assert node_ids(scene) == before
+    assert mrml_fixtures.node_ids(scene) == before
 
 
 def test_input_writing_error_propagates_and_leaves_no_run_folder(scene, add_one):

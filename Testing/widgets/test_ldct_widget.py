@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from MedDiffusionUtilsLib.taskpanel import TaskPanel
 from standins import ctkCollapsibleButton, ctkSliderWidget, qMRMLNodeComboBox, qMRMLWidget
 
 FAKE_LDCT = Path(mrml_fixtures.__file__).resolve().parent / "fake_ldct.py"
+ct_array = partial(mrml_fixtures.chest_array, (5, 10, 12), noise_hu=25.0, seed=5)
 
 
 #: a catalogue stand-in: what meddiffusion.catalog.list_models(task="ldct") returns
@@ -30,13 +32,6 @@ MODELS = [
                                   "sampler": {"steps": 3, "cpu_steps": 2}},
                     metrics={"dose": 0.1, "ms_per_slice_cpu": 90}),
 ]
-
-
-def ct_array(air: float = -1000.0) -> np.ndarray:
-    rng = np.random.default_rng(5)
-    _, j, i = np.indices((5, 10, 12))
-    body = ((j - 5) / 4) ** 2 + ((i - 6) / 5) ** 2 < 1
-    return (np.where(body, 40.0, air) + rng.normal(0, 25, (5, 10, 12))).round().astype(np.int16)
 
 
 def volume_count(scene) -> int:

@@ -34,15 +34,12 @@ MODELS = [
 
 def ct_array(calcium: bool = True) -> np.ndarray:
     """Air, a soft-tissue body and two lesions: 400 HU with a 200 HU rim, and 200 HU only."""
-    rng = np.random.default_rng(5)
-    _, j, i = np.indices((6, 16, 18))
-    body = ((j - 8) / 7) ** 2 + ((i - 9) / 8) ** 2 < 1
-    array = np.where(body, 40.0, -1000.0) + rng.normal(0, 5, (6, 16, 18))
+    array = mrml_fixtures.chest_array((6, 16, 18), noise_hu=5.0, seed=5)
     if calcium:
-        array[2:4, 5:9, 5:9] = 200.0
-        array[2:4, 6:8, 6:8] = 400.0
-        array[4, 11:13, 11:13] = 200.0
-    return array.round().astype(np.int16)
+        array[2:4, 5:9, 5:9] = 200
+        array[2:4, 6:8, 6:8] = 400
+        array[4, 11:13, 11:13] = 200
+    return array
 
 
 def volume_count(scene) -> int:

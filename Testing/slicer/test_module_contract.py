@@ -1,0 +1,152 @@
+"""The contract every task module keeps, checked for each registered task with a Slicer module.
+
+For every ``spec`` in ``registry.all_tasks()`` with a ``module``, against the real backend
+(``python -m meddiffusion <command>`` with the task's tiny untrained model, see tiny_models):
+Apply waits for the inputs; a run adds new nodes on the input's grid, one per declared output,
+and leaves the input untouched; Cancel leaves no node and no file; a bad input is refused,
+before anything starts, with the message of the task's input rule (the backend's own).
+
+A new task module adds one line to ``CASES`` (its logic, a small valid input, what else a
+run needs) and one tiny model to tiny_models.MODELS.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pytest
+import slicer
+
+import mrml_fixtures
+from meddiffusion.checks import rule_for
+from meddiffusion.tasks import registry
+from MedDiffusionUtilsLib import nodes
+from MedDiffusionUtilsLib.runner import RunState
+from MedDiffusionUtilsLib.tasklogic import IMPORTED_KINDS
+
+SPECS = [spec for spec in registry.all_tasks() if spec.module]
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the contract needs of one task module: its logic ("package.module:Class"), a small
+    valid input array (k, j, i), further parameters for a run (scene, input -> values) and an
+    input its rule refuses."""
+
+    logic: str
+    make_array: Callable[[], np.ndarray]
+    bad_array: Callable[[], np.ndarray]
+    extra: Callable = field(default=lambda scene, volume: {})
+
+
+def whole_volume_roi(scene, volume):
+    dims = nodes.dimensions(volume)
+    return {"roi": mrml_fixtures.roi_around(scene, volume, (0, dims[0], 0, dims[1], 0, dims[2]))}
+
+
+CASES = {
+    "ldct": Case("LDCTDenoiseLib.logic:LDCTDenoiseLogic",
+                 make_array=lambda: mrml_fixtures.chest_array((2, 24, 24)),
+                 bad_array=lambda: mrml_fixtures.chest_array((2, 24, 24), air=0.0) + 500),
+    "motion": Case("MotionCorrectLib.logic:MotionCorrectLogic",
+                   make_array=lambda: mrml_fixtures.chest_array((4, 32, 32), lesion_hu=400.0),
+                   bad_array=lambda: mrml_fixtures.chest_array((4, 32, 32)) + 1100,
+                   extra=whole_volume_roi),
+}
+
+
+@pytest.fixture(params=SPECS, ids=[spec.module for spec in SPECS])
+def spec(request):
+    return request.param
+
+
+@pytest.fixture
+def case(spec) -> Case:
+    return CASES[spec.name]
+
+
+def make_logic(case: Case, scene):
+    module, _, name = case.logic.partition(":")
+    return getattr(importlib.import_module(module), name)(scene)
+
+
+def add_input(scene, array, name="Chest"):
+    volume = mrml_fixtures.add_volume(scene, array, name=name)
+    mrml_fixtures.put_in_study(scene, volume)
+    return volume
+
+
+def test_every_task_module_has_a_contract_case():
+    assert sorted(spec.name for spec in SPECS) == sorted(CASES)
+
+
+def test_apply_waits_for_the_inputs(spec, case, scene):
+    logic = make_logic(case, scene)
+    parameters = logic.parameters()
+    assert parameters.missing() == ["inputVolume"]
+    with pytest.raises(ValueError, match="no input volume: select "):
+        logic.start(parameters)
+    parameters.inputVolume = add_input(scene, case.make_array())
+    assert parameters.missing() == []
+
+
+def test_a_run_adds_new_nodes_on_the_input_grid_and_leaves_the_input_alone(spec, case, scene, real_backend,
+                                                                             run_folder):
+    volume = add_input(scene, case.make_array())
+    checksum = mrml_fixtures.volume_checksum(volume)
+    before = mrml_fixtures.node_ids(scene)
+    logic = make_logic(case, scene)
+    parameters = logic.parameters()
+    parameters.update(inputVolume=volume, model=real_backend[spec.name], steps=1, device="cpu",
+                      **case.extra(scene, volume))
+
+    created = logic.run(parameters, timeout=120)
+
+    declared = [port.name for port in spec.outputs if port.kind in IMPORTED_KINDS]
+    assert set(declared) <= set(created)
+    for name, node in created.items():
+        assert node.GetID() not in before, name
+        assert node.GetName().startswith("Chest "), name
+        assert logic.input_of(node) is volume, name
+        if node.IsA("vtkMRMLVolumeNode"):
+            nodes.check_same_geometry(node, volume, name)
+    assert mrml_fixtures.volume_checksum(volume) == checksum
+    assert created["output"].GetAttribute("MedDiffusion.model") == real_backend[spec.name]
+    assert list(run_folder.iterdir()) == []
+
+
+def test_cancel_leaves_no_node_and_no_file(spec, case, scene, real_backend, run_folder):
+    volume = add_input(scene, case.make_array())
+    logic = make_logic(case, scene)
+    parameters = logic.parameters()
+    parameters.update(inputVolume=volume, model=real_backend[spec.name], steps=1, device="cpu",
+                      **case.extra(scene, volume))
+    before = mrml_fixtures.node_ids(scene)
+
+    task = logic.start(parameters)
+    task.cancel()
+
+    assert task.wait(timeout=60) == RunState.CANCELLED
+    assert mrml_fixtures.node_ids(scene) == before
+    assert list(run_folder.iterdir()) == []
+
+
+def test_a_bad_input_gets_the_task_rule_message(spec, case, scene, run_folder):
+    array = case.bad_array()
+    volume = add_input(scene, array, name="Not CT")
+    with pytest.raises(ValueError) as expected:
+        rule_for(spec.rule).check(array, name="Not CT")
+    logic = make_logic(case, scene)
+    parameters = logic.parameters()
+    parameters.inputVolume = volume
+    before = mrml_fixtures.node_ids(scene)
+
+    with pytest.raises(ValueError) as refused:
+        logic.start(parameters)
+
+    assert str(refused.value) == str(expected.value)
+    assert mrml_fixtures.node_ids(scene) == before
+    assert list(run_folder.iterdir()) == []

@@ -1,0 +1,66 @@
+"""Untrained tiny networks of every registered task, as catalogue cards, for real backend runs.
+
+``MODELS[task]()`` returns ``(ModelEntry, state_dict)``; ``catalog.register_user_model`` puts
+them in ``$MEDDIFF_MODEL_DIR``, where the ``python -m meddiffusion`` child finds them.  Each
+card is the CPU default of its task (``default_for={"cpu": 1}``) and runs in a second or two.
+A new task adds one builder here.
+"""
+
+from __future__ import annotations
+
+
+def ldct_model(model_id: str = "tiny-ldct"):
+    """CLEAR-Net at its "tiny" size, sampled in at most 2 steps."""
+    import torch
+
+    from meddiffusion.catalog import ModelEntry
+    from meddiffusion.nets.clearnet import CLEARNet
+    from meddiffusion.tasks.ldct.recipe import network_configs
+
+    config = network_configs()["tiny"]
+    torch.manual_seed(0)
+    network = CLEARNet(**config)
+    entry = ModelEntry(id=model_id, task="ldct", version="0.1", description="untrained tiny CoreDiff for tests",
+                       architecture={"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v
+                                                                        for k, v in config.items()},
+                                     "diffusion": {"num_timesteps": 2}, "sampler": {"steps": 2}},
+                       metrics={"dose": 0.25}, default_for={"cpu": 1})
+    return entry, network.state_dict()
+
+
+def motion_model(model_id: str = "tiny-motion", output_bias: float | None = None):
+    """ProDM's 2.5D UNet at its "tiny" size with the Brownian bridge.
+
+    MONAI zero-initialises the UNet's output layer, which makes the model an identity;
+    ``output_bias`` (e.g. -0.05: x0 = x_t + 0.05 of the HU window, +25 HU) makes where the
+    backend applied the model show in the result.
+    """
+    import torch
+
+    from meddiffusion.catalog import ModelEntry
+    from meddiffusion.nets.prodm import PRODM_CONFIGS, ProDMUNet
+
+    config = PRODM_CONFIGS["tiny"]
+    torch.manual_seed(0)
+    network = ProDMUNet(context_slices=3, **config)
+    if output_bias is not None:
+        with torch.no_grad():
+            network.unet.out[-1].conv.bias.fill_(output_bias)
+    entry = ModelEntry(
+        id=model_id, task="motion", version="0.1", description="untrained tiny ProDM for tests",
+        architecture={"network": "ProDMUNet",
+                      "kwargs": {"context_slices": 3, "channels": list(config["channels"]),
+                                 "num_res_blocks": config["num_res_blocks"],
+                                 "norm_num_groups": config["norm_num_groups"]},
+                      "objective": "bridge",
+                      "diffusion": {"kind": "brownian_bridge", "num_timesteps": 1000, "schedule": "linear",
+                                    "max_var": 1.0},
+                      "sampler": {"steps": 10, "eta": 0.0}, "patch_size": 64,
+                      "calcium_loss": {"lambda": 20.0, "tau_hu": 130.0}},
+        normalization={"kind": "hu_window", "min_hu": -200, "max_hu": 800, "range": [-1, 1]},
+        default_for={"cpu": 1})
+    return entry, network.state_dict()
+
+
+#: task name -> builder of its tiny model
+MODELS = {"ldct": ldct_model, "motion": motion_model}
