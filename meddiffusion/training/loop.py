@@ -48,8 +48,11 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     ``args`` is a ``meddiff train <task>`` command line (``args.command_line`` is recorded in
     the card). Returns the command's result (see ``publish_model``).
     """
+    import torch
+
     from meddiffusion.catalog import ModelEntry, sha256_file
     from meddiffusion.training import Trainer, latest_checkpoint
+    from meddiffusion.training.sampler import STREAM_INIT, derive_seed
     from meddiffusion.training.publish import publish_model
 
     out = Path(args.out)
@@ -57,10 +60,12 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     data = recipe.build_data(args, progress)
     simulate_s = time.monotonic() - start
 
+    torch.manual_seed(derive_seed(args.seed, STREAM_INIT))  # the recorded command reproduces the initial weights
+    model = recipe.make_model(args)
     # the loss reads the step at call time, after the trainer below exists
     loss_fn = recipe.make_loss(args, lambda: trainer.step)
     val_fn = recipe.make_val(args) if recipe.make_val else None
-    trainer = Trainer(recipe.make_model(args), loss_fn, train_config(args), data.train, data.val, val_fn=val_fn,
+    trainer = Trainer(model, loss_fn, train_config(args), data.train, data.val, val_fn=val_fn,
                       progress=progress, device=device)
     checkpoint = latest_checkpoint(out) if args.resume else None
     if checkpoint is not None:

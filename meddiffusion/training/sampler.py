@@ -12,10 +12,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-__all__ = ["StepBatchSampler", "derive_seed", "STREAM_DATA", "STREAM_STEP", "STREAM_VAL", "STREAM_WORKERS"]
+__all__ = ["StepBatchSampler", "derive_seed", "STREAM_DATA", "STREAM_STEP", "STREAM_VAL", "STREAM_WORKERS",
+           "STREAM_INIT"]
 
-#: independent random streams derived from the one seed: batches, loss noise, validation noise, DataLoader workers
-STREAM_DATA, STREAM_STEP, STREAM_VAL, STREAM_WORKERS = 1, 2, 3, 4
+#: independent random streams derived from the one seed: batches, loss noise, validation noise, DataLoader
+#: workers, the network's initial weights
+STREAM_DATA, STREAM_STEP, STREAM_VAL, STREAM_WORKERS, STREAM_INIT = 1, 2, 3, 4, 5
 
 
 def derive_seed(*values: int) -> int:
