@@ -10,6 +10,8 @@ Fixtures:
                 offscreen and closed after the test
   ui_widgets    ui_widgets(root) -> {objectName: widget}
   repo_root     the repository root (Path)
+  module_panel  module_panel(panel_class, logic, models=..., stored=...) -> the module's panel on
+                its own .ui, bound to the scene, with ``done``/``errors`` lists of what it reported
 """
 
 from __future__ import annotations
@@ -83,3 +85,24 @@ def load_ui(qtbot):
 @pytest.fixture
 def ui_widgets():
     return named_widgets
+
+
+@pytest.fixture
+def module_panel(load_ui, scene, repo_root):
+    panels = []
+
+    def make(panel_class, logic, *, models=None, stored: dict | None = None):
+        module = logic.spec.module
+        root = load_ui(repo_root / module / "Resources" / "UI" / f"{module}.ui")
+        parameters = logic.parameters()
+        parameters.update(**(stored or {}))
+        done, errors = [], []
+        panel = panel_class(root, parameters, logic, models=models, on_done=done.append, on_error=errors.append)
+        panel.set_scene(scene)
+        panel.done, panel.errors = done, errors
+        panels.append(panel)
+        return panel
+
+    yield make
+    for panel in panels:
+        panel.cleanup()

@@ -39,26 +39,12 @@ def volume_count(scene) -> int:
 
 
 @pytest.fixture
-def make_panel(load_ui, scene, repo_root):
-    panels = []
-
+def make_panel(module_panel, scene):
     def make(models=MODELS, slice_s: float = 0.0, stored: dict | None = None) -> LDCTDenoisePanel:
-        root = load_ui(repo_root / "LDCTDenoise" / "Resources" / "UI" / "LDCTDenoise.ui")
         logic = LDCTDenoiseLogic(scene, backend=[sys.executable, str(FAKE_LDCT)],
                                  environment={"FAKE_LDCT_SLICE_S": str(slice_s)})
-        parameters = logic.parameters()
-        parameters.update(**(stored or {}))
-        done, errors = [], []
-        panel = LDCTDenoisePanel(root, parameters, logic, models=models, on_done=done.append,
-                                 on_error=errors.append)
-        panel.set_scene(scene)
-        panel.done, panel.errors = done, errors
-        panels.append(panel)
-        return panel
-
-    yield make
-    for panel in panels:
-        panel.cleanup()
+        return module_panel(LDCTDenoisePanel, logic, models=models, stored=stored)
+    return make
 
 
 @pytest.fixture

@@ -1,0 +1,54 @@
+"""Every registered task module's panel on its real .ui (PySide6 offscreen): Apply stays
+disabled until the inputs are set, and a bad input is refused with the task rule's message
+before anything starts.  A new task module adds one line to ``PANELS``."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import mrml_fixtures
+from meddiffusion.checks import rule_for
+from meddiffusion.tasks import registry
+
+SPECS = [spec for spec in registry.all_tasks() if spec.module]
+#: module -> (its logic, its panel) as "package.module:Class"
+PANELS = {
+    "LDCTDenoise": ("LDCTDenoiseLib.logic:LDCTDenoiseLogic", "LDCTDenoiseLib.panel:LDCTDenoisePanel"),
+    "MotionCorrect": ("MotionCorrectLib.logic:MotionCorrectLogic", "MotionCorrectLib.panel:MotionCorrectPanel"),
+}
+
+
+def load(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.fixture(params=SPECS, ids=[spec.module for spec in SPECS])
+def panel(request, module_panel, scene):
+    logic_class, panel_class = (load(target) for target in PANELS[request.param.module])
+    return module_panel(panel_class, logic_class(scene), models=[])
+
+
+def test_every_task_module_has_a_panel_entry():
+    assert sorted(spec.module for spec in SPECS) == sorted(PANELS)
+
+
+def test_apply_is_disabled_until_the_input_is_set(panel, scene):
+    button = panel.task_panel.ui.applyButton
+    assert panel.parameters.inputVolume is None and not button.isEnabled()
+    ct = mrml_fixtures.add_volume(scene, mrml_fixtures.chest_array((2, 16, 16)), name="Chest")
+    assert panel.parameters.inputVolume is ct and button.isEnabled()
+    scene.RemoveNode(ct)
+    assert not button.isEnabled()
+
+
+def test_a_bad_input_is_refused_with_the_rule_message(panel, scene):
+    array = mrml_fixtures.chest_array((2, 16, 16), air=0.0) + 500
+    mrml_fixtures.add_volume(scene, array, name="Not CT")
+    with pytest.raises(ValueError) as expected:
+        rule_for(panel.logic.spec.rule).check(array, name="Not CT")
+    panel.task_panel.ui.applyButton.click()
+    assert panel.errors == [str(expected.value)]
+    assert panel.task_panel.task is None  # nothing was started
