@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Rule", "CT", "EMISSION", "MR", "RULES", "rule_for", "check_values", "sample_values"]
+__all__ = ["Rule", "CT", "EMISSION", "MR", "RULES", "rule_for", "check_values", "sample_values", "Limits",
+           "AGATSTON_SLICE_MM"]
 
 #: voxels sampled for the percentiles (enough for 0.5 % tails, fast on a 512³ volume)
 SAMPLE_VOXELS = 1_000_000
@@ -104,3 +105,43 @@ def check_values(values: np.ndarray, rule: Rule, *, name: str, modality: str = "
         raise ValueError(f"'{name}' has negative values ({LOW_PERCENTILE:g}th percentile {low:g} against "
                          f"{high:g} at the {HIGH_PERCENTILE:g}th); it looks like CT in HU or a difference image; "
                          f"expected {rule.expected}{hint}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Where a task's result means something: slice count and thickness, pixel size (mm).
+
+    Outside ``slice_mm`` / ``pixel_mm`` the input is refused; outside the ``*_usual`` ranges
+    (what the models were trained on, or what a score is defined for) it runs with a warning.
+    """
+
+    min_slices: int = 1
+    slice_mm: tuple[float, float] | None = None
+    slice_mm_usual: tuple[float, float] | None = None
+    pixel_mm: tuple[float, float] | None = None
+    pixel_mm_usual: tuple[float, float] | None = None
+    why: str = ""
+
+    def check(self, shape_zyx, spacing_xyz, *, name: str) -> list[str]:
+        """Raise ``ValueError`` outside the limits; return warnings for inputs outside the usual ranges."""
+        slices, pixel, thickness = int(shape_zyx[0]), float(min(spacing_xyz[:2])), float(spacing_xyz[2])
+        because = f" ({self.why})" if self.why else ""
+        if slices < self.min_slices:
+            raise ValueError(f"'{name}' has {slices} axial slice(s); at least {self.min_slices} are needed{because}")
+        warnings = []
+        for what, value, hard, usual in (("slice spacing", thickness, self.slice_mm, self.slice_mm_usual),
+                                         ("pixel size", pixel, self.pixel_mm, self.pixel_mm_usual)):
+            if slices == 1 and what == "slice spacing":
+                continue  # one slice has no spacing of its own
+            if hard and not hard[0] <= value <= hard[1]:
+                raise ValueError(f"'{name}' has a {what} of {value:g} mm; expected {hard[0]:g}-{hard[1]:g} mm"
+                                 f"{because}")
+            if usual and not usual[0] <= value <= usual[1]:
+                warnings.append(f"'{name}' has a {what} of {value:g} mm, outside the usual {usual[0]:g}-"
+                                f"{usual[1]:g} mm{because}; check the result with care")
+        return warnings
+
+
+#: Agatston scoring is defined on 3 mm slices; 0.5-6 mm still scale meaningfully, 2.5-3.5 mm is the protocol
+AGATSTON_SLICE_MM = Limits(slice_mm=(0.5, 6.0), slice_mm_usual=(2.5, 3.5),
+                           why="the Agatston score is defined for 3 mm slices")

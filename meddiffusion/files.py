@@ -59,10 +59,13 @@ class StagedOutputs:
 
     def __init__(self) -> None:
         self.staged: dict[Path, Path] = {}
+        self.made: list[Path] = []  # folders this block created, removed again on discard
 
     def path(self, final: str | os.PathLike) -> Path:
         final = Path(final)
+        missing = [folder for folder in (final.parent, *final.parent.parents) if not folder.exists()]
         final.parent.mkdir(parents=True, exist_ok=True)
+        self.made += missing
         tmp = hidden_sibling(final)
         self.staged[final] = tmp
         return tmp
@@ -84,6 +87,11 @@ class StagedOutputs:
                 shutil.rmtree(tmp, ignore_errors=True)
             elif tmp.exists():
                 tmp.unlink()
+        for folder in self.made:  # deepest first: the list runs from the file's parent upwards
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
     def commit(self) -> None:
         for final, tmp in self.staged.items():

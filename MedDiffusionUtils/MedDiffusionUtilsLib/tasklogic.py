@@ -64,8 +64,6 @@ class TaskLogic:
     Parameters: type[ParameterSet] = ParameterSet
     #: what the "no input" message asks the user to select
     select_input: str = "the input volume"
-    #: port name -> node name suffix, where the module names a node otherwise than the spec
-    suffixes: dict[str, str] = {}
 
     def __init__(self, scene=None, *, backend: Sequence[str] | None = None,
                  environment: dict[str, str] | None = None):
@@ -89,7 +87,7 @@ class TaskLogic:
         return [port for port in self.spec.outputs if port.kind in IMPORTED_KINDS]
 
     def suffix(self, port: registry.Port) -> str:
-        return self.suffixes.get(port.name, port.suffix or port.name)
+        return port.suffix or port.name
 
     # -- checks ----------------------------------------------------------------------------
     def check_input(self, node) -> str:

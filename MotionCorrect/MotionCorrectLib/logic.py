@@ -169,7 +169,6 @@ class MotionCorrectLogic(CompareTaskLogic):
     title = "Motion Correct"
     Parameters = MotionCorrectParameters
     select_input = "the non-gated chest CT to correct"
-    suffixes = {"output": "motion corrected", "table": "Agatston lesions"}
 
     def check(self, run) -> None:
         super().check(run)

@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace, progress) -> dict:
     import numpy as np
 
+    from pathlib import Path
+
+    from meddiffusion.checks import AGATSTON_SLICE_MM
     from meddiffusion.commands.options import check_hu, check_same_grid
     from meddiffusion.commands.paths import check_distinct, check_output
     from meddiffusion.files import StagedOutputs
@@ -47,6 +50,10 @@ def run(args: argparse.Namespace, progress) -> dict:
     with progress.stage("read", total=1) as step:
         ct = read_volume(args.ct)
         check_hu(ct, skip=args.no_hu_check)
+        thickness = ct.spacing[2] if args.slice_thickness is None else args.slice_thickness
+        warnings = AGATSTON_SLICE_MM.check(ct.shape, (*ct.spacing[:2], thickness), name=Path(args.ct).name)
+        for warning in warnings:
+            progress.log(f"warning: {warning}")
         mask = None
         if args.seg:
             seg = read_volume(args.seg)
@@ -65,6 +72,7 @@ def run(args: argparse.Namespace, progress) -> dict:
         step()
     return {"table": str(args.output), "lesions_file": args.lesions, "total": float(result.total),
             "volume_mm3": float(result.volume_mm3), "category": result.category,
-            "num_lesions": len(result.lesions),
+            "num_lesions": len(result.lesions), "warnings": warnings,
             "summary": (f"Agatston {result.total:.1f} ({result.category}), volume score "
-                        f"{result.volume_mm3:.1f} mm³, {len(result.lesions)} lesion(s) -> {args.output}")}
+                        f"{result.volume_mm3:.1f} mm³, {len(result.lesions)} lesion(s) -> {args.output}"
+                        + "".join(f"\nwarning: {w}" for w in warnings))}

@@ -35,6 +35,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
+#: the lowest dose fraction simulated: below it a ray sees a handful of photons and the log transform breaks
+MIN_DOSE = 0.01
+
+
 def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import check_hu
     from meddiffusion.commands.paths import check_distinct, check_output
@@ -42,8 +46,9 @@ def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.tasks.ldct.physics import simulate_volume
 
-    if not 0 < args.dose <= 1:
-        raise ValueError(f"--dose must be a fraction in (0, 1] (e.g. 0.25 for quarter dose), got {args.dose}")
+    if not MIN_DOSE <= args.dose <= 1:
+        raise ValueError(f"--dose must be a fraction in [{MIN_DOSE:g}, 1] (e.g. 0.25 for quarter dose), got {args.dose}; "
+                         "below 1 % of the full dose most rays count no photon and the image is no CT")
     if args.i0 is not None and not args.i0 > 0:
         raise ValueError(f"--i0 must be a positive photon count, got {args.i0}")
     check_output("-o", args.output, "volume")

@@ -41,10 +41,10 @@ def add_task_parser(subparsers, spec: TaskSpec) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampling steps (default: the model card's)")
     for option in spec.options:
         p.add_argument(*option.flags, **option.kwargs)
-    rule = rule_for(spec.rule)
-    if rule.skip_flag:
-        p.add_argument(rule.skip_flag, action="store_true",
-                       help=f"skip the check that the input looks like {rule.expected}")
+    rules = {rule_for(port.rule or spec.rule) for port in spec.inputs}
+    for flag in sorted({rule.skip_flag for rule in rules if rule.skip_flag}):
+        expected = " or ".join(rule.expected for rule in rules if rule.skip_flag == flag)
+        p.add_argument(flag, action="store_true", help=f"skip the check that the input looks like {expected}")
     add_device_options(p)
     p.set_defaults(_task=spec)
     return p
@@ -66,14 +66,20 @@ def run(args: argparse.Namespace, progress) -> dict:
     if spec.check_arguments:
         resolve(spec.check_arguments)(args, frozenset(outputs))
     device = setup_device(args)
-    rule = rule_for(spec.rule)
+    ports = {port.name: port for port in spec.inputs}
+    warnings: list[str] = []
     with progress.stage("read", total=len(inputs) + 1) as step:
         volumes = {}
         for name, path in inputs.items():
+            rule = rule_for(ports[name].rule or spec.rule)
             volumes[name] = read_volume(path)
             rule.check(volumes[name].array, name=Path(path).name, modality=volumes[name].modality,
                        skip=bool(rule.skip_flag) and getattr(args, rule.skip_flag[2:].replace("-", "_")))
+            if spec.limits is not None:
+                warnings += spec.limits.check(volumes[name].shape, volumes[name].spacing, name=Path(path).name)
             step()
+        for warning in warnings:
+            progress.log(f"warning: {warning}")
         model = resolve(spec.load_model)(args.model, device)
         steps = model.default_steps(device) if args.steps is None else args.steps
         step()
@@ -84,8 +90,10 @@ def run(args: argparse.Namespace, progress) -> dict:
         raise RuntimeError(f"task '{spec.name}' produced no value for the output(s) {missing}")
     with progress.stage("write", total=len(outputs)) as step:
         write_outputs(spec, {name: values[name] for name in outputs}, outputs, step)
+    if warnings and "summary" in info:
+        info["summary"] += "".join(f"\nwarning: {w}" for w in warnings)
     return {**{port.name: str(Path(outputs[port.name])) if port.name in outputs else None
-               for port in spec.outputs}, **info}
+               for port in spec.outputs}, **info, "warnings": warnings}
 
 
 def check_paths(spec: TaskSpec, inputs: dict[str, str], outputs: dict[str, str]) -> None:

@@ -52,6 +52,7 @@ class Port:
     required: bool = False
     suffix: str = ""
     file: str = ""
+    rule: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in PORT_KINDS:
@@ -65,7 +66,7 @@ class Port:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "flags": list(self.flags), "required": self.required,
-                "suffix": self.suffix, "file": self.file, "help": self.help}
+                "suffix": self.suffix, "file": self.file, "help": self.help, "rule": self.rule}
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class TaskSpec:
     the bench module (``meddiff bench <name>``), ``simulate_pair`` the physics that turns clean
     data into training pairs, ``commands`` further ``meddiff`` subcommands of the task (modules
     with ``add_parser`` and ``run``). ``check_arguments`` (optional) checks options before any
-    file is read. ``module`` is the Slicer module that runs the task.
+    file is read. ``module`` is the Slicer module that runs the task. ``limits`` (a
+    ``checks.Limits``) says where the task's result means something.
     """
 
     name: str
@@ -111,6 +113,7 @@ class TaskSpec:
     simulate_pair: str = ""
     commands: tuple[str, ...] = ()
     module: str = ""
+    limits: Any = None
 
     def __post_init__(self) -> None:
         names = [port.name for port in self.inputs + self.outputs]

@@ -17,27 +17,28 @@ from meddiffusion.training.recipe import Outcome, Recipe
 
 __all__ = ["train", "ema_decay", "train_config"]
 
-#: the cap of :func:`ema_decay`: CoreDiff's 0.995, an average over about the last 200 steps
+#: the default cap of :func:`ema_decay`: CoreDiff's 0.995, an average over about the last 200 steps
 EMA_CAP = 0.995
 
 
-def ema_decay(steps: int) -> float:
+def ema_decay(steps: int, cap: float = EMA_CAP) -> float:
     """The EMA decay of a ``steps``-long run: an average over its last tenth, and at most ~200 steps.
 
     ``1 - 10 / steps`` spans about a tenth of a short run, so even a few hundred CPU steps end
     on averaged weights. The cap keeps long runs from averaging over more: the cosine schedule
     has brought the learning rate near zero by then, the weights barely move, and a longer
-    window (0.999 spans ~1000 steps) would only mix in weights from when they still did.
+    window (0.999 spans ~1000 steps) would only mix in weights from when they still did. A
+    recipe may set another cap (``Recipe.ema_cap``) where its published models were made so.
     """
-    return max(0.0, min(EMA_CAP, 1 - 10 / steps))
+    return max(0.0, min(cap, 1 - 10 / steps))
 
 
-def train_config(args: argparse.Namespace):
+def train_config(args: argparse.Namespace, ema_cap: float = EMA_CAP):
     """The :class:`TrainConfig` of a ``meddiff train`` command line: cosine LR, clipped gradients, EMA."""
     from meddiffusion.training import TrainConfig
 
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule="cosine",
-                       ema_decay=ema_decay(args.steps), ema_every=1, ema_start=min(200, args.steps // 10),
+                       ema_decay=ema_decay(args.steps, ema_cap), ema_every=1, ema_start=min(200, args.steps // 10),
                        grad_clip=1.0, val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=str(args.out),
                        seed=args.seed)
 
@@ -65,7 +66,7 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     # the loss reads the step at call time, after the trainer below exists
     loss_fn = recipe.make_loss(args, lambda: trainer.step)
     val_fn = recipe.make_val(args) if recipe.make_val else None
-    trainer = Trainer(model, loss_fn, train_config(args), data.train, data.val, val_fn=val_fn,
+    trainer = Trainer(model, loss_fn, train_config(args, recipe.ema_cap), data.train, data.val, val_fn=val_fn,
                       progress=progress, device=device)
     checkpoint = latest_checkpoint(out) if args.resume else None
     if checkpoint is not None:

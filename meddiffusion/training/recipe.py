@@ -64,7 +64,8 @@ class Recipe:
 
     ``configs`` maps network sizes (``--config``) to where each is meant to run; ``options`` are
     the task's own flags and ``defaults`` its values of the common ones (``steps``, ``lr``, ...);
-    ``sources`` the data it accepts (keys of :data:`DATA_SOURCES`). The functions:
+    ``sources`` the data it accepts (keys of :data:`DATA_SOURCES`); ``ema_cap`` the largest EMA
+    decay (``training.loop.ema_decay``). The functions:
 
     - ``build_data(args, progress) -> TrainingData``: check the options, fill the cache;
     - ``make_model(args) -> nn.Module``;
@@ -88,6 +89,7 @@ class Recipe:
     defaults: dict[str, Any] = field(default_factory=dict)
     sources: tuple[str, ...] = (PHANTOM,)
     example: str = ""
+    ema_cap: float = 0.995
 
     def __post_init__(self) -> None:
         unknown = [source for source in self.sources if source not in DATA_SOURCES]

@@ -6,6 +6,7 @@ mean-preserving sampler), ``infer`` (whole volumes, slice by slice with context)
 ``recipe`` (training on phantom pairs) and ``bench`` (held-out real CT against BM3D).
 """
 
+from meddiffusion.checks import Limits
 from meddiffusion.tasks.registry import Option, Port, TaskSpec
 
 SPEC = TaskSpec(
@@ -57,4 +58,6 @@ meddiff ldct-adapt.""",
     simulate_pair="meddiffusion.tasks.ldct.physics:simulate_pair",
     commands=("meddiffusion.commands.simulate_ldct", "meddiffusion.commands.ldct_adapt"),
     module="LDCTDenoise",
+    limits=Limits(min_slices=1, pixel_mm=(0.1, 5.0), pixel_mm_usual=(0.3, 1.0),
+                  why="the models learned the noise of 0.45-0.9 mm pixels"),
 )

@@ -6,6 +6,7 @@ through the sampler), ``scoring`` (Agatston before and after), ``recipe`` (train
 motion-corrupted phantom cases) and ``bench`` (held-out phantom cases).
 """
 
+from meddiffusion.checks import Limits
 from meddiffusion.tasks.registry import Option, Port, TaskSpec
 
 SPEC = TaskSpec(
@@ -37,12 +38,12 @@ segmentation with two layers, "before L1, L2, ..." and "after L1, L2, ...".""",
                  required=True, file="input.nrrd"),),
     outputs=(
         Port("output", "volume", "corrected CT to write (.nrrd, .nii.gz, .mha or a folder for a DICOM series)",
-             flags=("-o", "--output"), required=True, suffix="corrected", file="output.nrrd"),
+             flags=("-o", "--output"), required=True, suffix="motion corrected", file="output.nrrd"),
         Port("seg", "segmentation", "also write the calcium lesions before and after as a Slicer segmentation "
                                     "(.seg.nrrd, two layers)", flags=("--seg",), suffix="calcium",
              file="calcium.seg.nrrd"),
         Port("table", "table", "also write the Agatston table, per lesion and total, before and after (.csv)",
-             flags=("--table",), suffix="Agatston", file="agatston.csv"),
+             flags=("--table",), suffix="Agatston lesions", file="agatston.csv"),
     ),
     options=(
         Option(("--roi",), {"type": int, "nargs": 6, "metavar": ("I0", "I1", "J0", "J1", "K0", "K1"),
@@ -59,4 +60,7 @@ segmentation with two layers, "before L1, L2, ..." and "after L1, L2, ...".""",
     simulate_pair="meddiffusion.tasks.motion.cases:make_case",
     commands=("meddiffusion.commands.simulate_motion",),
     module="MotionCorrect",
+    limits=Limits(min_slices=3, slice_mm=(0.5, 6.0), slice_mm_usual=(2.5, 3.5), pixel_mm=(0.2, 2.0),
+                  pixel_mm_usual=(0.4, 1.0), why="calcium is told from bone in 3D, every slice is read with its "
+                  "neighbours, and the Agatston score is defined for 3 mm slices"),
 )
