@@ -53,7 +53,7 @@ def test_a_dose_too_low_to_simulate_is_refused(tmp_path):
     assert code == 2 and "--dose must be a fraction in [0.01, 1]" in events[-1]["message"]
 
 
-@pytest.mark.parametrize("flag, value, message", [("--lr", "-1", "--lr must be a learning rate in (0, 1]"),
+@pytest.mark.parametrize("flag, value, message", [("--lr", "-1", "--lr must be a positive learning rate"),
                                                   ("--val-every", "-5", "--val-every must be >= 0")])
 def test_training_settings_that_cannot_train_are_refused(tmp_path, flag, value, message):
     code, events = meddiff("train", "ldct", "--config", "tiny", "--out", tmp_path / "run", flag, value)

@@ -377,9 +377,10 @@ def test_load_model_from_the_catalogue_and_its_errors(tmp_path, monkeypatch):
         assert torch.equal(model.net.state_dict()[name], tensor)
     with pytest.raises(ValueError, match="unknown model"):
         load_model("no-such-model")
-    monkeypatch.setattr(catalog, "list_models", lambda task=None: [])
-    with pytest.raises(ValueError, match="meddiff train motion"):
-        load_model()
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog, "list_models", lambda task=None: [])
+        with pytest.raises(ValueError, match="meddiff train motion"):
+            load_model()
     other = ModelEntry(id="wrong-task", task="ldct", version="1", architecture=card())
     register_user_model(other, net.state_dict())
     with pytest.raises(ValueError, match="not motion correction"):

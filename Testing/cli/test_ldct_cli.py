@@ -122,12 +122,12 @@ def test_ldct_denoise_failures_leave_neither_volume_nor_png(tmp_path, env, tiny_
     result = meddiff("ldct-denoise", source, "-o", tmp_path / "out.nrrd", "--png", png, "--png-slice", "3",
                      "--model", tiny_model, env=env)
     assert result.returncode == 2 and "--png-slice 3 is outside the input's axial slices 0..2" in result.stderr
-    # the volume cannot be written (its folder is a file): the picture, made first, is not kept
+    # the volume cannot be written (its folder is a file): refused before any work, the picture not made
     blocker = tmp_path / "blocker"
     blocker.write_text("")
     result = meddiff("ldct-denoise", source, "-o", blocker / "out.nrrd", "--png", png, "--model", tiny_model,
                      "--steps", "1", env=env)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "ct.nrrd"]
 
 

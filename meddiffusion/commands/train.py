@@ -93,8 +93,8 @@ def run(args: argparse.Namespace, progress) -> dict:
     recipe = recipe_of(registry.get_task(args.task))
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {args.steps} and {args.batch_size}")
-    if not 0 < args.lr <= 1:
-        raise ValueError(f"--lr must be a learning rate in (0, 1], got {args.lr:g} (Adam is used with about 1e-4 to 1e-3)")
+    if not 0 < args.lr < float("inf"):
+        raise ValueError(f"--lr must be a positive learning rate, got {args.lr:g} (the recipes use about 1e-4 to 1e-3)")
     for flag in ("val_every", "ckpt_every"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 0 (0: only at the end), got {getattr(args, flag)}")
