@@ -42,10 +42,10 @@ def test_a_registered_task_brings_its_bench(toy_bench, capsys):
 def test_the_toy_bench_runs_and_writes_its_table_json_and_picture(toy_bench, tmp_path, capsys):
     out = tmp_path / "t.md"
     assert main(["bench", "toy", "-o", str(out), "--events", "none"]) == 0
-    table = out.read_text()
+    table = out.read_text(encoding="utf-8")
     assert "| method | mean-HU MAE | MAE cut vs input (95% CI) | Pearson r | µs/case |" in table
     assert "| input | " in table and "| blend 0.9 | " in table
-    figures = json.loads(out.with_suffix(".json").read_text())
+    figures = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert table.rstrip().endswith(figures["machine"])
     assert set(figures["rows"]) == {"input", "blend 0.5", "blend 0.9"}
     rows = figures["rows"]

@@ -104,9 +104,9 @@ def write(result: dict, path: str | Path, pictures: dict | None = None) -> list[
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(result["table"] + "\n")
+    out.write_text(result["table"] + "\n", encoding="utf-8")
     written = [out, out.with_suffix(".json")]
-    written[1].write_text(json.dumps(result, indent=2, default=str))
+    written[1].write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
     for name, rgb in (pictures or {}).items():
         written.append(write_png(out.with_name(f"{out.stem}_{name}.png"), rgb))
     return written

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace, progress) -> dict:
                 _write(frames, staged.path(path), times_ms)
                 written[key] = str(Path(path))
         if args.truth:
-            staged.path(args.truth).write_text(json.dumps(truth, indent=2))
+            staged.path(args.truth).write_text(json.dumps(truth, indent=2), encoding="utf-8")
             written["truth_file"] = str(Path(args.truth))
         step()
     lv = truth["lv"]

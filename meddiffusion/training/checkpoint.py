@@ -55,7 +55,7 @@ def write_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], info
     path = Path(path)
     save_model(tensors, path, {"format": FORMAT, "step": str(info.get("step", ""))})
     text = json.dumps({"format": FORMAT, **info}, indent=1)
-    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     return path
 
 

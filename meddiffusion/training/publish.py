@@ -21,7 +21,7 @@ def publish_model(entry: ModelEntry, weights: Path, out: Path, *, register: bool
     """
     card = out / "model.json"
     text = json.dumps({"schema_version": SCHEMA_VERSION, **entry.to_dict()}, indent=2)
-    atomic_write(card, lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(card, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     registered = bool(register_user_model(entry, weights, overwrite=overwrite)) if register else False
     start = "None" if val_start is None else f"{val_start:.3g}"
     return {"weights": str(weights), "card": str(card), "model_id": entry.id, "registered": registered,

@@ -366,7 +366,7 @@ class Trainer:
         if self.out_dir is None or not self.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a") as handle:
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"split": split, "step": self.step, **values}) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
@@ -374,7 +374,7 @@ class Trainer:
             return
         path = self.out_dir / "metrics.jsonl"
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def _amp_precision(device: torch.device, precision: str) -> str:
