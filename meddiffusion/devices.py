@@ -9,7 +9,6 @@ CPU bf16 is used only when the CPU has native bf16 and the model card says it ke
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
@@ -111,8 +110,3 @@ def describe_device(device: torch.device) -> str:
         return f"CPU, {torch.get_num_threads()} threads, bf16 {'native' if cpu_has_bf16() else 'emulated'}"
     return device.type
 
-
-def default_threads() -> int | None:
-    """Threads from MEDDIFF_THREADS, so Slicer can cap the child process."""
-    value = os.environ.get("MEDDIFF_THREADS")
-    return int(value) if value else None

@@ -105,3 +105,12 @@ def test_single_slice_ct_is_a_valid_input(toy_task, tmp_path):
 def test_registering_a_taken_name_is_refused(toy_task):
     with pytest.raises(ValueError, match="already registered"):
         registry.register(toy_task)
+
+
+def test_help_and_the_task_catalogue_load_no_torch():
+    import subprocess
+
+    code = ("import sys; from meddiffusion import cli, catalog; cli.build_parser(); catalog.list_models(); "
+            "print(sorted(m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

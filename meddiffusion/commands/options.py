@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from meddiffusion.devices import default_threads, resolve_device, set_threads
+import os
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +18,16 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
                             "is validated for bf16 and the CPU has native bf16")
 
 
+def default_threads() -> int | None:
+    """Threads from MEDDIFF_THREADS, so Slicer can cap the child process (read without loading torch)."""
+    value = os.environ.get("MEDDIFF_THREADS")
+    return int(value) if value else None
+
+
 def setup_device(args: argparse.Namespace, *, mps_ok: bool = False):
     """Apply --threads and resolve --device (raises ValueError with a clear message)."""
+    from meddiffusion.devices import resolve_device, set_threads
+
     set_threads(args.threads)
     return resolve_device(args.device, mps_ok=mps_ok)
 
