@@ -12,55 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from meddiffusion.geometry import Box
 from meddiffusion.io import Volume
 
 __all__ = ["Grid", "Box", "Points", "chest_grid", "short_axis_grid"]
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-
-
-class Box(NamedTuple):
-    """Half-open index ranges (z0, z1, y0, y1, x0, x1) of a grid region."""
-
-    z0: int
-    z1: int
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.z1 - self.z0, self.y1 - self.y0, self.x1 - self.x0)
-
-    @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        return (slice(self.z0, self.z1), slice(self.y0, self.y1), slice(self.x0, self.x1))
-
-    def within(self, outer: "Box") -> tuple[slice, slice, slice]:
-        """This box's slices relative to ``outer`` (which must contain it)."""
-        return (slice(self.z0 - outer.z0, self.z1 - outer.z0),
-                slice(self.y0 - outer.y0, self.y1 - outer.y0),
-                slice(self.x0 - outer.x0, self.x1 - outer.x0))
-
-    def intersect(self, other: "Box") -> "Box | None":
-        box = Box(max(self.z0, other.z0), min(self.z1, other.z1), max(self.y0, other.y0),
-                  min(self.y1, other.y1), max(self.x0, other.x0), min(self.x1, other.x1))
-        return box if box.z1 > box.z0 and box.y1 > box.y0 and box.x1 > box.x0 else None
-
-    def union(self, other: "Box | None") -> "Box":
-        if other is None:
-            return self
-        return Box(min(self.z0, other.z0), max(self.z1, other.z1), min(self.y0, other.y0),
-                   max(self.y1, other.y1), min(self.x0, other.x0), max(self.x1, other.x1))
-
-    def grown(self, n: int) -> "Box":
-        return Box(self.z0 - n, self.z1 + n, self.y0 - n, self.y1 + n, self.x0 - n, self.x1 + n)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from meddiffusion.geometry import Box
 from meddiffusion.io import Volume
 from meddiffusion.metrics.agatston import agatston
 from meddiffusion.tasks.motion.model import PATCH_SIZE
@@ -34,39 +35,6 @@ SLICE_MARGIN = 1
 _REDUCED_MM = (2.0, 2.0, 3.0)
 #: a voxel is body above this HU (air -1000, lung about -850 but inside the body box)
 _BODY_HU = -500.0
-#: columns of the before/after table (--table); lesion rows leave "category" empty, total rows the lesion details
-
-
-@dataclass(frozen=True)
-class Box:
-    """Half-open index ranges in array order: slices z0:z1, rows y0:y1, columns x0:x1."""
-
-    z0: int
-    z1: int
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-
-    @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        return slice(self.z0, self.z1), slice(self.y0, self.y1), slice(self.x0, self.x1)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.z1 - self.z0, self.y1 - self.y0, self.x1 - self.x0
-
-    def overlaps(self, other: "Box") -> bool:
-        return (self.z0 < other.z1 and other.z0 < self.z1 and self.y0 < other.y1 and other.y0 < self.y1
-                and self.x0 < other.x1 and other.x0 < self.x1)
-
-    def union(self, other: "Box") -> "Box":
-        return Box(min(self.z0, other.z0), max(self.z1, other.z1), min(self.y0, other.y0), max(self.y1, other.y1),
-                   min(self.x0, other.x0), max(self.x1, other.x1))
-
-    def ijk(self) -> list[int]:
-        """The box as ``--roi`` spells it: I0 I1 J0 J1 K0 K1 (x, y, z; end exclusive)."""
-        return [self.x0, self.x1, self.y0, self.y1, self.z0, self.z1]
 
 
 @dataclass
