@@ -91,10 +91,14 @@ class TaskLogic:
 
     # -- checks ----------------------------------------------------------------------------
     def check_input(self, node) -> str:
-        """Raise ``ValueError`` unless ``node`` may be the task's input (the backend's rule
-        and message); returns its DICOM modality ("" when not loaded from DICOM)."""
-        return inputs.check_input_volume(node, rule_for(self.spec.rule), module=self.title,
-                                         select=self.select_input)
+        """Raise ``ValueError`` unless ``node`` may be the task's input (the backend's rule, limits
+        and messages); returns its DICOM modality ("" when not loaded from DICOM)."""
+        modality = inputs.check_input_volume(node, rule_for(self.spec.rule), module=self.title,
+                                             select=self.select_input)
+        if self.spec.limits is not None:  # refusals here; the backend logs the warnings of a run
+            dimensions = node.GetImageData().GetDimensions()
+            self.spec.limits.check(dimensions[::-1], node.GetSpacing(), name=node.GetName())
+        return modality
 
     def check(self, run: Snapshot) -> None:
         """Raise ``ValueError`` naming what is wrong before anything is started."""

@@ -561,3 +561,13 @@ def test_real_backend_on_the_bundled_sample(scene, slice_views, tiny_motion_mode
     expected = (nodes.ijk_to_ras(ct) @ np.append(centre_ijk, 1.0))[:3]
     position = slicer.util.arrayFromVTKMatrix(slice_views["Red"][0].GetSliceToRAS())[:3, 3]
     np.testing.assert_allclose(position, expected, atol=1e-3)
+
+
+def test_a_single_slice_is_refused_with_the_backend_limits(scene, make_logic, run_folder):
+    logic = make_logic()
+    logic.parameters()
+    one = mrml_fixtures.add_volume(scene, mrml_fixtures.chest_array((1, 32, 32), lesion_hu=400.0), name="one slice")
+    before = mrml_fixtures.node_ids(scene)
+    with pytest.raises(ValueError, match=r"'one slice' has 1 axial slice\(s\); at least 3 are needed"):
+        logic.correct(one)
+    assert mrml_fixtures.node_ids(scene) == before and list(run_folder.iterdir()) == []
