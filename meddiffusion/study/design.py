@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["FORMAT", "KINDS", "PAIRWISE_CHOICES", "Question", "Case", "Design", "load_design", "save_design",
+__all__ = ["FORMAT", "KINDS", "PAIRWISE_CHOICES", "Question", "Case", "Design", "load_design", "save_design", "write_json",
            "default_question"]
 
 FORMAT = "meddiff-study/1"
@@ -184,10 +184,14 @@ def load_design(path: str | Path) -> Design:
 
 
 def save_design(design: Design, path: str | Path) -> Path:
+    return write_json(path, design.validate().to_json())
+
+
+def write_json(path: str | Path, data) -> Path:
+    """Write a study file atomically: a crash leaves the old file or the new one."""
     from meddiffusion.files import atomic_write
 
-    design.validate()
-    text = json.dumps(design.to_json(), indent=1, ensure_ascii=False)
+    text = json.dumps(data, indent=1, ensure_ascii=False)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
 
 

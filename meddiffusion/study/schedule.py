@@ -5,7 +5,7 @@ the second by memory, so the method a patient is first read with rotates over re
 cases (a cyclic Latin square), and two reads of one patient are at least ``min_patient_gap``
 other reads apart.  Sides in a pair alternate the same way, so no method sits on the left for
 most readers.  With several sessions a patient's images are spread over them (the washout
-between sessions lets memory fade); pairwise reads come last.  Repeated reads (intra-reader
+between sessions lets memory fade); pairwise reads lean to the later sessions.  Repeated reads (intra-reader
 agreement) go at the end of the last session, as far from the first read as possible.
 Training reads open the first session.  Reader ``i`` draws from ``numpy.random.default_rng
 ([seed, i])``: the same seed gives the same schedule, and adding a reader changes no other's.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meddiffusion.study.design import Design
+from meddiffusion.study.design import Design, write_json
 
 __all__ = ["Read", "build_schedule", "save_schedule", "load_schedule"]
 
@@ -117,8 +117,12 @@ def _spread(reads: list[Read], patients, gap: int, rng, last_seen: dict, start: 
             ready = sorted(p for p, q in queues.items() if q and position - seen.get(p, -gap - 1) > gap)
             if not ready:
                 break
-            weights = np.array([len(queues[p]) ** 2 * (_LATE if queues[p][0].repeat else 1.0) for p in ready])
-            patient = ready[rng.choice(len(ready), p=weights / weights.sum())]
+            busiest = max(queues, key=lambda p: (len(queues[p]), p))
+            if busiest in ready and (len(queues[busiest]) - 1) * (gap + 1) >= len(reads) - len(placed) - 1 - gap:
+                patient = busiest  # any other choice now would leave it too few places
+            else:
+                weights = np.array([len(queues[p]) ** 2 * (_LATE if queues[p][0].repeat else 1.0) for p in ready])
+                patient = ready[rng.choice(len(ready), p=weights / weights.sum())]
             placed.append(queues[patient].pop(0))
             seen[patient] = position
         else:
@@ -130,10 +134,7 @@ def _spread(reads: list[Read], patients, gap: int, rng, last_seen: dict, start: 
 
 
 def save_schedule(schedule: dict[str, list[Read]], path: str | Path) -> Path:
-    from meddiffusion.files import atomic_write
-
-    text = json.dumps({"readers": {r: [asdict(read) for read in reads] for r, reads in schedule.items()}}, indent=1)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    return write_json(path, {"readers": {r: [asdict(read) for read in reads] for r, reads in schedule.items()}})
 
 
 def load_schedule(path: str | Path) -> dict[str, list[Read]]:
