@@ -1,0 +1,41 @@
+"""Sample-size estimates against RJafroc and against an independent noncentral-t computation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from meddiffusion.study import samplesize
+
+# Obuchowski–Rockette components of the Van Dyke pilot (114 cases), as in RJafroc's
+# SsPowerGivenJK documentation (example 4A) and OR-DBM MRMC 2.5's output
+VAN_DYKE = {"var_tr": 0.00020040252, "cov1": 0.00034661371, "cov2": 0.00034407483,
+            "cov3": 0.00023902837, "var": 0.00080228827}
+
+
+def test_or_power_matches_rjafroc_for_the_van_dyke_pilot():
+    """RJafroc tests/testthat/test-SsSampleSizeRoc.R: SsPowerGivenJK(dataset02, method = "OR",
+    effectSize = -0.043800322, J = 10, K = 165) → powerRRRC 0.80541995 (Hillis et al. 2011, eq. 10)."""
+    power = samplesize.or_power(-0.043800322, 10, 165, 114, **VAN_DYKE)
+    assert power == pytest.approx(0.80541995, abs=1e-7)
+
+
+def test_or_cases_is_the_smallest_number_reaching_the_power():
+    k = samplesize.or_cases(-0.043800322, 10, 114, VAN_DYKE)
+    assert k <= 165
+    assert samplesize.or_power(-0.043800322, 10, k, 114, **VAN_DYKE) >= 0.8
+    assert samplesize.or_power(-0.043800322, 10, k - 1, 114, **VAN_DYKE) < 0.8
+    assert samplesize.or_cases(0.001, 2, 114, VAN_DYKE) is None  # Var(T×R) alone is too large
+
+
+def test_paired_likert_cases_is_the_t_test_size_over_the_wilcoxon_efficiency():
+    n = samplesize.paired_likert_cases(0.5, 1.0)
+    # the smallest n whose two-sided paired t-test has 80 % power, from the noncentral t
+    n_t = next(m for m in range(3, 200)
+               if stats.nct.sf(stats.t.ppf(0.975, m - 1), m - 1, 0.5 * math.sqrt(m))
+               + stats.nct.cdf(-stats.t.ppf(0.975, m - 1), m - 1, 0.5 * math.sqrt(m)) >= 0.8)
+    assert n_t == 34
+    assert math.ceil((n_t - 1) * math.pi / 3) <= n <= math.ceil(n_t * math.pi / 3)
+    assert samplesize.paired_likert_cases(0.0, 1.0) is None

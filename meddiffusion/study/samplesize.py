@@ -1,0 +1,70 @@
+"""How many cases a planned reader study needs, from the variance seen in a pilot.
+
+Diagnostic (MRMC) studies: the power of the Obuchowski–Rockette test for two methods with
+random readers and cases, after Hillis, Obuchowski & Berbaum (2011) Acad Radiol 18:129–142,
+eq. 10.  The pilot's error variance and covariances scale with K*/K (K* pilot cases, K planned
+cases); Var(T×R) does not.  The same formulas give RJafroc's ``SsPowerGivenJK`` (the test
+reproduces its Van Dyke value).
+
+Likert comparisons of two methods on the same cases: the paired t-test sample size (statsmodels)
+divided by 3/π, the asymptotic relative efficiency of the Wilcoxon signed-rank test under
+normality (Noether's adjustment), rounded up.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats
+from statsmodels.stats.power import TTestPower
+
+#: the defaults of most protocols: two-sided 5 % test, 80 % power
+ALPHA, POWER = 0.05, 0.80
+
+
+def or_power(effect: float, readers: int, cases: int, pilot_cases: int, var_tr: float, var: float,
+             cov1: float, cov2: float, cov3: float, alpha: float = ALPHA) -> float:
+    """Power to detect an AUC difference ``effect`` with ``readers`` readers and ``cases`` cases."""
+    scale = pilot_cases / cases
+    var_tr = max(var_tr, 0.0)
+    spread = max(cov2 - cov3, 0.0)
+    den = var_tr + scale * (var - cov1 + (readers - 1) * spread)
+    ddf = den ** 2 / ((var_tr + scale * (var - cov1 - spread)) ** 2 / (readers - 1))
+    noncentrality = effect ** 2 * readers / 2 / den
+    return float(stats.ncf.sf(stats.f.ppf(1 - alpha, 1, ddf), 1, ddf, noncentrality))
+
+
+def or_cases(effect: float, readers: int, pilot_cases: int, components: dict, power: float = POWER,
+             alpha: float = ALPHA, max_cases: int = 100_000) -> int | None:
+    """Fewest cases giving ``power`` (None if even ``max_cases`` do not: too few readers).
+
+    ``components``: ``var_tr``, ``var``, ``cov1``, ``cov2``, ``cov3`` of the pilot (as
+    :func:`meddiffusion.study.stats.mrmc.or_test` returns them).  Power rises with the number
+    of cases, so a bisection finds the smallest.
+    """
+    keys = ("var_tr", "var", "cov1", "cov2", "cov3")
+
+    def enough(k: int) -> bool:
+        return or_power(effect, readers, k, pilot_cases, *(components[key] for key in keys), alpha=alpha) >= power
+
+    if not enough(max_cases):
+        return None
+    low, high = 1, max_cases  # enough(high) holds, enough(low) is taken as false
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
+
+
+def paired_likert_cases(difference: float, sd_difference: float, power: float = POWER,
+                        alpha: float = ALPHA) -> int | None:
+    """Cases for the Wilcoxon signed-rank test to detect a mean score ``difference``.
+
+    ``sd_difference``: SD of the per-case differences of the two methods' mean scores in the
+    pilot.  None when the effect is zero or the SD is not positive.
+    """
+    if difference == 0 or not sd_difference > 0:
+        return None
+    n_t = TTestPower().solve_power(effect_size=abs(difference) / sd_difference, alpha=alpha, power=power,
+                                   alternative="two-sided")
+    return math.ceil(n_t / (3 / math.pi))
