@@ -108,8 +108,8 @@ def run(args: argparse.Namespace, progress) -> dict:
                  "trajectory_weights": [round(float(w), 5) for w in result.weights]},
         license=base.license, description=f"{base.description}, adapted one-shot to dose {args.dose or 'unspecified'}")
     with progress.stage("register", total=1) as step:
+        step()  # the last moment Cancel counts: once registered, the model stays and the result says so
         card = register_user_model(entry, state, overwrite=args.overwrite)
-        step()
     return {"model_id": card.id, "weights": str(card.weights_path), "paired": paired, "slice": index,
             "target_slice": target_index, "loss_start": result.loss_start, "loss_end": result.loss_end,
             "trajectory_weights": entry.metrics["trajectory_weights"],

@@ -41,7 +41,10 @@ MIN_DOSE = 0.01
 
 def run(args: argparse.Namespace, progress) -> dict:
     from meddiffusion.commands.options import check_hu
+    from pathlib import Path
+
     from meddiffusion.commands.paths import check_distinct, check_output
+    from meddiffusion.files import StagedOutputs
     from meddiffusion.devices import set_threads
     from meddiffusion.io import read_volume, write_volume
     from meddiffusion.tasks.ldct.physics import simulate_volume
@@ -61,9 +64,10 @@ def run(args: argparse.Namespace, progress) -> dict:
     low, i0 = simulate_volume(ct, args.dose, i0=args.i0, noise_free=args.noise_free, seed=args.seed,
                               callback=progress.callback("simulate", ct.shape[0]))
     low.metadata["SeriesDescription"] = f"simulated {args.dose:g} dose (I0 {i0:.3g}, seed {args.seed})"
-    with progress.stage("write", total=1) as step:
-        written = write_volume(low, args.output)
-        step()
+    with progress.stage("write", total=1) as step, StagedOutputs() as staged:
+        write_volume(low, staged.path(args.output))
+        step()  # a Cancel seen here discards the staged file: no output, as the event says
+    written = Path(args.output)
     return {"output": str(written), "dose": args.dose, "i0": i0, "seed": args.seed, "slices": ct.shape[0],
             "summary": (f"simulated {args.dose:g} dose (I0 {i0:.3g} photons/ray) for {ct.shape[0]} slice(s) "
                         f"-> {written}")}
