@@ -76,8 +76,19 @@ def _tasks(devices: list[dict]) -> list[dict]:
             except ValueError:
                 defaults[kind] = None
         tasks.append({**spec.to_dict(), "default_model": defaults.get(devices[0]["name"].split(":")[0]),
-                      "default_models": defaults})
+                      "default_models": defaults, "training": _training(spec)})
     return tasks
+
+
+def _training(spec) -> dict | None:
+    """The task's training recipe as ``meddiff train`` offers it (its module loads without torch)."""
+    if not spec.recipe:
+        return None
+    from meddiffusion.training.recipe import recipe_of
+
+    recipe = recipe_of(spec)
+    return {"command": f"meddiff train {spec.name}", "description": recipe.description, "configs": recipe.configs,
+            "sources": list(recipe.sources), "defaults": recipe.defaults}
 
 
 def _models() -> list[dict]:

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, progress) -> dict:
         target_index = _target_index(args, index, target.shape[0])
         model = load_model(args.base, device)
         if model.trajectory_weights is not None:
-            raise ValueError(f"model '{model.entry.id}' is itself adapted; adapt its base model instead")
+            raise ValueError(f"model '{model.id}' is itself adapted; adapt its base model instead")
         step()
     steps = args.steps or model.default_steps(device)
     paired = not args.unpaired and args.target_slice in (None, index)

@@ -159,7 +159,7 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     model = load_model(None, device)
     default_steps = model.default_steps(device)
     step_counts = sorted({default_steps, 1}, reverse=True)
-    methods = ["low-dose input", "BM3D (oracle sigma)"] + [f"{model.entry.id}, {s} step{'s' * (s > 1)}"
+    methods = ["low-dose input", "BM3D (oracle sigma)"] + [f"{model.id}, {s} step{'s' * (s > 1)}"
                                                           for s in step_counts]
     scores = {(dose, m): [] for dose in DOSES for m in methods}
     seconds = {m: [] for m in methods}
@@ -206,7 +206,7 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     precision = "bf16" if model.cpu_bf16_ok and cpu_has_bf16() and device.type == "cpu" else "fp32"
     table = _table(rows, slices, skipped, memory, speeds, precision, step_counts[0], adaptation)
     return result(table, device, rows=rows, per_slice=per_slice, memory=memory, speeds=speeds, precision=precision,
-                  adaptation=adaptation, skipped=skipped, default_steps=default_steps, model=model.entry.id)
+                  adaptation=adaptation, skipped=skipped, default_steps=default_steps, model=model.id)
 
 
 def _adaptation(model, slices: list[dict], lows: dict, device, steps: int, dose: float = 0.1) -> dict | None:
