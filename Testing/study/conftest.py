@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 
 from meddiffusion.io import Volume, write_volume
-
-METHOD = "denoiserZeta"
-STEMS = [f"anonpatient{i:02d}" for i in range(6)]
+from study_readers import METHOD, STEMS
 
 
 @pytest.fixture
