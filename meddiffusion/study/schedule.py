@@ -7,7 +7,7 @@ other reads apart.  Sides in a pair alternate the same way, so no method sits on
 most readers.  With several sessions a patient's images are spread over them (the washout
 between sessions lets memory fade); pairwise reads lean to the later sessions.  Repeated reads (intra-reader
 agreement) go at the end of the last session, as far from the first read as possible.
-Training reads open the first session.  Reader ``i`` draws from ``numpy.random.default_rng
+Training reads open the first session, in any order.  Reader ``i`` draws from ``numpy.random.default_rng
 ([seed, i])``: the same seed gives the same schedule, and adding a reader changes no other's.
 """
 
@@ -86,7 +86,8 @@ def _reader_schedule(design: Design, patients, image_order, number: int) -> list
     for session, groups in phases.items():
         last_seen: dict[str, int] = {}
         for group in groups:
-            ordered += _spread(group, patients, design.min_patient_gap, rng, last_seen, len(ordered), session)
+            gap = 0 if group is training else design.min_patient_gap  # practice reads: memory does not matter
+            ordered += _spread(group, patients, gap, rng, last_seen, len(ordered), session)
     for index, read in enumerate(ordered):
         read.index = index
     return ordered
