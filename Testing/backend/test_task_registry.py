@@ -114,3 +114,23 @@ def test_help_and_the_task_catalogue_load_no_torch():
             "print(sorted(m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_disk_error_while_writing_exits_2_with_the_reason_and_leaves_nothing(toy_task, tmp_path, monkeypatch):
+    import errno
+
+    import meddiffusion.io
+
+    source = ct_file(tmp_path / "ct.nrrd")
+
+    def full_disk(volume, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(meddiffusion.io, "write_volume", full_disk)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(["toy-smooth", source, "-o", str(tmp_path / "o.nrrd"), "--table", str(tmp_path / "o.csv"),
+                         "--events", "jsonl"])
+    event = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert code == 2 and event["event"] == "error" and "No space left on device" in event["message"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd", "models"]
