@@ -55,7 +55,9 @@ def run(args: argparse.Namespace, progress) -> dict:  # noqa: ARG001 - the comma
     lines += [f"  {t['name']:<8} {', '.join(t['commands']):<40} default model: {t['default_model'] or 'none'}"
               for t in tasks]
     lines.append(f"models ({len(models)}):")
-    lines += [f"  {m['id']:<28} {m['task']:<10} v{m['version']:<6} {m['description']}" for m in models] \
+    lines += [f"  {m['id']:<28} {m['task']:<10} v{m['version']:<6} {m['description']}"
+              + ("" if m["weights"] == "ok" else f"  [BROKEN: weights {m['weights']}; it will not load]")
+              for m in models] \
         or ["  none installed"]
     lines += [f"  BROKEN {b['card']}: {b['reason']}" for b in broken]
     result["summary"] = "\n".join(lines)
