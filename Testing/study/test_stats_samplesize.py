@@ -39,3 +39,7 @@ def test_paired_likert_cases_is_the_t_test_size_over_the_wilcoxon_efficiency():
     assert n_t == 34
     assert math.ceil((n_t - 1) * math.pi / 3) <= n <= math.ceil(n_t * math.pi / 3)
     assert samplesize.paired_likert_cases(0.0, 1.0) is None
+
+
+def test_paired_likert_cases_never_below_what_the_exact_test_needs():
+    assert samplesize.paired_likert_cases(2.0, 0.5) == 6  # 2/2⁶ < 0.05 ≤ 2/2⁵

@@ -20,6 +20,8 @@ from statsmodels.stats.power import TTestPower
 
 #: the defaults of most protocols: two-sided 5 % test, 80 % power
 ALPHA, POWER = 0.05, 0.80
+#: effects planned for when the study saw (almost) none: half a Likert point, 0.05 in AUC
+LIKERT_EFFECT, AUC_EFFECT = 0.5, 0.05
 
 
 def or_power(effect: float, readers: int, cases: int, pilot_cases: int, var_tr: float, var: float,
@@ -61,10 +63,45 @@ def paired_likert_cases(difference: float, sd_difference: float, power: float = 
     """Cases for the Wilcoxon signed-rank test to detect a mean score ``difference``.
 
     ``sd_difference``: SD of the per-case differences of the two methods' mean scores in the
-    pilot.  None when the effect is zero or the SD is not positive.
+    pilot.  None when the effect is zero or the SD is not positive.  Never fewer than the
+    exact test's minimum: with n cases its smallest two-sided p is 2/2ⁿ (6 cases for 5 %).
     """
     if difference == 0 or not sd_difference > 0:
         return None
     n_t = TTestPower().solve_power(effect_size=abs(difference) / sd_difference, alpha=alpha, power=power,
                                    alternative="two-sided")
-    return math.ceil(n_t / (3 / math.pi))
+    return max(math.ceil(n_t / (3 / math.pi)), math.ceil(math.log2(2 / alpha)))
+
+
+def planning_lines(comparisons: list[dict], mrmc_rows: list[dict]) -> list[str]:
+    """The report's sample-size sentences: each method against the reference, this study as the pilot.
+
+    ``comparisons`` and ``mrmc_rows``: the rows of :mod:`meddiffusion.study.analysis`'s
+    comparisons.csv and mrmc.csv.  The observed difference is planned for; where it is
+    (almost) zero, a conventional one (``LIKERT_EFFECT``, ``AUC_EFFECT``) is, and the line says so.
+    """
+    lines, reference = [], {}
+    for row in comparisons:
+        if row["test"] != "Wilcoxon signed-rank" or reference.setdefault(row["question"], row["first"]) != row["first"]:
+            continue
+        observed = row["difference"]
+        effect = observed if abs(observed) >= 0.1 else LIKERT_EFFECT
+        n = paired_likert_cases(effect, row["sd_difference"])
+        aim = f"the observed difference of {observed:+.2f} points" if effect == observed else \
+            f"a {LIKERT_EFFECT}-point difference (observed {observed:+.2f})"
+        lines.append(f"{row['criterion']}, {row['second']} vs {row['first']}: to detect {aim} with "
+                     f"{POWER:.0%} power (Wilcoxon signed-rank, two-sided {ALPHA:.0%}) a study needs "
+                     + (f"about {n} cases." if n else "an SD of case differences above zero; none was seen."))
+    for row in mrmc_rows:
+        if "difference" not in row or reference.setdefault(("auc", row["question"]), row["first"]) != row["first"]:
+            continue
+        observed = row["difference"]
+        effect = observed if abs(observed) >= 0.02 else AUC_EFFECT
+        k = or_cases(effect, row["n_readers"], row["n_cases"], row)
+        aim = f"the observed AUC difference of {observed:+.3f}" if effect == observed else \
+            f"an AUC difference of {AUC_EFFECT} (observed {observed:+.3f})"
+        lines.append(f"{row['criterion']}, {row['second']} vs {row['first']}: to detect {aim} with {POWER:.0%} "
+                     f"power (Obuchowski–Rockette, random readers and cases) {row['n_readers']} readers need "
+                     + (f"about {k} cases" if k else "more readers: no number of cases suffices")
+                     + f" (Hillis et al. 2011, this study's {row['n_cases']} cases as the pilot).")
+    return lines

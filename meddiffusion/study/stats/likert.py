@@ -73,7 +73,7 @@ def compare(records: list[dict]) -> list[dict]:
             pair_rows.append({
                 "question": question, "criterion": label(group), "test": "Wilcoxon signed-rank",
                 "first": a, "second": b, "n_cases": len(d), "difference": float(d.mean()) if len(d) else float("nan"),
-                "statistic": statistic, "p": p,
+                "sd_difference": float(d.std(ddof=1)) if len(d) > 1 else float("nan"), "statistic": statistic, "p": p,
             })
         for row, adjusted in zip(pair_rows, holm([r["p"] for r in pair_rows])):
             row["p_holm"] = adjusted
@@ -83,7 +83,7 @@ def compare(records: list[dict]) -> list[dict]:
             result = stats.friedmanchisquare(*([t[m] for t in complete] for m in methods))
             rows.append({
                 "question": question, "criterion": label(group), "test": "Friedman",
-                "first": methods[0], "second": "all", "n_cases": len(complete), "difference": float("nan"),
+                "first": "all methods", "second": None, "n_cases": len(complete), "difference": float("nan"),
                 "statistic": float(result.statistic), "p": float(result.pvalue), "p_holm": float("nan"),
             })
     return rows
@@ -124,9 +124,12 @@ def ordinal(records: list[dict], alpha: float = 0.05) -> list[dict]:
             "method": pd.Categorical([r["method"] for r in group], categories=methods),
             "reader": [str(r["reader"]) for r in group],
         })
-        model, fit = "method + reader", _fit(frame, ["method", "reader"])
+        model, fit = "method only (one reader)", None
+        if frame["reader"].nunique() > 1:
+            model, fit = "method + reader", _fit(frame, ["method", "reader"])
         if fit is None:
-            model, fit = "method only (reader model did not converge)", _fit(frame, ["method"])
+            model = model if frame["reader"].nunique() == 1 else "method only (reader model did not converge)"
+            fit = _fit(frame, ["method"])
         base = {"question": question, "criterion": label(group), "reference": methods[0]}
         if fit is None:
             rows.append({**base, "model": "not fitted (did not converge or too few levels)", "method": None})
