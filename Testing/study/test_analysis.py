@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from meddiffusion.study.analysis import TABLES, analyze
@@ -82,3 +83,13 @@ def test_diagnostic_answers_without_truth_are_noted_not_analysed(tmp_path):
     analyze(records, DESIGN, tmp_path, n_boot=10)
     assert "no truth in the key" in (tmp_path / "report.md").read_text()
     assert not rows(tmp_path / "mrmc.csv")
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("size", [1, 5, 30, 150])
+def test_partial_answers_give_a_report_without_errors_or_warnings(tmp_path, size):
+    """An interim analysis sees any subset of the answers: one reader, one method, one class."""
+    everything = simulate(n_cases=6, n_readers=2, n_repeats=2, seed=7)
+    subset = [everything[i] for i in sorted(np.random.default_rng(size).choice(len(everything), size, replace=False))]
+    found = analyze(subset, DESIGN, tmp_path, n_boot=5)
+    assert Path(found["files"]["report"]).exists()

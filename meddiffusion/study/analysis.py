@@ -98,9 +98,9 @@ def _diagnostic(question: str, group: list[dict], tables: dict, notes: list[str]
     if data["dropped_cases"]:
         notes.append(f"Diagnostic question '{question}': {data['dropped_cases']} case(s) not read by every reader "
                      "under every method were left out of the ROC analysis (it needs the fully crossed design).")
-    if len(set(data["truth"].tolist())) < 2 or len(data["readers"]) < 2:
-        notes.append(f"Diagnostic question '{question}': the ROC analysis needs positive and negative cases and "
-                     "at least two readers.")
+    if min(data["truth"].sum(), (1 - data["truth"]).sum()) < 2 or len(data["readers"]) < 2:
+        notes.append(f"Diagnostic question '{question}': the ROC analysis needs two positive and two negative "
+                     "cases read by every reader under every method, and at least two readers.")
         return None
     result = mrmc.obuchowski_rockette(data["ratings"], data["truth"])
     methods, base = data["methods"], {"question": question, "criterion": label(group)}

@@ -6,8 +6,8 @@ eq. 10.  The pilot's error variance and covariances scale with K*/K (K* pilot ca
 cases); Var(T×R) does not.  The same formulas give RJafroc's ``SsPowerGivenJK`` (the test
 reproduces its Van Dyke value).
 
-Likert comparisons of two methods on the same cases: the paired t-test sample size (statsmodels)
-divided by 3/π, the asymptotic relative efficiency of the Wilcoxon signed-rank test under
+Likert comparisons of two methods on the same cases: the paired t-test sample size (from
+statsmodels' power function) divided by 3/π, the asymptotic relative efficiency of the Wilcoxon signed-rank test under
 normality (Noether's adjustment), rounded up.
 """
 
@@ -45,13 +45,15 @@ def or_cases(effect: float, readers: int, pilot_cases: int, components: dict, po
     of cases, so a bisection finds the smallest.
     """
     keys = ("var_tr", "var", "cov1", "cov2", "cov3")
+    return _smallest(lambda k: or_power(effect, readers, k, pilot_cases, *(components[key] for key in keys),
+                                        alpha=alpha) >= power, max_cases)
 
-    def enough(k: int) -> bool:
-        return or_power(effect, readers, k, pilot_cases, *(components[key] for key in keys), alpha=alpha) >= power
 
-    if not enough(max_cases):
+def _smallest(enough, high: int) -> int | None:
+    """The smallest n in 2..high with ``enough(n)`` for a criterion that stays true once true."""
+    if not enough(high):
         return None
-    low, high = 1, max_cases  # enough(high) holds, enough(low) is taken as false
+    low = 1  # enough(high) holds; enough(low) is taken as false
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (low, middle) if enough(middle) else (middle, high)
@@ -68,8 +70,10 @@ def paired_likert_cases(difference: float, sd_difference: float, power: float = 
     """
     if difference == 0 or not sd_difference > 0:
         return None
-    n_t = TTestPower().solve_power(effect_size=abs(difference) / sd_difference, alpha=alpha, power=power,
-                                   alternative="two-sided")
+    effect = abs(difference) / sd_difference
+    n_t = _smallest(lambda n: TTestPower().power(effect, n, alpha, alternative="two-sided") >= power, 10_000_000)
+    if n_t is None:
+        return None
     return max(math.ceil(n_t / (3 / math.pi)), math.ceil(math.log2(2 / alpha)))
 
 

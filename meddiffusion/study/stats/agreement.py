@@ -82,7 +82,8 @@ def inter_reader(records: list[dict], scales: dict[str, int] | None = None) -> l
             rows.append({**base, "statistic": "ICC(2,1) absolute agreement", "readers": "all",
                          "value": float(icc["ICC"]), "ci_low": float(low), "ci_high": float(high),
                          "n": len(complete)})
-        if table.shape[1] >= 2 and np.unique(table.to_numpy()[~np.isnan(table.to_numpy())]).size >= 2:
+        pairable = table[table.notna().sum(axis=1) >= 2].to_numpy()
+        if np.unique(pairable[~np.isnan(pairable)]).size >= 2:  # alpha needs items rated twice, not all alike
             alpha = krippendorff.alpha(reliability_data=table.to_numpy().T, value_domain=list(scale),
                                        level_of_measurement="ordinal")
             rows.append({**base, "statistic": "Krippendorff alpha (ordinal)", "readers": "all",

@@ -80,11 +80,14 @@ def compare(records: list[dict]) -> list[dict]:
         rows += pair_rows
         complete = [t for t in table.values() if all(m in t for m in methods)]
         if len(methods) >= 3 and len(complete) >= 2:
-            result = stats.friedmanchisquare(*([t[m] for t in complete] for m in methods))
+            p, statistic = 1.0, float("nan")  # as for Wilcoxon: no case tells the methods apart
+            if any(len({t[m] for m in methods}) > 1 for t in complete):
+                result = stats.friedmanchisquare(*([t[m] for t in complete] for m in methods))
+                p, statistic = float(result.pvalue), float(result.statistic)
             rows.append({
                 "question": question, "criterion": label(group), "test": "Friedman",
                 "first": "all methods", "second": None, "n_cases": len(complete), "difference": float("nan"),
-                "statistic": float(result.statistic), "p": float(result.pvalue), "p_holm": float("nan"),
+                "statistic": statistic, "p": p, "p_holm": float("nan"),
             })
     return rows
 
