@@ -6,8 +6,8 @@ eq. 10.  The pilot's error variance and covariances scale with K*/K (K* pilot ca
 cases); Var(T×R) does not.  The same formulas give RJafroc's ``SsPowerGivenJK`` (the test
 reproduces its Van Dyke value).
 
-Likert comparisons of two methods on the same cases: the paired t-test sample size (from
-statsmodels' power function) divided by 3/π, the asymptotic relative efficiency of the Wilcoxon signed-rank test under
+Likert comparisons of two methods on the same cases: the paired t-test sample size (noncentral t)
+divided by 3/π, the asymptotic relative efficiency of the Wilcoxon signed-rank test under
 normality (Noether's adjustment), rounded up.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 from scipy import stats
-from statsmodels.stats.power import TTestPower
 
 #: the defaults of most protocols: two-sided 5 % test, 80 % power
 ALPHA, POWER = 0.05, 0.80
@@ -60,6 +59,18 @@ def _smallest(enough, high: int) -> int | None:
     return high
 
 
+def paired_t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test on ``n`` pairs for a standardised ``effect`` (noncentral t).
+
+    scipy's noncentral t returns NaN far in its tails (huge effects); there the upper tail is 1
+    and the lower 0, which is what this returns instead.
+    """
+    critical, shift = stats.t.ppf(1 - alpha / 2, n - 1), effect * math.sqrt(n)
+    upper, lower = stats.nct.sf(critical, n - 1, shift), stats.nct.cdf(-critical, n - 1, shift)
+    return float((1.0 if shift > critical else 0.0) if math.isnan(upper) else upper) + float(
+        0.0 if math.isnan(lower) else lower)
+
+
 def paired_likert_cases(difference: float, sd_difference: float, power: float = POWER,
                         alpha: float = ALPHA) -> int | None:
     """Cases for the Wilcoxon signed-rank test to detect a mean score ``difference``.
@@ -71,7 +82,7 @@ def paired_likert_cases(difference: float, sd_difference: float, power: float = 
     if difference == 0 or not sd_difference > 0:
         return None
     effect = abs(difference) / sd_difference
-    n_t = _smallest(lambda n: TTestPower().power(effect, n, alpha, alternative="two-sided") >= power, 10_000_000)
+    n_t = _smallest(lambda n: paired_t_power(effect, n, alpha) >= power, 10_000_000)
     if n_t is None:
         return None
     return max(math.ceil(n_t / (3 / math.pi)), math.ceil(math.log2(2 / alpha)))
