@@ -41,3 +41,24 @@ def test_paired_likert_cases_is_the_t_test_size_over_the_wilcoxon_efficiency():
 
 def test_paired_likert_cases_never_below_what_the_exact_test_needs():
     assert samplesize.paired_likert_cases(2.0, 0.5) == 6  # 2/2⁶ < 0.05 ≤ 2/2⁵
+
+
+def test_planning_lines_plan_for_the_observed_difference_against_the_reference_only():
+    likert_rows = [
+        {"test": "Wilcoxon signed-rank", "question": "q", "criterion": "noise", "first": "original", "second": "B",
+         "difference": 0.9, "sd_difference": 1.0},
+        {"test": "Wilcoxon signed-rank", "question": "q", "criterion": "noise", "first": "original", "second": "C",
+         "difference": 0.02, "sd_difference": 1.0},
+        {"test": "Wilcoxon signed-rank", "question": "q", "criterion": "noise", "first": "B", "second": "C",
+         "difference": -0.9, "sd_difference": 1.0},
+        {"test": "Friedman", "question": "q", "criterion": "noise", "first": "all methods", "second": None},
+    ]
+    mrmc_rows = [{"question": "d", "criterion": "lesion", "comparison": "all methods equal", "n_readers": 5},
+                 {"question": "d", "criterion": "lesion", "comparison": "difference", "first": "original",
+                  "second": "cine", "difference": 0.043800322, "n_readers": 5, "n_cases": 114, **VAN_DYKE}]
+    lines = samplesize.planning_lines(likert_rows, mrmc_rows)
+    assert len(lines) == 3
+    assert f"about {samplesize.paired_likert_cases(0.9, 1.0)} cases" in lines[0] and "+0.90" in lines[0]
+    assert "a 0.5-point difference (observed +0.02)" in lines[1]
+    k = samplesize.or_cases(0.043800322, 5, 114, VAN_DYKE)
+    assert lines[2].startswith("lesion, cine vs original") and f"5 readers need about {k} cases" in lines[2]

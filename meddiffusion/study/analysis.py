@@ -81,7 +81,7 @@ def analyze(records: list[dict], design, out_dir: Path, n_boot: int = 1000, seed
     planning = samplesize.planning_lines(tables["comparisons"], tables["mrmc"])
     headline["sample_size"] = planning
     files = {name: _write_csv(out_dir / f"{name}.csv", rows) for name, rows in tables.items()}
-    text = report.markdown(design.get("title", "Reader study"), headline, tables, figures, planning, notes, out_dir)
+    text = report.markdown(design.get("title") or "", headline, tables, figures, planning, notes, out_dir)
     files["report"] = atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     written = {name: str(path) for name, path in files.items()}
     written.update({f"figure_{p.stem}": str(p) for paths in figures.values() for p in paths})

@@ -128,7 +128,7 @@ def _diagnostic(tables: dict, figures: list[Path], out_dir: Path) -> list[str]:
 def markdown(title: str, headline: dict, tables: dict, figures: dict, planning: list[str], notes: list[str],
              out_dir: Path) -> str:
     """The whole report."""
-    parts = [f"# {title}: reader study report",
+    parts = [f"# {title}: reader study report" if title else "# Reader study report",
              f"{headline['readers']} readers, {headline['cases']} cases, {headline['answers']} answers "
              f"({headline['training_answers']} on training cases, left out; {headline['repeat_answers']} repeated "
              "reads, used for intra-reader agreement only)."]

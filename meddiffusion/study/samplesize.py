@@ -116,7 +116,7 @@ def planning_lines(comparisons: list[dict], mrmc_rows: list[dict]) -> list[str]:
         aim = f"the observed AUC difference of {observed:+.3f}" if effect == observed else \
             f"an AUC difference of {AUC_EFFECT} (observed {observed:+.3f})"
         lines.append(f"{row['criterion']}, {row['second']} vs {row['first']}: to detect {aim} with {POWER:.0%} "
-                     f"power (Obuchowski–Rockette, random readers and cases) {row['n_readers']} readers need "
-                     + (f"about {k} cases" if k else "more readers: no number of cases suffices")
-                     + f" (Hillis et al. 2011, this study's {row['n_cases']} cases as the pilot).")
+                     f"power (Obuchowski–Rockette, random readers and cases), {row['n_readers']} readers "
+                     + (f"need about {k} cases" if k else "are not enough at any number of cases")
+                     + f" (Hillis et al. 2011; this study's {row['n_cases']} cases as the pilot).")
     return lines
