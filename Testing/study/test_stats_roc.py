@@ -147,3 +147,9 @@ def test_rating_array_drops_cases_not_read_under_every_method():
     data = roc.rating_array(records)
     assert data["dropped_cases"] == 1 and "case005" not in data["cases"]
     assert data["ratings"].shape == (3, 2, 19)
+
+
+@pytest.mark.filterwarnings("error")
+def test_readers_in_perfect_agreement_give_nan_not_an_exception():
+    result = mrmc.or_test(np.full((2, 3), 0.8), 0.0, 0.0, 0.0, 0.0)
+    assert np.isnan(result["f"]) and np.isnan(result["p"]) and result["method_aucs"] == [0.8, 0.8]

@@ -73,7 +73,14 @@ def or_test(aucs: np.ndarray, var: float, cov1: float, cov2: float, cov3: float,
     Random readers and cases: F = MS(T) / [MS(T×R) + r·max(Cov2 − Cov3, 0)] on (t − 1, ddf_H)
     degrees of freedom, ddf_H = [MS(T×R) + r·max(Cov2 − Cov3, 0)]² / {MS(T×R)² / [(t − 1)(r − 1)]}.
     Per-method intervals use that method's MS(R) and Cov2 (``cov2_per_method``) when given.
+    Degenerate data (readers in perfect agreement: MS(T×R) = 0) give infinite or NaN entries,
+    not an exception, so that an interim report still appears.
     """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _or_test(aucs, var, cov1, cov2, cov3, cov2_per_method, var_per_method, alpha)
+
+
+def _or_test(aucs, var, cov1, cov2, cov3, cov2_per_method, var_per_method, alpha) -> dict:
     t, r = aucs.shape
     means = aucs.mean(axis=1)
     grand = aucs.mean()
@@ -113,7 +120,7 @@ def or_test(aucs: np.ndarray, var: float, cov1: float, cov2: float, cov3: float,
         half = stats.t.ppf(1 - alpha / 2, df_i) * se_i
         singles.append({"auc": float(means[i]), "se": float(se_i), "df": float(df_i),
                         "ci_low": float(means[i] - half), "ci_high": float(means[i] + half),
-                         **({"var": var_per_method[i]} if var_per_method is not None else {})})
+                        **({"var": var_per_method[i]} if var_per_method is not None else {})})
     out["single"] = singles
     return out
 
