@@ -141,8 +141,8 @@ class ReaderStudyPanel:
         design = self.logic.study.design
         kinds = sorted({question.kind for question in design.questions})
         self.ui.studyInfoLabel.setText(
-            f"{design.title or 'Untitled study'}: {len(design.cases)} cases, {len(design.questions)} "
-            f"question(s) ({', '.join(kinds)}), readers {', '.join(design.readers)}")
+            f"{design.title or 'Untitled study'}: {_count(len(design.cases), 'case')}, "
+            f"{_count(len(design.questions), 'question')} ({', '.join(kinds)}), readers {', '.join(design.readers)}")
         self._status("Study opened; readers enter their code and start")
         self.refresh_readers()
         self.show_read(None)
@@ -153,6 +153,7 @@ class ReaderStudyPanel:
         reader = self.ui.readerNameLineEdit.property("text")
         read = self._try(lambda: self.logic.start(reader))
         if self.logic.reading:
+            self._status(f"Reading as {reader.strip()}; each answer is saved as you give it")
             self.show_read(read)
 
     def on_stop(self, *_args) -> None:
@@ -337,6 +338,10 @@ class ReaderStudyPanel:
     def _log(self, text: str) -> None:
         if text:
             self.ui.logText.appendPlainText(text)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _path(path_edit) -> str:

@@ -7,6 +7,11 @@ models the catalogue lists: LDCT Denoise with the low-dose chest CT, Motion Corr
 non-gated chest CT.  CTK/qMRML widgets are drawn by the test
 stand-ins in Testing/widgets/standins: the layout, labels and defaults are the module's own,
 the styling is plain Qt rather than Slicer's.
+
+``reader_study_panel.png`` is the Reader Study reader's screen on a pairwise read of a study
+made from the LDCT sample (low-dose vs. normal-dose): the panel beside the two views as the
+hanging protocol sets them (A | B, one soft-tissue window), the views drawn from the shown
+nodes' voxels and window/level rather than by Slicer's renderer.
 """
 
 import os
@@ -15,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[2]
-for folder in ("Testing/widgets", "Testing/slicer"):
+for folder in ("Testing/widgets/shim", "Testing/widgets", "Testing/slicer"):
     sys.path.insert(0, str(REPO / folder))
 
 import mrml_fixtures  # noqa: E402
@@ -29,6 +34,8 @@ from LDCTDenoiseLib.logic import LDCTDenoiseLogic  # noqa: E402
 from LDCTDenoiseLib.panel import LDCTDenoisePanel  # noqa: E402
 from MotionCorrectLib.logic import MotionCorrectLogic  # noqa: E402
 from MotionCorrectLib.panel import MotionCorrectPanel  # noqa: E402
+from ReaderStudyLib.logic import ReaderStudyLogic  # noqa: E402
+from ReaderStudyLib.panel import ReaderStudyPanel  # noqa: E402
 
 
 
@@ -54,10 +61,96 @@ def screenshot(module: str, sample_name: str, logic_class, panel_class) -> None:
         panel.cleanup()
 
 
+def sample_study(folder: Path) -> Path:
+    """A one-patient study: the LDCT sample's low-dose and normal-dose middle slices as two methods."""
+    from meddiffusion.io import Volume, write_volume
+    from meddiffusion.study.blinding import create_study
+    from meddiffusion.study.design import Design, default_question
+    from meddiffusion.study.sources import find_cases
+
+    for method, sample in (("low-dose", "sample_ldct_chest"), ("normal-dose", "sample_ldct_chest_reference")):
+        volume = read_volume(REPO / "meddiffusion" / "data" / f"{sample}.nrrd")
+        write_volume(Volume(volume.array[5:8], volume.spacing, volume.origin, volume.direction),
+                     folder / method / "chest.nrrd")
+    design = Design(title="Low-dose CT denoising", seed=7, readers=["R1"], cases=[],
+                    questions=[default_question("likert", "noise"), default_question("pairwise", "sharpness")])
+    create_study(find_cases(folder / "low-dose", {"normal-dose": folder / "normal-dose"}), design, folder / "ldct-study")
+    return folder / "ldct-study"
+
+
+def view_image(volume, size: int):
+    """One slice view as the protocol shows it: the middle slice at the node's window/level, its name in the corner."""
+    import numpy as np
+    import slicer
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor, QFont, QImage, QPainter
+
+    array = slicer.util.arrayFromVolume(volume)
+    display = volume.GetDisplayNode()
+    low = display.GetLevel() - display.GetWindow() / 2
+    grey = np.clip((array[array.shape[0] // 2] - low) / display.GetWindow() * 255, 0, 255).astype(np.uint8)
+    grey = np.ascontiguousarray(grey)
+    image = QImage(grey.data, grey.shape[1], grey.shape[0], grey.strides[0], QImage.Format.Format_Grayscale8)
+    image = image.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+    canvas = image.convertToFormat(QImage.Format.Format_RGB32)
+    painter = QPainter(canvas)
+    painter.setPen(QColor("yellow"))
+    painter.setFont(QFont("DejaVu Sans", 16))
+    painter.drawText(12, 28, volume.GetName())
+    painter.end()
+    return canvas
+
+
+def reader_study_screen() -> None:
+    """The reader's screen on the pairwise read: panel | view A | view B, views as tall as the panel."""
+    import contextlib
+    import tempfile
+
+    from PySide6.QtGui import QColor, QImage, QPainter
+    from PySide6.QtWidgets import QWidget
+    from standins import ctkCollapsibleButton
+
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder), \
+            mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test:
+        study = sample_study(Path(folder))
+        mrml_fixtures.add_slice_views(test)
+        root = load_ui(REPO / "ReaderStudy" / "Resources" / "UI" / "ReaderStudy.ui")
+        for section in root.findChildren(ctkCollapsibleButton):  # folded as CTK folds them
+            if section.property("collapsed"):
+                for child in section.findChildren(QWidget):
+                    child.hide()
+        logic = ReaderStudyLogic(test.scene)
+        panel = ReaderStudyPanel(root, logic.parameters(), logic)
+        panel.ui.studyPathLineEdit.setProperty("currentPath", study.name)  # as typed, relative
+        panel.ui.openStudyButton.click()
+        panel.ui.readerNameLineEdit.setText("R1")
+        panel.ui.startButton.click()
+        while "single" in logic.current().images:  # the likert reads come first
+            question = logic.current().questions[0]
+            panel.answer(question.id, 4)
+        root.resize(460, root.minimumSizeHint().height())
+        root.show()
+        QApplication.processEvents()
+        shot = root.grab().toImage()
+        view_size = shot.height()
+        views = [view_image(logic.shown.volumes[position], view_size) for position in ("left", "right")]
+        screen = QImage(shot.width() + 2 * view_size + 12, max(shot.height(), view_size), QImage.Format.Format_RGB32)
+        screen.fill(QColor(40, 40, 40))
+        painter = QPainter(screen)
+        painter.drawImage(0, 0, shot)
+        for number, view in enumerate(views):
+            painter.drawImage(shot.width() + 4 + number * (view_size + 4), 0, view)
+        painter.end()
+        screen.save(str(REPO / "Resources" / "Screenshots" / "reader_study_panel.png"))
+        panel.cleanup()
+        root.close()
+
+
 def main() -> None:
     app = QApplication.instance() or QApplication([])  # noqa: F841 - keeps Qt alive
     screenshot("LDCTDenoise", "sample_ldct_chest", LDCTDenoiseLogic, LDCTDenoisePanel)
     screenshot("MotionCorrect", "sample_nongated_chest_ct", MotionCorrectLogic, MotionCorrectPanel)
+    reader_study_screen()
 
 
 if __name__ == "__main__":
