@@ -45,11 +45,12 @@ def analyze(records: list[dict], design, out_dir: Path, n_boot: int = 1000, seed
     out_dir.mkdir(parents=True, exist_ok=True)
     scales = {q["id"]: len(q.get("scale") or []) or None for q in design.get("questions", [])}
     tables: dict[str, list[dict]] = {name: [] for name in TABLES}
-    figures: dict[str, list[Path]] = {"likert": [], "pairwise": [], "diagnostic": []}
+    figures: dict[str, dict[str, Path]] = {"likert": {}, "pairwise": {}, "diagnostic": {}}  # kind → question → PNG
     notes: list[str] = []
     headline: dict = {"answers": len(records), "training_answers": sum(bool(r.get("training")) for r in records),
                       "repeat_answers": sum(bool(r.get("repeat")) and not r.get("training") for r in records),
-                      "readers": len({r["reader"] for r in records}), "cases": len({r["case"] for r in analysable(records)})}
+                      "readers": len({r["reader"] for r in records}),
+                      "cases": len({r["case"] for r in analysable(records)})}
 
     scored = analysable(records, "likert")
     if scored:
@@ -57,7 +58,8 @@ def analyze(records: list[dict], design, out_dir: Path, n_boot: int = 1000, seed
         tables["comparisons"] = likert.compare(scored) + [
             {"test": "cumulative logit", **row} for row in likert.ordinal(scored)]
         for question, rows in by_question(tables["likert_summary"]).items():
-            figures["likert"].append(plots.likert_distribution(rows, label(rows), out_dir / f"likert_{_slug(question)}.png"))
+            figures["likert"][question] = plots.likert_distribution(rows, label(rows),
+                                                                    out_dir / f"likert_{_slug(question)}.png")
         headline["likert"] = {q: max(rows, key=lambda r: r["mean"])["method"]
                               for q, rows in by_question(tables["likert_summary"]).items()}
     tables["agreement"] = agreement.inter_reader(scored, scales) + agreement.intra_reader(
@@ -69,14 +71,15 @@ def analyze(records: list[dict], design, out_dir: Path, n_boot: int = 1000, seed
         tables["preference"] = preference.bradley_terry(pairs, n_boot=n_boot, seed=seed)
         _add_totals(tables["preference"], tables["wins"])
         for question, rows in by_question(tables["preference"]).items():
-            figures["pairwise"].append(plots.bradley_terry(rows, label(rows), out_dir / f"preference_{_slug(question)}.png"))
+            figures["pairwise"][question] = plots.bradley_terry(rows, label(rows),
+                                                                out_dir / f"preference_{_slug(question)}.png")
         headline["preference"] = {q: [r["method"] for r in sorted(rows, key=lambda r: r["rank"])]
                                   for q, rows in by_question(tables["preference"]).items()}
 
     for question, group in by_question(analysable(records, "diagnostic")).items():
         figure = _diagnostic(question, group, tables, notes, headline, out_dir)
         if figure is not None:
-            figures["diagnostic"].append(figure)
+            figures["diagnostic"][question] = figure
 
     planning = samplesize.planning_lines(tables["comparisons"], tables["mrmc"])
     headline["sample_size"] = planning
@@ -84,7 +87,7 @@ def analyze(records: list[dict], design, out_dir: Path, n_boot: int = 1000, seed
     text = report.markdown(design.get("title") or "", headline, tables, figures, planning, notes, out_dir)
     files["report"] = atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     written = {name: str(path) for name, path in files.items()}
-    written.update({f"figure_{p.stem}": str(p) for paths in figures.values() for p in paths})
+    written.update({f"figure_{p.stem}": str(p) for paths in figures.values() for p in paths.values()})
     return {"files": written, "headline": headline, "summary": report.summary(headline, out_dir)}
 
 

@@ -54,18 +54,20 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _figure(path: Path, out_dir: Path) -> str:
-    return f"![{path.stem}]({path.relative_to(out_dir).as_posix()})"
+def _figure(figures: dict[str, Path], question: str, out_dir: Path) -> list[str]:
+    """The Markdown image of a question's figure, if it has one."""
+    path = figures.get(question)
+    return [f"![{path.stem}]({path.relative_to(out_dir).as_posix()})"] if path else []
 
 
-def _likert(tables: dict, figures: list[Path], out_dir: Path) -> list[str]:
+def _likert(tables: dict, figures: dict[str, Path], out_dir: Path) -> list[str]:
     out = ["## Likert scores"]
     comparisons = by_question(tables["comparisons"])
-    for n, (question, rows) in enumerate(by_question(tables["likert_summary"]).items()):
+    for question, rows in by_question(tables["likert_summary"]).items():
         counts = [(k, f"n({k[2:]})") for k in rows[0] if k.startswith("n_")]
         out += [f"### {rows[0]['criterion']}", table(rows, [("method", "method"), ("n", "answers"),
                 ("mean±", "mean [95 % CI]"), ("sd", "SD"), ("median", "median")] + counts)]
-        out += [_figure(figures[n], out_dir)] if n < len(figures) else []
+        out += _figure(figures, question, out_dir)
         tests = [r for r in comparisons.get(question, []) if r["test"] != "cumulative logit"]
         out += ["Paired tests on case means (difference = second − first):",
                 table(tests, [("test", "test"), ("first", "first"), ("second", "second"), ("n_cases", "cases"),
@@ -75,8 +77,8 @@ def _likert(tables: dict, figures: list[Path], out_dir: Path) -> list[str]:
         if model:
             out += [f"Cumulative-logit model ({model[0]['model']}); log odds of a higher score than "
                     f"{model[0]['reference']}:",
-                    table([r for r in model if r.get("method")], [("method", "method"), ("log_odds±", "log odds [95 % CI]"),
-                                                                   ("p", "p")])]
+                    table([r for r in model if r.get("method")],
+                          [("method", "method"), ("log_odds±", "log odds [95 % CI]"), ("p", "p")])]
     return out
 
 
@@ -91,28 +93,29 @@ def _agreement(rows: list[dict]) -> list[str]:
     return out
 
 
-def _preference(tables: dict, figures: list[Path], out_dir: Path) -> list[str]:
+def _preference(tables: dict, figures: dict[str, Path], out_dir: Path) -> list[str]:
     out = ["## Pairwise preference"]
     wins = by_question(tables["wins"])
-    for n, (question, rows) in enumerate(by_question(tables["preference"]).items()):
+    for question, rows in by_question(tables["preference"]).items():
         out += [f"### {rows[0]['criterion']}",
                 table(sorted(rows, key=lambda r: r["rank"]), [
                     ("rank", "rank"), ("method", "method"), ("score±", "Bradley–Terry score [95 % CI]"),
                     ("p_vs_reference", "P(preferred to reference)"), ("wins", "wins"), ("ties", "ties"),
                     ("losses", "losses")])]
-        out += [_figure(figures[n], out_dir)] if n < len(figures) else []
-        out += [table(wins.get(question, []), [("first", "first"), ("second", "second"), ("first_wins", "first preferred"),
-                                               ("ties", "equal"), ("second_wins", "second preferred")])]
+        out += _figure(figures, question, out_dir)
+        out += [table(wins.get(question, []), [("first", "first"), ("second", "second"),
+                                               ("first_wins", "first preferred"), ("ties", "equal"),
+                                               ("second_wins", "second preferred")])]
     return out
 
 
-def _diagnostic(tables: dict, figures: list[Path], out_dir: Path) -> list[str]:
+def _diagnostic(tables: dict, figures: dict[str, Path], out_dir: Path) -> list[str]:
     out = ["## Diagnostic accuracy (ROC)"]
     tests = by_question(tables["mrmc"])
-    for n, (question, rows) in enumerate(by_question(tables["roc"]).items()):
+    for question, rows in by_question(tables["roc"]).items():
         out += [f"### {rows[0]['criterion']}", table(rows, [("method", "method"), ("reader", "reader"),
                                                               ("auc±", "AUC [95 % CI]")])]
-        out += [_figure(figures[n], out_dir)] if n < len(figures) else []
+        out += _figure(figures, question, out_dir)
         for row in tests.get(question, []):
             if row["comparison"] != "difference":
                 out.append(f"Obuchowski–Rockette test of equal AUCs ({row['n_readers']} readers, {row['n_cases']} "
@@ -151,7 +154,8 @@ def markdown(title: str, headline: dict, tables: dict, figures: dict, planning: 
 def summary(headline: dict, out_dir: Path) -> str:
     """A few lines for the command line: what is best where, the MRMC result, where the report is."""
     lines = [f"{question}: best mean score {method}" for question, method in headline.get("likert", {}).items()]
-    lines += [f"{question}: preferred order {' > '.join(order)}" for question, order in headline.get("preference", {}).items()]
+    lines += [f"{question}: preferred order {' > '.join(order)}"
+              for question, order in headline.get("preference", {}).items()]
     for question, result in headline.get("mrmc", {}).items():
         aucs = ", ".join(f"{m} {a:.3f}" for m, a in result["aucs"].items())
         lines.append(f"{question}: AUC {aucs}; OR F = {result['f']:.2f} (df {result['ddf']:.1f}), "
