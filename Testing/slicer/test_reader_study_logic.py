@@ -380,6 +380,30 @@ def test_analyze_runs_in_a_child_and_brings_back_its_tables(logic, scene, tmp_pa
     assert slicer.util.arrayFromTableColumn(table, "mean").tolist() == [3.5, 4.25]
 
 
+def test_two_readers_finish_and_the_real_analysis_comes_back_as_tables(scene, slice_views, study, tmp_path):
+    """The lead's path end to end: both readers read everything (R2 after a stop), then
+    `meddiff study analyze` writes the report and its tables come into the scene unblinded."""
+    logic = ReaderStudyLogic(scene)
+    logic.open_study(study)
+    for reader, ratings in (("R1", {"likert": 2, "pairwise": "right"}), ("R2", {"likert": 3, "pairwise": "left"})):
+        logic.start(reader)
+        answer_current(logic, ratings)
+        if reader == "R2":
+            logic.stop()
+            logic.start(reader)
+        while logic.current() is not None:
+            answer_current(logic, ratings)
+        logic.stop()
+    assert [(row.reader, row.state) for row in logic.reader_progress()] == [("R1", "finished"), ("R2", "finished")]
+    task = logic.analyze_task(tmp_path / "report", reason="test")
+    assert task.wait(timeout=300).value == "done", task.error
+    assert (tmp_path / "report" / "report.md").exists()
+    summary = task.outputs["likert_summary"]
+    assert summary.GetName() == "Reader study likert_summary"
+    column = summary.GetTable().GetColumnByName("method")
+    assert {"original", METHOD} <= {column.GetValue(row) for row in range(column.GetNumberOfValues())}
+
+
 # -- packaging ---------------------------------------------------------------------------------
 def cmake_list(cmake: str, variable: str) -> set[str]:
     """The files a ``set(<variable> ...)`` block of the module's CMakeLists.txt names."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QPushButton
 
 import mrml_fixtures
@@ -208,3 +210,21 @@ def test_create_runs_the_backend_and_opens_the_new_study(panel, tmp_path, qtbot)
     assert "6 cases" in ui.studyInfoLabel.text() and "R1, R2, R3" in ui.studyInfoLabel.text()
     assert "key" in ui.statusLabel.text() and (tmp_path / "made.key.json").exists()
     assert ui.readersTable.rowCount() == 3
+
+
+def test_a_confidence_question_takes_a_typed_percentage(panel, study, qtbot):
+    """A diagnostic question without a scale asks for 0-100 % (for ROC); Enter records it."""
+    design = json.loads((study / "study.json").read_text())
+    (likert,) = [q for q in design["questions"] if q["kind"] == "likert"]
+    likert.update(kind="diagnostic", text="How confident are you that a nodule is present?", scale=[], shortcuts=[])
+    (study / "study.json").write_text(json.dumps(design))
+    open_study(panel, study)
+    panel.ui.readerNameLineEdit.setText("R1")
+    panel.ui.startButton.click()
+    box, record = panel.answer_widgets
+    assert panel.ui.questionLabel.text().startswith("How confident")
+    assert (box.minimum(), box.maximum()) == (0, 100)
+    box.setValue(85)
+    qtbot.keyClick(panel.root, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: (study / "logs" / "R1.jsonl").exists(), timeout=2000)
+    assert log.read(study / "logs" / "R1.jsonl")[-1]["answer"] == 85.0
