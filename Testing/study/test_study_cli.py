@@ -104,3 +104,18 @@ def test_create_refuses_unpaired_folders_and_bad_options(tmp_path, image_folders
                      "--readers", "R1", "-o", tmp_path / "s")
     assert result.returncode == 2 and "truth" in result.stderr
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.key.json").exists()
+
+
+def test_a_completed_study_is_analysed_into_a_report(created, tmp_path):
+    folder, key, _ = created
+    study = Study.open(folder)
+    for reader in ("R1", "R2"):
+        read_through(ReaderSession(study, reader))
+    result = meddiff("study", "analyze", folder, "--key", key, "-o", tmp_path / "report", "--events", "jsonl")
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    for table in ("likert_summary.csv", "comparisons.csv", "agreement.csv", "preference.csv", "roc.csv", "mrmc.csv"):
+        assert (tmp_path / "report" / table).is_file()
+    assert METHOD in report and "original" in report  # the report is unblinded; the study folder never was
+    assert any(p.suffix == ".png" for p in (tmp_path / "report").iterdir())
+    assert not any(METHOD in p.read_text(errors="ignore") for p in folder.rglob("*.json"))
