@@ -116,14 +116,14 @@ class ReaderProgress:
 class _Shown:
     """The nodes of the read on screen and what the reader did to them."""
 
-    def __init__(self, index: int, window_level: tuple[float, float]):
+    def __init__(self, index: int):
         self.index = index
-        self.window_level = window_level
         self.volumes: dict[str, Any] = {}  # position -> the volume node shown (a cine's proxy)
         self.extra: list = []  # sequence and browser nodes of a cine
         self.observers: list[tuple[Any, int]] = []
+        self.window_level = (0.0, 0.0)  # the protocol's, once the images are loaded
+        self.last = [0.0, 0.0]  # the window/level on screen
         self.changes: list[list[float]] = []  # [window, level] set since the last record
-        self.last = list(window_level)
         self.started = time.monotonic()
 
 
@@ -160,7 +160,7 @@ class ReaderStudyLogic:
         study = Study.open(folder)
         self.protocol = HangingProtocol.from_design(study.design.display)
         self.study = study
-        self.parameters().studyFolder = str(Path(folder))
+        self.parameters().studyFolder = str(Path(folder).absolute())
         return study
 
     def _require_study(self) -> Study:
@@ -252,7 +252,7 @@ class ReaderStudyLogic:
         if set(read.images) not in ({"single"}, {"left", "right"}):
             raise ValueError(f"read {read.index} has images at {sorted(read.images)}; expected 'single' "
                              "or 'left' and 'right'")
-        shown = _Shown(read.index, (0.0, 0.0))
+        shown = _Shown(read.index)
         self.shown = shown
         try:
             for position in sorted(read.images):
