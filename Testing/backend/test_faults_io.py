@@ -70,3 +70,12 @@ def test_outputs_under_a_file_or_a_read_only_folder_are_refused_before_work(tmp_
             check_writable("-o", locked / "out.nrrd")
     finally:
         locked.chmod(0o700)
+
+
+def test_reading_and_writing_dicom_keeps_the_process_locale(tmp_path):
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    write_volume(Volume(ct_array(), spacing=(0.7, 0.7, 3.0), modality="CT"), tmp_path / "series")
+    read_volume(tmp_path / "series")
+    assert locale.setlocale(locale.LC_CTYPE) == before  # GDCM would leave "C": text files then read as ASCII

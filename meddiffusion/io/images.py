@@ -14,11 +14,13 @@ import SimpleITK as sitk
 
 from meddiffusion.files import atomic_write
 from meddiffusion.io.dicom import read_dicom_series, write_dicom_series
-from meddiffusion.io.volume import VOLUME_SUFFIXES, Volume, VolumeError, first_line, validate_array, validate_image
+from meddiffusion.io.volume import (VOLUME_SUFFIXES, Volume, VolumeError, first_line, keeps_locale, validate_array,
+                                      validate_image)
 
 __all__ = ["read_volume", "write_volume", "check_volume_path", "check_nifti_length"]
 
 
+@keeps_locale
 def read_volume(path: str | os.PathLike, modality: str = "") -> Volume:
     """Read a 3D scalar volume from a file (NRRD, NIfTI, MHA, single DICOM) or a DICOM folder.
 
@@ -103,6 +105,7 @@ def _size(count: int) -> str:
 
 
 
+@keeps_locale
 def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True,
                  dtype: str | None = None) -> Path:
     """Write atomically.  A path without a known suffix is taken as a DICOM series folder.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import locale
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["VOLUME_SUFFIXES", "VolumeError", "Volume", "validate_image", "validate_array", "first_line"]
+__all__ = ["VOLUME_SUFFIXES", "VolumeError", "Volume", "validate_image", "validate_array", "first_line",
+           "keeps_locale"]
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 _UNITS_BY_MODALITY = {"CT": "HU", "PT": "Bq/ml", "NM": "counts", "MR": "a.u."}
@@ -106,3 +109,19 @@ def first_line(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
 
+
+
+def keeps_locale(function):
+    """Restore the process's locale after ``function``: ITK's DICOM layer (GDCM) switches it to "C",
+    after which Python would read and write text files as ASCII."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        saved = {category: locale.setlocale(category) for category in (locale.LC_CTYPE, locale.LC_NUMERIC)}
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for category, value in saved.items():
+                locale.setlocale(category, value)
+
+    return wrapper
