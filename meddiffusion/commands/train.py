@@ -1,9 +1,11 @@
-"""``meddiff train <task>``: train a task's network on data this project simulates, export it as a model.
+"""``meddiff train <task>``: train or fine-tune a task's network on simulated or the user's data, export a model.
 
 Every task trains the same way: ``--config`` picks the network size, ``--steps`` the length,
 ``--out`` the run folder (cached training data, checkpoints, ``metrics.jsonl``, and at the end
 ``model.safetensors`` + ``model.json``, a catalogue model card). ``--register ID`` also adds the
-model to the user model folder, where every command finds it by id. ``--resume`` continues from
+model to the user model folder, where every command finds it by id. ``--source`` picks the
+data (a task may take the user's own folders, read by ``training.userdata``); ``--from-model ID``
+fine-tunes a catalogue model, registered only if it scores at least as well as its parent. ``--resume`` continues from
 the last checkpoint in ``--out``; Ctrl-C / Cancel writes a checkpoint first.
 """
 
@@ -34,6 +36,11 @@ COMMON_OPTIONS = (
     Option(("--resume",), {"action": "store_true", "help": "continue from the latest checkpoint in --out"}),
     Option(("--source",), {"choices": tuple(DATA_SOURCES), "default": None,
                            "help": "where the training pairs come from (default: phantom)"}),
+    Option(("--from-model",), {"metavar": "ID", "help": "fine-tune: start from this catalogue model's weights and "
+                                                        "architecture; --register then needs it to score at least "
+                                                        "as well as this parent on the validation patients"}),
+    Option(("--register-anyway",), {"action": "store_true", "help": "with --register: register a fine-tune even "
+                                                                    "when it scores worse than its parent"}),
 )
 
 
@@ -47,7 +54,7 @@ def add_parser(subparsers) -> None:
 
     found = recipes()
     example = "examples:\n" + "\n".join(recipe.example for recipe in found if recipe.example)
-    p = subparsers.add_parser("train", help="train a task's network on simulated data (exports a model)",
+    p = subparsers.add_parser("train", help="train or fine-tune a task's network (exports a model)",
                               description=__doc__, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", metavar="<task>", required=True)
     for recipe in found:
@@ -100,6 +107,12 @@ def run(args: argparse.Namespace, progress) -> dict:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 0 (0: only at the end), got {getattr(args, flag)}")
     recipe.check_config(args.config)
     recipe.check_source(args.source or PHANTOM)
+    if args.register_anyway and not args.register:
+        raise ValueError("--register-anyway applies only with --register ID")
+    if args.from_model:
+        from meddiffusion.training.finetune import parent_network
+
+        parent_network(recipe, args)  # another task's card or an unusable architecture: refused before any data
     device = setup_device(args)
     args.command_line = command_line(args)
     return train(recipe, args, progress, device)

@@ -3,7 +3,9 @@
 The run folder ``--out`` holds the data cache (unless the recipe keeps it elsewhere), the
 checkpoints and ``metrics.jsonl`` of the :class:`~meddiffusion.training.Trainer`, and at the
 end ``model.safetensors`` (the EMA weights) with its card ``model.json``, written and
-optionally registered by :func:`~meddiffusion.training.publish.publish_model`.
+optionally registered by :func:`~meddiffusion.training.publish.publish_model`. A fine-tune
+(``--from-model``) starts from a catalogue model and registers only through the gate of
+:mod:`meddiffusion.training.finetune`; runs on the user's data are scored and their provenance recorded.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     import torch
 
     from meddiffusion.catalog import ModelEntry, sha256_file
-    from meddiffusion.training import Trainer, latest_checkpoint
+    from meddiffusion.training import Trainer, finetune, latest_checkpoint
     from meddiffusion.training.sampler import STREAM_INIT, derive_seed
     from meddiffusion.training.publish import publish_model
 
@@ -62,7 +64,11 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     simulate_s = time.monotonic() - start
 
     torch.manual_seed(derive_seed(args.seed, STREAM_INIT))  # the recorded command reproduces the initial weights
-    model = recipe.make_model(args)
+    parent = None
+    if getattr(args, "from_model", None):
+        parent, model = finetune.parent_network(recipe, args)
+    else:
+        model = recipe.make_model(args)
     # the loss reads the step at call time, after the trainer below exists
     loss_fn = recipe.make_loss(args, lambda: trainer.step)
     val_fn = recipe.make_val(args) if recipe.make_val else None
@@ -79,13 +85,25 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
 
     model_id = args.register or recipe.model_id(args)
     weights = trainer.export_weights(out / "model.safetensors", {"model_id": model_id, "task": recipe.name})
-    fields = recipe.card(args, Outcome(data, val_start, fit["val"], fit["step"]))
+    fields = recipe.card(args, Outcome(data, val_start, fit["val"], fit["step"], parent))
     metrics = {"val_loss_start": val_start.get("loss"), "val_loss_end": fit["val"].get("loss"),
                **fields.pop("metrics", {}), "steps": fit["step"], "train_seconds": round(train_s, 1),
                "simulate_seconds": round(simulate_s, 1)}
+    register, gate = bool(args.register), None
+    if parent is not None or "provenance" in data.info:  # a fine-tune or the user's data: score, record, gate
+        if parent is not None:  # the fine-tune keeps its parent's architecture (sampler, scale)
+            fields |= {"architecture": parent.architecture, "normalization": parent.normalization}
+        if recipe.score is not None:
+            gate = finetune.gate(recipe, args, data, trainer.ema_model, parent, device)
+            register = register and (gate.get("passed", True) or bool(getattr(args, "register_anyway", False)))
+        metrics |= {"gate": gate, "provenance": finetune.provenance(args, parent, data, trainer.config.to_dict())}
     entry = ModelEntry(id=model_id, task=recipe.name, version="1.0", weights=weights.name,
                        sha256=sha256_file(weights), training_command=args.command_line, metrics=metrics,
                        license="MIT", **fields)
-    return publish_model(entry, weights, out, register=bool(args.register), overwrite=args.overwrite,
-                         steps=fit["step"], train_seconds=train_s, val_start=metrics["val_loss_start"],
-                         val_end=metrics["val_loss_end"], metrics=metrics)
+    result = publish_model(entry, weights, out, register=register, overwrite=args.overwrite,
+                           steps=fit["step"], train_seconds=train_s, val_start=metrics["val_loss_start"],
+                           val_end=metrics["val_loss_end"], metrics=metrics)
+    if gate is not None:
+        words = finetune.gate_words(gate, bool(args.register), bool(getattr(args, "register_anyway", False)))
+        result["summary"] += f"; {words}"
+    return result

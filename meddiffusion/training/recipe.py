@@ -21,15 +21,16 @@ from typing import Any
 
 from meddiffusion.tasks.registry import Option, TaskSpec
 
-__all__ = ["PHANTOM", "PAIRED_FOLDER", "CLEAN_FOLDER", "DATA_SOURCES", "Recipe", "TrainingData", "Outcome",
-           "recipe_of"]
+__all__ = ["PHANTOM", "PAIRED_FOLDER", "CLEAN_FOLDER", "LOWDOSE_FOLDER", "DATA_SOURCES", "Recipe", "TrainingData",
+           "Outcome", "Score", "recipe_of"]
 
 #: the data sources a recipe can accept
-PHANTOM, PAIRED_FOLDER, CLEAN_FOLDER = "phantom", "paired-folder", "clean-folder"
+PHANTOM, PAIRED_FOLDER, CLEAN_FOLDER, LOWDOSE_FOLDER = "phantom", "paired-folder", "clean-folder", "lowdose-folder"
 DATA_SOURCES = {
     PHANTOM: "pairs simulated from the built-in thorax phantom",
     PAIRED_FOLDER: "a folder of the user's paired volumes (input and target)",
     CLEAN_FOLDER: "a folder of the user's clean volumes, made into pairs by the task's physics",
+    LOWDOSE_FOLDER: "a folder of the user's low-dose volumes alone, for a self-supervised fine-tune",
 }
 
 
@@ -56,6 +57,21 @@ class Outcome:
     val_start: dict[str, float]
     val_end: dict[str, float]
     steps: int
+    parent: Any = None  #: the catalogue card a ``--from-model`` fine-tune started from
+
+
+@dataclass
+class Score:
+    """What ``score`` returns: a network's validation metrics and which one the registration gate compares."""
+
+    values: dict[str, float]
+    metric: str
+    higher_is_better: bool = True
+
+    def at_least(self, other: "Score") -> bool:
+        """Whether this score is at least as good as ``other``'s on the gate's metric."""
+        mine, theirs = self.values[self.metric], other.values[self.metric]
+        return mine >= theirs if self.higher_is_better else mine <= theirs
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,11 @@ class Recipe:
     - ``make_val(args) -> val_fn(model, batch)`` (optional; without it validation scores the loss);
     - ``model_id(args) -> str``: the id when ``--register`` gives none;
     - ``card(args, outcome) -> dict``: the card's ``architecture``, ``normalization``,
-      ``training_data``, ``description`` and task ``metrics``.
+      ``training_data``, ``description`` and task ``metrics``;
+    - ``from_card(args, entry) -> nn.Module`` (optional): the network of a catalogue card with
+      its weights, for ``--from-model``; a ValueError for a card this recipe cannot train;
+    - ``score(args, net, data, device) -> Score`` (optional): the task's metric of a network on
+      the validation data, compared by the registration gate of a fine-tune.
     """
 
     name: str
@@ -85,6 +105,8 @@ class Recipe:
     model_id: Callable[[argparse.Namespace], str]
     card: Callable[[argparse.Namespace, Outcome], dict[str, Any]]
     make_val: Callable[[argparse.Namespace], Callable] | None = None
+    from_card: Callable[[argparse.Namespace, Any], Any] | None = None
+    score: Callable[[argparse.Namespace, Any, TrainingData, Any], Score] | None = None
     options: tuple[Option, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
     sources: tuple[str, ...] = (PHANTOM,)

@@ -35,14 +35,14 @@ from torch.utils.data import Dataset
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.physics import calibrate_i0, simulate_low_dose
 from meddiffusion.tasks.ldct.infer import body_box, context_indices
-from meddiffusion.tasks.ldct.model import DEFAULT_DOSE, HU_RANGE, normalize
+from meddiffusion.tasks.ldct.model import DEFAULT_DOSE, HU_MIN, HU_RANGE, normalize
 from meddiffusion.tasks.ldct.physics import simulate_pair
 from meddiffusion.training import cache
 from meddiffusion.training.augment import crop_room, dihedral
 from meddiffusion.training.storage import hu_to_int16
 
 __all__ = ["DataOptions", "SlabSpec", "slab_spec", "render_slab", "build_cache", "describe", "LDCTPairs",
-           "random_crops", "make_loss_fn"]
+           "pad_slices", "random_crops", "training_crops", "make_loss_fn"]
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,16 @@ def describe(seed: int, index: int, options: DataOptions) -> dict:
             "options": asdict(options)}
 
 
+def pad_slices(arrays, shape: tuple[int, int]) -> list[np.ndarray]:
+    """(k, H, W) HU arrays padded with air at the bottom and right to ``shape``: volumes of any size batch together."""
+    return [np.pad(a, ((0, 0), (0, shape[0] - a.shape[1]), (0, shape[1] - a.shape[2])), constant_values=HU_MIN)
+            for a in arrays]
+
+
 class LDCTPairs(Dataset):
     """Every slice of the cached slabs as a training centre: int16 HU [above, centre, below] LD and ND.
+
+    Slabs (or the user's volumes) of different slice sizes are padded with air to the largest.
 
     Items are whole slices (``{"ld": (3, H, W), "nd": (1, H, W), "box": (4,)}``, box = the
     body's (y0, y1, x0, x1)); :func:`random_crops` cuts the training crops from them with the
@@ -149,8 +157,9 @@ class LDCTPairs(Dataset):
         if not paths:
             raise ValueError("no training slabs given; generate them with build_cache first")
         self.slabs, self.items = [], []
-        for path in paths:
-            nd, ld = cache.read_item(path, "nd", "ld")
+        arrays = [cache.read_item(path, "nd", "ld") for path in paths]
+        shape = tuple(max(nd.shape[k] for nd, _ in arrays) for k in (1, 2))
+        for nd, ld in (pad_slices(arrays_, shape) for arrays_ in arrays):
             slab = len(self.slabs)
             self.slabs.append((nd, ld))
             for k in range(nd.shape[0]):
@@ -194,17 +203,23 @@ def random_crops(batch: dict[str, torch.Tensor], crop: int, generator: torch.Gen
     return normalize(torch.stack(ld_crops)), normalize(torch.stack(nd_crops))
 
 
+def training_crops(model: torch.nn.Module, batch: dict[str, torch.Tensor], crop: int, generator: torch.Generator,
+                   replicate_share: float = 0.25):
+    """(model_fn, centre, context, target) of a training step: crops on the step's device, the sampler's call."""
+    ld, target = random_crops(batch, crop, generator, replicate_share)
+    ld, target = ld.to(generator.device), target.to(generator.device)
+
+    def model_fn(x_t, t, ctx, emm_input):
+        return model(torch.cat([ctx[:, :1], x_t, ctx[:, 1:]], dim=1), t, emm_input)
+
+    return model_fn, ld[:, 1:2], torch.cat([ld[:, :1], ld[:, 2:]], dim=1), target
+
+
 def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share: float = 0.25):
     """CoreDiff's two-stage loss on random crops, for :class:`meddiffusion.training.Trainer`."""
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
-        ld, nd = random_crops(batch, crop, generator, replicate_share)
-        ld, nd = ld.to(generator.device), nd.to(generator.device)
-        centre, context = ld[:, 1:2], torch.cat([ld[:, :1], ld[:, 2:]], dim=1)
-
-        def model_fn(x_t, t, ctx, emm_input):
-            return model(torch.cat([ctx[:, :1], x_t, ctx[:, 1:]], dim=1), t, emm_input)
-
+        model_fn, centre, context, nd = training_crops(model, batch, crop, generator, replicate_share)
         t = diffusion.random_timestep(generator)
         loss, _, x0_hat2 = diffusion.two_stage_loss(model_fn, nd, centre, t, context=context)
         rmse_hu = ((x0_hat2.detach() - nd) * HU_RANGE).pow(2).mean().sqrt()

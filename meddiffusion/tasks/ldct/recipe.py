@@ -1,4 +1,5 @@
-"""``meddiff train ldct``: CoreDiff's CLEAR-Net trained on thorax-phantom slab pairs (see ``data``).
+"""``meddiff train ldct``: CoreDiff's CLEAR-Net trained on thorax-phantom slab pairs (see ``data``),
+or fine-tuned on the user's own CT (``--source``, ``--data``, ``--from-model``; see ``finetune``).
 
 The declaration imports nothing heavy (``meddiff --help`` reads it); the functions load torch.
 """
@@ -6,9 +7,10 @@ The declaration imports nothing heavy (``meddiff --help`` reads it); the functio
 from __future__ import annotations
 
 from meddiffusion.tasks.registry import Option
-from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, TrainingData
+from meddiffusion.training.recipe import (CLEAN_FOLDER, LOWDOSE_FOLDER, PAIRED_FOLDER, PHANTOM, Outcome, Recipe,
+                                          TrainingData)
 
-__all__ = ["RECIPE", "network_configs", "start_at_identity", "data_options"]
+__all__ = ["RECIPE", "network_configs", "start_at_identity", "data_options", "architecture"]
 
 
 def _tiny_config() -> dict:
@@ -45,10 +47,21 @@ def data_options(args):
 
 
 def build_data(args, progress) -> TrainingData:
-    """Slabs ``0 .. slabs-1`` of dataset ``--seed`` train and the next ``val_slabs`` validate, from ``<out>/data``."""
+    """Slabs ``0 .. slabs-1`` of dataset ``--seed`` train and the next ``val_slabs`` validate, from ``<out>/data``.
+
+    With a user source the volumes of ``--data`` instead (``finetune.build_user_data``).
+    """
     from pathlib import Path
 
     from meddiffusion.tasks.ldct.data import LDCTPairs, build_cache
+
+    if (args.source or PHANTOM) != PHANTOM:
+        from meddiffusion.tasks.ldct.finetune import build_user_data
+
+        return build_user_data(args, progress)
+    if args.data or args.val_patients is not None:
+        raise ValueError("--data and --val-patients are read with --source paired-folder, clean-folder or "
+                         "lowdose-folder; the phantom source simulates its own slabs")
 
     options, folder, total = data_options(args), Path(args.out) / "data", args.slabs + args.val_slabs
     paths = build_cache(folder, total, args.seed, options, progress.callback("simulate", total))
@@ -68,7 +81,51 @@ def make_loss(args, step):  # noqa: ARG001 - the loss does not change over the r
     from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
     from meddiffusion.tasks.ldct.data import make_loss_fn
 
+    if args.source == LOWDOSE_FOLDER:
+        from meddiffusion.tasks.ldct.finetune import make_self_supervised_loss
+
+        return make_self_supervised_loss(MeanPreservingDiffusion(args.timesteps), args.crop)
     return make_loss_fn(MeanPreservingDiffusion(args.timesteps), args.crop)
+
+
+def from_card(args, entry):
+    """The CLEAR-Net of an LDCT card with its weights, for ``--from-model``; its architecture becomes the run's."""
+    from meddiffusion.tasks.ldct.model import build_model
+
+    arch = entry.architecture
+    if arch.get("network") != "CLEARNet":
+        raise ValueError(f"--from-model '{entry.id}' uses the network {arch.get('network')!r}; meddiff train ldct "
+                         "fine-tunes CLEARNet models only")
+    timesteps = int(arch.get("diffusion", {}).get("num_timesteps", 10))
+    if timesteps != args.timesteps:
+        raise ValueError(f"--from-model '{entry.id}' was trained with T={timesteps} diffusion steps, not "
+                         f"--timesteps {args.timesteps}; a fine-tune keeps its parent's schedule")
+    if "trajectory_weights" in entry.metrics:
+        raise ValueError(f"--from-model '{entry.id}' is a one-shot adaptation (ldct-adapt) whose step weights "
+                         "fit its parent's network; fine-tune that parent instead")
+    try:
+        model = build_model(arch, entry.state_dict(), entry)
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(f"--from-model '{entry.id}': its card's architecture does not build a CLEARNet matching "
+                         f"its weights ({str(exc).splitlines()[0]})") from None
+    args.start_architecture = arch
+    return model.net.train()
+
+
+def score(args, net, data, device):
+    from meddiffusion.tasks.ldct.finetune import score as score_volumes
+
+    return score_volumes(args, net, data, device)
+
+
+def architecture(args) -> dict:
+    """The card's architecture: the parent's for a fine-tune, else ``--config``'s network with the sampler options."""
+    if getattr(args, "start_architecture", None):
+        return args.start_architecture
+    kwargs = network_configs()[args.config]
+    return {"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+            "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
+            "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
 
 
 def model_id(args) -> str:
@@ -78,13 +135,10 @@ def model_id(args) -> str:
 def card(args, outcome: Outcome) -> dict:
     """Architecture and sampler, normalisation, the data in words, and the dose (the module's selector shows it)."""
     options = data_options(args)
-    kwargs = network_configs()[args.config]
-    architecture = {"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v
-                                                      for k, v in kwargs.items()},
-                    "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
-                    "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
+    if (args.source or PHANTOM) != PHANTOM:
+        return _user_card(args, outcome)
     return {
-        "architecture": architecture,
+        "architecture": architecture(args),
         "normalization": {"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
         "training_data": (f"{len(outcome.data.train)} slices of {args.slabs} thorax-phantom slabs ({options.size}², "
                           f"pixels {options.pixel_mm[0]:g}-{options.pixel_mm[1]:g} mm, full-dose noise "
@@ -93,6 +147,23 @@ def card(args, outcome: Outcome) -> dict:
                           f"data seed {args.seed}"),
         "description": f"CoreDiff CLEAR-Net ({args.config}) for {options.dose:g} dose CT, T={args.timesteps}",
         "metrics": {"dose": options.dose},
+    }
+
+
+def _user_card(args, outcome: Outcome) -> dict:
+    """The card of a run on the user's data: which data, split and parent, in words (the numbers are in provenance)."""
+    facts = outcome.data.info["provenance"]
+    what = {PAIRED_FOLDER: "low-/normal-dose pairs", CLEAN_FOLDER: f"normal-dose volumes paired at dose {args.dose:g}",
+            LOWDOSE_FOLDER: "low-dose volumes alone (self-supervised: neighbouring-slice pairs)"}[args.source]
+    start = f"fine-tuned from {outcome.parent.id}" if outcome.parent is not None else f"trained ({args.config})"
+    return {
+        "architecture": architecture(args),
+        "normalization": {"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
+        "training_data": (f"{len(outcome.data.train)} slices of the user's {what} from {facts['data']} "
+                          f"({facts['volumes']} volumes); validation patients {', '.join(facts['split']['val'])}; "
+                          f"manifest sha256 {facts['manifest_sha256'][:12]}"),
+        "description": f"CoreDiff CLEAR-Net {start} on the user's CT ({args.source})",
+        "metrics": {"dose": args.dose} if args.source == CLEAN_FOLDER else {},
     }
 
 
@@ -116,10 +187,20 @@ RECIPE = Recipe(
         Option(("--timesteps",), {"type": int, "default": 10, "help": "diffusion steps T (default: 10, as CoreDiff)"}),
         Option(("--cpu-steps",), {"type": int, "default": None,
                                   "help": "sampling steps the model card sets as the CPU default (default: T)"}),
+        Option(("--data",), {"metavar": "DIR|CSV", "help": "the user's volumes, with --source paired-folder (DIR with "
+                                                           "input/ and target/ matched by name, or a CSV with columns "
+                                                           "input,target[,patient]), clean-folder or lowdose-folder "
+                                                           "(volumes in DIR, or a CSV with volume[,patient])"}),
+        Option(("--val-patients",), {"type": float, "metavar": "N", "default": None,
+                                     "help": "validation patients with --data: a count, or a fraction below 1 "
+                                             "(default: 0.2, at least 1), drawn by --seed"}),
     ),
-    sources=(PHANTOM,),
+    sources=(PHANTOM, PAIRED_FOLDER, CLEAN_FOLDER, LOWDOSE_FOLDER),
     build_data=build_data, make_model=make_model, make_loss=make_loss, model_id=model_id, card=card,
+    from_card=from_card, score=score,
     example="""  meddiff train ldct --config small --steps 3000 --out runs/ldct-small --register my-ldct
   meddiff train ldct --config paper --steps 150000 --batch-size 8 --device cuda --out runs/ldct-paper
-  meddiff train ldct --config small --out runs/ldct-small --resume""",
+  meddiff train ldct --config small --out runs/ldct-small --resume
+  meddiff train ldct --source paired-folder --data my_scans/ --from-model ldct-corediff-small --steps 200 \
+      --out runs/ldct-mine --register ldct-mine""",
 )

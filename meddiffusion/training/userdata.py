@@ -1,0 +1,249 @@
+"""The user's own training data, for any task: a folder or CSV manifest of volumes, pair checks, a by-patient split.
+
+A task's recipe reads ``--data`` here and turns the checked volumes into its cached training
+items (``training.cache``). Three layouts, by data source (``training.recipe``):
+
+- ``paired-folder``: ``DIR/input/`` and ``DIR/target/`` holding volumes matched by name (a file
+  without its suffix, or a DICOM series folder), or a CSV manifest with columns
+  ``input,target[,patient]``;
+- ``clean-folder`` / ``lowdose-folder``: the volumes directly in ``DIR``, or a CSV with columns
+  ``volume[,patient]`` (clean volumes become targets, low-dose ones inputs).
+
+Relative manifest paths are read from the manifest's folder. Each volume is one patient unless
+the manifest's ``patient`` column groups several, and the validation split is drawn over
+patients (:func:`split_patients`), so no patient has slices on both sides: slices of one scan
+share anatomy and noise texture, and a split inside a patient would score memory, not
+generalisation.
+
+Every check raises a ``ValueError`` that names the pair and what to do, before training starts:
+a pair must share its grid (:func:`check_grid`), both volumes must pass the modality's value
+rule (``meddiffusion.checks``) and the pair must be aligned (:func:`check_alignment`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from meddiffusion.checks import check_values, rule_for
+from meddiffusion.io.volume import VOLUME_SUFFIXES, Volume
+from meddiffusion.training.recipe import CLEAN_FOLDER, LOWDOSE_FOLDER, PAIRED_FOLDER
+
+__all__ = ["Entry", "list_entries", "split_patients", "check_grid", "check_alignment", "check_pair",
+           "read_checked", "file_sha256", "manifest_hash", "MIN_CORRELATION", "SHIFT_MARGIN"]
+
+#: an aligned pair correlates at least this much in the [-1000, 1000] HU window (noise at a quarter dose
+#: costs about 0.01 on a body; a few pixels of shift cost more than 0.1 at a body's edge)
+MIN_CORRELATION = 0.9
+#: a pair is shifted when a shift of up to ``MAX_SHIFT`` voxels correlates better than none by this much
+SHIFT_MARGIN = 0.01
+MAX_SHIFT = 3
+ALIGN_WINDOW = (-1000.0, 1000.0)
+USER_SOURCES = (PAIRED_FOLDER, CLEAN_FOLDER, LOWDOSE_FOLDER)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One volume or pair of the user's data: its patient and files (``input`` or ``target`` may be None)."""
+
+    name: str
+    patient: str
+    input: Path | None
+    target: Path | None
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(path for path in (self.input, self.target) if path is not None)
+
+
+def volume_name(path: Path) -> str:
+    """A volume's name without its suffix (``a.nii.gz`` -> ``a``; a DICOM folder keeps its name)."""
+    for suffix in sorted(VOLUME_SUFFIXES + (".dcm",), key=len, reverse=True):
+        if path.name.lower().endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
+def _volumes_in(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        is_volume = path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES + (".dcm",))
+        if path.name.startswith(".") or not is_volume or (path.is_dir() and path.name in ("input", "target")):
+            continue
+        name = volume_name(path)
+        if name in found:
+            raise ValueError(f"{folder} holds two volumes named '{name}' ({found[name].name}, {path.name}); "
+                             "rename one")
+        found[name] = path
+    return found
+
+
+def list_entries(data: str | Path, source: str) -> list[Entry]:
+    """The volumes or pairs of ``--data`` for ``source`` (see the module docstring), sorted by name."""
+    if source not in USER_SOURCES:
+        raise ValueError(f"--data is read for the sources {', '.join(USER_SOURCES)}, not '{source}'")
+    path = Path(data)
+    if not path.exists():
+        raise ValueError(f"--data {path} does not exist; expected a folder or a CSV manifest")
+    if path.is_file():
+        entries = _read_manifest(path, source)
+    elif source == PAIRED_FOLDER:
+        entries = _paired_folder(path)
+    else:
+        volumes = _volumes_in(path)
+        entries = [Entry(name, name, *((None, file) if source == CLEAN_FOLDER else (file, None)))
+                   for name, file in volumes.items()]
+    if not entries:
+        raise ValueError(f"--data {path} holds no volumes for {source}")
+    return sorted(entries, key=lambda entry: entry.name)
+
+
+def _paired_folder(folder: Path) -> list[Entry]:
+    if not (folder / "input").is_dir() or not (folder / "target").is_dir():
+        raise ValueError(f"a paired folder holds input/ and target/ volumes matched by name; {folder} lacks "
+                         f"{' and '.join(n + '/' for n in ('input', 'target') if not (folder / n).is_dir())} "
+                         "(or pass a CSV manifest with columns input,target[,patient])")
+    inputs, targets = _volumes_in(folder / "input"), _volumes_in(folder / "target")
+    unmatched = sorted(set(inputs) ^ set(targets))
+    if unmatched:
+        raise ValueError(f"volumes without a partner in {folder}: {', '.join(unmatched[:5])}; every input/ volume "
+                         "needs a target/ volume of the same name")
+    return [Entry(name, name, inputs[name], targets[name]) for name in inputs]
+
+
+def _read_manifest(path: Path, source: str) -> list[Entry]:
+    columns = ("input", "target") if source == PAIRED_FOLDER else ("volume",)
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    header = set(rows[0]) if rows else set()
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise ValueError(f"manifest {path} lacks the column(s) {', '.join(missing)}; {source} needs "
+                         f"{','.join(columns)}[,patient]")
+    entries, names = [], set()
+    for line, row in enumerate(rows, 2):
+        files = []
+        for column in columns:
+            file = Path(row[column].strip())
+            file = file if file.is_absolute() else path.parent / file
+            if not row[column].strip() or not file.exists():
+                raise ValueError(f"manifest {path}, line {line}: {column} '{row[column]}' does not exist")
+            files.append(file)
+        name = volume_name(files[0])
+        while name in names:
+            name += "+"
+        names.add(name)
+        patient = (row.get("patient") or "").strip() or name
+        pair = files if source == PAIRED_FOLDER else ([None, files[0]] if source == CLEAN_FOLDER else [files[0], None])
+        entries.append(Entry(name, patient, *pair))
+    return entries
+
+
+def split_patients(patients: list[str], val: float | None, seed: int) -> tuple[list[str], list[str]]:
+    """(training, validation) patient ids: ``val`` patients (>= 1) or that fraction of them (< 1), seeded.
+
+    Default (None): a fifth, at least one. Both sides keep at least one patient.
+    """
+    unique = sorted(set(patients))
+    if len(unique) < 2:
+        raise ValueError(f"a validation split by patient needs at least 2 patients, got {len(unique)} "
+                         f"({', '.join(unique)}); add a patient's volumes (slices of one patient are never "
+                         "split between training and validation)")
+    val = 0.2 if val is None else float(val)
+    if val <= 0 or (val >= 1 and val != int(val)):
+        raise ValueError(f"--val-patients must be a count >= 1 or a fraction in (0, 1), got {val:g}")
+    count = int(val) if val >= 1 else max(1, round(val * len(unique)))
+    if count >= len(unique):
+        raise ValueError(f"--val-patients {val:g} leaves no training patient among {len(unique)}")
+    order = np.random.default_rng([int(seed), 0x5EED]).permutation(len(unique))
+    chosen = {unique[i] for i in order[:count]}
+    return [p for p in unique if p not in chosen], sorted(chosen)
+
+
+def check_grid(a: Volume, b: Volume, name: str) -> None:
+    """A ValueError unless ``a`` and ``b`` share shape, spacing, origin and direction."""
+    differs = []
+    if a.shape != b.shape:
+        differs.append(f"shape {a.shape} vs {b.shape} (z, y, x)")
+    for field, atol in (("spacing", 1e-3), ("origin", 1e-2), ("direction", 1e-4)):
+        if not np.allclose(getattr(a, field), getattr(b, field), atol=atol):
+            values = [tuple(round(v, 4) for v in getattr(v_, field)) for v_ in (a, b)]
+            differs.append(f"{field} {values[0]} vs {values[1]}")
+    if differs:
+        raise ValueError(f"pair '{name}': input and target are on different grids: {'; '.join(differs)}; "
+                         "resample the target onto the input's grid first")
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
+
+
+def check_alignment(a: np.ndarray, b: np.ndarray, name: str, minimum: float = MIN_CORRELATION) -> float:
+    """The correlation of two (z, y, x) HU arrays clipped to [-1000, 1000]; a ValueError when they are not aligned.
+
+    Aligned means: at least ``minimum`` at zero shift, and no in-plane shift of up to
+    ``MAX_SHIFT`` voxels correlating better by more than ``SHIFT_MARGIN`` (measured on at most
+    8 slices, the border left out so every shift compares the same voxels).
+    """
+    picks = np.unique(np.linspace(0, a.shape[0] - 1, min(8, a.shape[0])).round().astype(int))
+    a, b = (np.clip(x[picks], *ALIGN_WINDOW).astype(np.float64) for x in (a, b))
+    m = MAX_SHIFT
+    if min(a.shape[1:]) <= 4 * m:
+        raise ValueError(f"pair '{name}': slices of {a.shape[1:]} pixels are too small to check alignment")
+    core = a[:, m:-m, m:-m]
+    scores = {(dy, dx): _correlation(core, b[:, m + dy : b.shape[1] - m + dy, m + dx : b.shape[2] - m + dx])
+              for dy in range(-m, m + 1) for dx in range(-m, m + 1)}
+    zero = scores[(0, 0)]
+    shift, best = max(scores.items(), key=lambda item: item[1])
+    if zero < minimum or best > zero + SHIFT_MARGIN:
+        raise ValueError(f"pair '{name}': input and target are not aligned: correlation {zero:.3f} in "
+                         f"[-1000, 1000] HU (at least {minimum:g} expected), {best:.3f} with the target shifted by "
+                         f"{shift} voxels (y, x); register the target to the input first")
+    return zero
+
+
+def check_pair(input_volume: Volume, target_volume: Volume, name: str, rule: str,
+               minimum: float = MIN_CORRELATION) -> float:
+    """Grid, values of both volumes by ``rule`` ("ct", ...), then alignment; returns the correlation."""
+    check_grid(input_volume, target_volume, name)
+    for role, volume in (("input", input_volume), ("target", target_volume)):
+        check_values(volume.array, rule_for(rule), name=f"{name} ({role})", modality=volume.modality)
+    return check_alignment(input_volume.array, target_volume.array, name, minimum)
+
+
+def read_checked(entry: Entry, rule: str) -> tuple[Volume | None, Volume | None, dict]:
+    """An entry's (input, target) volumes, checked; and what the checks measured (for the cache's info)."""
+    from meddiffusion.io import read_volume
+
+    volumes = [None if path is None else read_volume(path) for path in (entry.input, entry.target)]
+    if volumes[0] is not None and volumes[1] is not None:
+        return volumes[0], volumes[1], {"correlation": check_pair(*volumes, entry.name, rule)}
+    for volume in volumes:
+        if volume is not None:
+            check_values(volume.array, rule_for(rule), name=entry.name, modality=volume.modality)
+    return volumes[0], volumes[1], {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, or of a DICOM folder's files (names and contents, sorted)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_hash(entries: list[Entry], hashes: dict[Path, str]) -> str:
+    """One sha256 over the data: each entry's name, patient and its files' sha256 (``hashes``), sorted."""
+    lines = sorted(f"{e.name}\t{e.patient}\t" + "\t".join(hashes[p] if p else "-" for p in (e.input, e.target))
+                   for e in entries)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
