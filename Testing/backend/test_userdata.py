@@ -127,6 +127,8 @@ def test_the_gate_rule_and_its_words():
     assert "worse: not registered; pass --register-anyway" in gate_words(result, True, False)
     assert "registered anyway" in gate_words(result, True, True)
     assert gate_words({**result, "passed": True}, True, False).endswith("(at least as good)")
+    proxy = {**result, "conclusive": False}
+    assert "cannot vouch for the model; not registered: pass --register-anyway" in gate_words(proxy, True, False)
 
 
 def ldct_args(tmp_path, data, source, **changes):

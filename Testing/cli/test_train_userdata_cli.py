@@ -161,7 +161,9 @@ def test_a_manifest_clean_volumes_and_low_dose_volumes_train(models, pairs, tmp_
 
     code, result, err = meddiff(*base, "--source", "lowdose-folder", "--data", pairs / "input", "--out", tmp_path / "l")
     assert code == 0, err
-    assert result["gate"]["metric"] == "neighbour_rmse_hu" and not result["gate"]["higher_is_better"]
+    gate = result["gate"]
+    assert gate["metric"] == "neighbour_rmse_hu" and not gate["higher_is_better"] and not gate["passed"]
+    assert "self-supervised proxy that cannot vouch" in result["summary"]
     assert "self-supervised" in json.loads((tmp_path / "l" / "model.json").read_text())["training_data"]
 
 

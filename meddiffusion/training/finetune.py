@@ -4,7 +4,8 @@ A fine-tune starts from a parent's weights and keeps its architecture, so the ne
 wherever the parent ran. Before it is registered it must be at least as good as its parent on
 the validation patients, by the task's own metric (``Recipe.score``), because a fine-tune on a
 few local scans can as easily overfit them as adapt to them; ``--register-anyway`` overrides.
-The card records where the model came from: parent id and sha256, the data manifest hash and
+A metric that only ranks models (a self-supervised proxy, ``Score.conclusive`` False) never
+registers on its own. The card records where the model came from: parent id and sha256, the data manifest hash and
 patient split, seed, configuration and package versions, and both scores.
 """
 
@@ -42,10 +43,11 @@ def parent_network(recipe: Recipe, args: argparse.Namespace):
 def gate(recipe: Recipe, args: argparse.Namespace, data: TrainingData, net, parent, device) -> dict[str, Any]:
     """The new network's and (with a parent card) the parent's validation scores, and whether the new one passes."""
     mine: Score = recipe.score(args, net, data, device)
-    result = {"metric": mine.metric, "higher_is_better": mine.higher_is_better, "model": mine.values}
+    result = {"metric": mine.metric, "higher_is_better": mine.higher_is_better, "conclusive": mine.conclusive,
+              "model": mine.values}
     if parent is not None:
         theirs: Score = recipe.score(args, recipe.from_card(args, parent), data, device)
-        result |= {"parent": theirs.values, "passed": mine.at_least(theirs)}
+        result |= {"parent": theirs.values, "passed": mine.conclusive and mine.at_least(theirs)}
     return result
 
 
@@ -59,6 +61,9 @@ def gate_words(result: dict[str, Any], registering: bool, anyway: bool) -> str:
     words = f"validation {metric} {mine:.4g} against the parent's {theirs:.4g}"
     if result["passed"]:
         return words + " (at least as good)"
+    if not result.get("conclusive", True):
+        words += " (a self-supervised proxy that cannot vouch for the model"
+        return words + ("; not registered: pass --register-anyway after checking it yourself)" if registering else ")")
     if registering and anyway:
         return words + " (worse; registered anyway, as --register-anyway asked)"
     return words + (" (worse: not registered; pass --register-anyway to register it all the same)"

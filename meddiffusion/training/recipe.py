@@ -62,11 +62,16 @@ class Outcome:
 
 @dataclass
 class Score:
-    """What ``score`` returns: a network's validation metrics and which one the registration gate compares."""
+    """What ``score`` returns: a network's validation metrics and which one the registration gate compares.
+
+    ``conclusive`` False: the metric can rank models but not vouch for one (a self-supervised
+    proxy), so the gate never registers on it alone.
+    """
 
     values: dict[str, float]
     metric: str
     higher_is_better: bool = True
+    conclusive: bool = True
 
     def at_least(self, other: "Score") -> bool:
         """Whether this score is at least as good as ``other``'s on the gate's metric."""

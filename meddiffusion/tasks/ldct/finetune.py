@@ -171,8 +171,10 @@ def score(args, net, data: TrainingData, device) -> Score:
     """The network as ``ldct-denoise`` runs it on the validation volumes.
 
     Pairs: PSNR (the gate's metric), SSIM and RMSE against the targets. Low-dose only: the RMSE
-    of each half-volume (even, odd slices) against the mean of the slices between, which has
-    independent noise, so it ranks models as the error against the clean image would.
+    of each half-volume (even, odd slices) against the mean of the slices between, whose noise
+    is independent; it is not conclusive, because the anatomy of neighbouring slices differs
+    too (50-100 HU RMSE on the phantom cases of ``finetune_bench``, where it passed a fine-tune
+    that lost 3 dB), so the gate registers such a model only with ``--register-anyway``.
     """
     from meddiffusion.tasks.ldct.recipe import architecture
 
@@ -205,4 +207,4 @@ def score(args, net, data: TrainingData, device) -> Score:
     values = {name: total / count for name, total in totals.items()}
     if "psnr" in values:
         return Score(values, "psnr")
-    return Score(values, "neighbour_rmse_hu", higher_is_better=False)
+    return Score(values, "neighbour_rmse_hu", higher_is_better=False, conclusive=False)  # see the docstring
