@@ -82,6 +82,9 @@ class ModelEntry:
     description: str = ""
     #: device type ("cpu", "cuda", "mps") -> rank among the task's defaults on it (1 first)
     default_for: dict[str, int] = field(default_factory=dict)
+    #: where a fine-tuned model came from: parent id and sha256, data manifest hash, split, seed,
+    #: configuration, package versions, and the gate's comparison with the parent
+    provenance: dict[str, Any] = field(default_factory=dict)
     # where the card was found; not part of the card itself
     folder: Path | None = field(default=None, compare=False, repr=False)
     user: bool = field(default=False, compare=False, repr=False)
@@ -103,7 +106,7 @@ class ModelEntry:
                 for k, v in self.default_for.items()):
             raise ValueError(f"model '{self.id}': 'default_for' must map device types to ranks >= 1, "
                              f"e.g. {{'cpu': 1}}, got {self.default_for!r}")
-        for name in ("normalization", "metrics"):
+        for name in ("normalization", "metrics", "provenance"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"model '{self.id}': '{name}' must be a JSON object (dict), "
                                  f"got {type(getattr(self, name)).__name__}")

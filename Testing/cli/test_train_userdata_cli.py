@@ -94,7 +94,7 @@ def test_a_paired_fine_tune_lowers_validation_loss_and_registers_through_the_gat
     parent = get_model("parent-tiny")
     assert card["architecture"] == parent.architecture and card["description"].startswith("CoreDiff CLEAR-Net "
                                                                                           "fine-tuned from parent-tiny")
-    facts = card["metrics"]["provenance"]
+    facts = card["provenance"]
     assert facts["parent"] == {"id": "parent-tiny", "sha256": parent.sha256} and facts["seed"] == 0
     split = facts["data"]["split"]
     assert sorted(split["train"] + split["val"]) == [f"patient{i}" for i in range(4)] and len(split["val"]) == 1

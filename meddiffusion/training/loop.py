@@ -96,13 +96,15 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
         if recipe.score is not None:
             gate = finetune.gate(recipe, args, data, trainer.ema_model, parent, device)
             register = register and (gate.get("passed", True) or bool(getattr(args, "register_anyway", False)))
-        metrics |= {"gate": gate, "provenance": finetune.provenance(args, parent, data, trainer.config.to_dict())}
+        fields["provenance"] = {**finetune.provenance(args, parent, data, trainer.config.to_dict()), "gate": gate}
     entry = ModelEntry(id=model_id, task=recipe.name, version="1.0", weights=weights.name,
                        sha256=sha256_file(weights), training_command=args.command_line, metrics=metrics,
                        license="MIT", **fields)
     result = publish_model(entry, weights, out, register=register, overwrite=args.overwrite,
                            steps=fit["step"], train_seconds=train_s, val_start=metrics["val_loss_start"],
                            val_end=metrics["val_loss_end"], metrics=metrics)
+    if entry.provenance:
+        result |= {"gate": gate, "provenance": entry.provenance}
     if gate is not None:
         words = finetune.gate_words(gate, bool(args.register), bool(getattr(args, "register_anyway", False)))
         result["summary"] += f"; {words}"
