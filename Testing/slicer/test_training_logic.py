@@ -1,0 +1,187 @@
+"""Training logic on a real MRML scene: scene volumes written for the backend, a real detached
+``meddiff train`` followed into a table node, charts and preview volumes, Cancel, reconnect, Register."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+
+import mrml_fixtures
+from MedDiffusionUtilsLib import environment, layouts, nodes
+from MedDiffusionUtilsLib.runner import RunState
+from TrainingLib.logic import (LAYOUT_ID, PREVIEW_VIEWS, RunMonitor, TrainingLogic, gate_verdict, list_runs,
+                               patient_of, resume_command, training_tasks)
+
+#: the tiny LDCT run of the CLI tests: a 48² phantom slab, seconds on one thread
+TINY = ("--size", "48", "--slices", "3", "--slabs", "1", "--val-slabs", "1", "--crop", "32",
+        "--pixel-range", "4", "5", "--noise-range", "10", "20")
+
+
+def detach_supported() -> bool:
+    """Whether the backend offers ``meddiff train --detach`` yet (it lands beside this module)."""
+    result = subprocess.run([sys.executable, "-m", "meddiffusion", "train", "ldct", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    return "--detach" in result.stdout
+
+
+needs_detach = pytest.mark.skipif(not detach_supported(), reason="the backend has no 'meddiff train --detach' yet")
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    """An empty user model folder for this test and its children; one torch thread (shared CI cores)."""
+    monkeypatch.setenv("MEDDIFF_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("MEDDIFF_THREADS", "1")
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def logic(scene, tmp_path):
+    logic = TrainingLogic(scene)
+    logic.parameters().runsFolder = str(tmp_path / "runs")
+    return logic
+
+
+def tiny_parameters(logic, **values) -> None:
+    logic.select_task("ldct")
+    logic.parameters().update(config="tiny", steps=6, batchSize=2, device="cpu", precision="fp32",
+                              extraOptions=" ".join(TINY), **values)
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out")
+
+
+# -- choices ---------------------------------------------------------------------------------------
+def test_every_task_with_a_recipe_is_offered_with_its_defaults(logic):
+    names = [task.name for task in training_tasks()]
+    assert names[:2] == ["ldct", "motion"]
+    motion = logic.select_task("motion")
+    parameters = logic.parameters()
+    assert (parameters.task, parameters.config, parameters.steps, parameters.batchSize) == ("motion", "small", 6000, 8)
+    assert parameters.learningRate == pytest.approx(5e-4) and parameters.source == "phantom"
+    assert motion.sources == ("phantom",)
+    parameters.source = "paired-folder"
+    assert logic.missing() == ["motion cannot learn from pairs (input + target)"]
+    logic.select_task("ldct")
+    parameters.update(source="paired-folder", dataFrom="folder")
+    assert logic.missing() == ["choose a folder"]
+    parameters.update(dataFrom="manifest", dataPath="/data/pairs.txt")
+    assert logic.missing() == ["the manifest must be a .csv file"]
+
+
+def test_the_command_line_carries_every_setting(logic, tmp_path):
+    tiny_parameters(logic, baseModel="ldct-corediff-small", source="paired-folder", dataFrom="folder",
+                    dataPath=str(tmp_path), valPatients=2, previewEvery=5, gpus=2, learningRate=3e-4)
+    arguments = logic.train_arguments(tmp_path / "run", str(tmp_path))
+    assert arguments[:2] == ["ldct", "--out"] and arguments[-1] == "--detach"
+    text = " ".join(arguments)
+    for expected in ("--steps 6", "--batch-size 2", "--lr 0.0003", "--device cpu", "--precision fp32",
+                     "--config tiny", "--from-model ldct-corediff-small", "--source paired-folder",
+                     f"--data {tmp_path}", "--val-patients 2", "--gpus 2", "--preview-every 5", "--size 48"):
+        assert expected in text
+    info = {"command": "meddiff train " + " ".join(arguments) + " --events jsonl"}
+    again = resume_command(info)
+    assert again[-2:] == ["--resume", "--detach"] and "--events" not in again and again.count("--detach") == 1
+
+
+# -- volumes from the scene ----------------------------------------------------------------------
+def pair(scene, patient: str, seed: int, ijk_to_ras=None):
+    low = mrml_fixtures.add_volume(scene, mrml_fixtures.chest_array((3, 16, 16), noise_hu=60.0, seed=seed),
+                                   name=f"{patient} low dose", ijk_to_ras=ijk_to_ras)
+    full = mrml_fixtures.add_volume(scene, mrml_fixtures.chest_array((3, 16, 16), noise_hu=10.0, seed=seed),
+                                    name=f"{patient} normal dose")
+    study = mrml_fixtures.put_in_study(scene, low, patient=patient)
+    hierarchy = scene.GetSubjectHierarchyNode()
+    hierarchy.CreateItem(study, full)
+    return low, full
+
+
+def test_scene_pairs_are_written_with_their_geometry_and_patient(logic, scene, tmp_path):
+    pairs = [pair(scene, "Alice", 1), pair(scene, "Bob", 2)]
+    logic.set_scene_volumes(pairs)
+    assert logic.scene_volumes() == pairs
+    assert patient_of(pairs[1][1]) == "Bob"
+    manifest = logic.write_scene_data(tmp_path / "run", "paired-folder")
+    rows = list(csv.DictReader(manifest.open()))
+    assert [(row["patient"], row["input"], row["target"]) for row in rows] == [
+        ("Alice", "input/001-Alice_low_dose.nrrd", "target/001-Alice_low_dose.nrrd"),
+        ("Bob", "input/002-Bob_low_dose.nrrd", "target/002-Bob_low_dose.nrrd")]
+    for (low, full), row in zip(pairs, rows):
+        for node, column in ((low, "input"), (full, "target")):
+            back = nodes.read_volume(manifest.parent / row[column], scene=scene)
+            assert np.array_equal(slicer.util.arrayFromVolume(back), slicer.util.arrayFromVolume(node))
+            assert np.allclose(nodes.ijk_to_ras(back), nodes.ijk_to_ras(node), atol=1e-6)
+    single = logic.write_scene_data(tmp_path / "clean", "clean-folder")
+    assert single.read_text().splitlines() == ["volume,patient", "target/001-Alice_low_dose.nrrd,Alice",
+                                               "target/002-Bob_low_dose.nrrd,Bob"]
+
+
+def test_scene_data_is_refused_with_a_reason(logic, scene, tmp_path):
+    first, second = pair(scene, "Alice", 1), pair(scene, "Alice", 2)
+    with pytest.raises(ValueError, match="belong to patient 'Alice'"):
+        logic.write_scene_data(tmp_path, "paired-folder", [first, second])
+    shifted = np.eye(4)
+    shifted[:3, 3] = (5.0, 0.0, 0.0)
+    moved = pair(scene, "Carol", 3, ijk_to_ras=shifted)
+    with pytest.raises(nodes.GeometryMismatch, match="Carol normal dose"):
+        logic.write_scene_data(tmp_path, "paired-folder", [first, moved])
+    with pytest.raises(ValueError, match="input and a target"):
+        logic.write_scene_data(tmp_path, "paired-folder", [first, (moved[0], None)])
+
+
+# -- curves, from a run folder written line by line ------------------------------------------------
+def test_the_curve_table_grows_with_metrics_lines_and_restarts_after_a_resume(scene, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"task": "ldct", "state": "done"}))
+    monitor = RunMonitor(scene, folder)
+    metrics = folder / "metrics.jsonl"
+    lines = [{"split": "val", "step": 0, "loss": 0.5}, {"split": "train", "step": 10, "loss": 0.4},
+             {"split": "val", "step": 10, "loss": 0.3, "psnr": 31.5}]
+    counts = []
+    for line in lines:
+        with metrics.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        counts.append(monitor.poll().new_rows)
+    with metrics.open("a") as handle:
+        handle.write('{"split": "train", "step": 2')  # a line still being written waits
+    assert monitor.poll().new_rows == 0
+    curves = monitor.curves
+    assert counts == [1, 1, 0] and curves.row_count == 2
+    assert list(curves.values("step")) == [0, 10]
+    assert np.isnan(curves.values("train loss")[0]) and curves.values("val loss").tolist() == [0.5, 0.3]
+    assert np.isnan(curves.values("val psnr")[0]) and curves.values("val psnr")[1] == 31.5
+    series = [curves.loss_chart.GetNthPlotSeriesNode(i) for i in range(curves.loss_chart.GetNumberOfPlotSeriesNodes())]
+    assert [(s.GetXColumnName(), s.GetYColumnName(), s.GetTableNode()) for s in series] == [
+        ("step", "train loss", curves.table), ("step", "val loss", curves.table)]
+    assert list(curves.metric_charts) == ["val psnr"]
+    metrics.write_text(json.dumps({"split": "val", "step": 0, "loss": 0.5}) + "\n")  # resumed at step 0
+    assert monitor.poll().new_rows == 1 and curves.row_count == 1
+    again = RunMonitor(scene, folder)  # reconnecting reuses the run's nodes
+    assert again.curves.table is curves.table and again.poll().new_rows == 1
+
+
+def test_a_run_whose_process_is_gone_reads_as_lost(logic, scene, tmp_path):
+    folder = tmp_path / "runs" / "ldct-old"
+    folder.mkdir(parents=True)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    (folder / "run.json").write_text(json.dumps({"task": "ldct", "state": "running", "pid": process.pid,
+                                                 "started": "2026-01-01T00:00:00", "command": "meddiff train ldct"}))
+    runs = logic.runs()
+    assert [(Path(run["folder"]).name, run["state"]) for run in runs] == [("ldct-old", "lost")]
