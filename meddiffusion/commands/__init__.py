@@ -9,4 +9,4 @@ these.  Heavy imports (torch, networks) happen inside ``run`` so ``meddiff --hel
 
 #: general subcommands before the tasks' (``meddiff --help`` order), and those after them
 BEFORE_TASKS = ("info", "agatston", "phantom")
-AFTER_TASKS = ("train", "bench", "study")
+AFTER_TASKS = ("train", "runs", "bench", "study")

@@ -6,13 +6,17 @@ Every task trains the same way: ``--config`` picks the network size, ``--steps``
 model to the user model folder, where every command finds it by id. ``--source`` picks the
 data (a task may take the user's own folders, read by ``training.userdata``); ``--from-model ID``
 fine-tunes a catalogue model, registered only if it scores at least as well as its parent. ``--resume`` continues from
-the last checkpoint in ``--out``; Ctrl-C / Cancel writes a checkpoint first.
+the last checkpoint in ``--out``; Ctrl-C / Cancel writes a checkpoint first. ``--detach`` runs in the
+background and returns at once; the run folder then records its state (``meddiff runs OUT``), and
+``--preview-every N`` renders a validation case into it. ``--gpus N`` trains on N GPUs with torchrun.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import sys
 
 from meddiffusion.tasks import registry
 from meddiffusion.tasks.registry import Option
@@ -43,6 +47,20 @@ COMMON_OPTIONS = (
                                                                     "when it scores worse than its parent"}),
 )
 
+#: options of how the run is carried out, not what it learns: left out of the recorded command
+RUN_OPTIONS = (
+    Option(("--detach",), {"action": "store_true", "help": "run in the background and return at once with "
+                                                            "{run, pid}; the run folder records the state, events, "
+                                                            "metrics and previews (follow with 'meddiff runs OUT')"}),
+    Option(("--preview-every",), {"type": int, "default": 0, "metavar": "N",
+                                  "help": "render a fixed validation case with the current EMA model every N steps "
+                                          "into OUT/preview (default: 0, never)"}),
+    Option(("--gpus",), {"type": int, "default": 1, "metavar": "N",
+                         "help": "train on N GPUs of this machine (torchrun, DDP); --batch-size stays the global "
+                                 "batch (default: 1)"}),
+    Option(("--run-child",), {"action": "store_true", "help": argparse.SUPPRESS}),  # the process --detach starts
+)
+
 
 def recipes() -> list[Recipe]:
     """The recipe of every registered task that has one, in registry order."""
@@ -59,7 +77,7 @@ def add_parser(subparsers) -> None:
     tasks = p.add_subparsers(dest="task", metavar="<task>", required=True)
     for recipe in found:
         sub = tasks.add_parser(recipe.name, help=recipe.description, description=recipe.description)
-        for option in COMMON_OPTIONS + recipe.options:
+        for option in COMMON_OPTIONS + recipe.options + RUN_OPTIONS:
             sub.add_argument(*option.flags, **{**option.kwargs, **_task_help(recipe, option)})
         sub.set_defaults(**recipe.defaults)
         add_device_options(sub)
@@ -77,26 +95,75 @@ def _task_help(recipe: Recipe, option: Option) -> dict:
     return {}
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The ``meddiff train`` command that reproduces this run (recorded in the model card)."""
-    parts = ["meddiff", "train", args.task]
-    for option in COMMON_OPTIONS + recipe_of(registry.get_task(args.task)).options:
+def _flags(args: argparse.Namespace, options, exact: bool = False) -> list[str]:
+    """The flags of ``options`` as set in ``args``; floats as ``%g`` (the card's spelling) or exactly."""
+    parts: list[str] = []
+    for option in options:
         flag = option.flags[0]
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if flag == "--resume":  # the command reproduces the whole run, not its second half
-            continue
         if option.kwargs.get("action") == "store_true":
             parts += [flag] if value else []
         elif value is not None:
             values = value if isinstance(value, (list, tuple)) else [value]
-            parts += [flag, *(f"{v:g}" if isinstance(v, float) else str(v) for v in values)]
-    return " ".join(shlex.quote(p) for p in parts)
+            spell = repr if exact else (lambda v: f"{v:g}")
+            parts += [flag, *(spell(v) if isinstance(v, float) else str(v) for v in values)]
+    return parts
+
+
+def _task_options(args: argparse.Namespace) -> tuple[Option, ...]:
+    return COMMON_OPTIONS + recipe_of(registry.get_task(args.task)).options
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``meddiff train`` command that reproduces this run (recorded in the model card)."""
+    # the command reproduces the whole run, not its second half: no --resume
+    options = [option for option in _task_options(args) if option.flags[0] != "--resume"]
+    return " ".join(shlex.quote(p) for p in ["meddiff", "train", args.task, *_flags(args, options)])
+
+
+def child_command(args: argparse.Namespace) -> list[str]:
+    """The argv of the process ``--detach`` or ``--gpus`` starts: this run, exactly, writing its run folder."""
+    parts = ["train", args.task, *_flags(args, _task_options(args), exact=True), "--device", args.device,
+             "--precision", args.precision]
+    parts += ["--threads", str(args.threads)] if args.threads else []
+    parts += ["--preview-every", str(args.preview_every)] if args.preview_every else []
+    parts += ["--gpus", str(args.gpus)] if args.gpus > 1 else []
+    parts += ["--run-child"] if args.detach else []
+    parts += ["--events", "jsonl" if args.detach else args.events]
+    if args.gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.gpus),
+                "-m", "meddiffusion", *parts]
+    return [sys.executable, "-m", "meddiffusion", *parts]
+
+
+def check_gpus(args: argparse.Namespace) -> None:
+    """A ValueError unless this machine can run ``--gpus N``: N CUDA GPUs, Linux (NCCL), a batch they share."""
+    if args.gpus < 1:
+        raise ValueError(f"--gpus must be >= 1, got {args.gpus}")
+    if args.gpus == 1:
+        return
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < args.gpus:
+        raise ValueError(f"--gpus {args.gpus} needs {args.gpus} CUDA GPUs; this machine has {found} (train on one "
+                         "with --gpus 1, or ask for fewer)")
+    if os.name == "nt":
+        raise ValueError("--gpus N > 1 needs Linux: torchrun's GPU backend (NCCL) is not available on Windows")
+    if args.device not in ("auto", "cuda"):
+        raise ValueError(f"--gpus {args.gpus} trains on cuda:0..{args.gpus - 1}; use --device auto or cuda, "
+                         f"not {args.device}")
+    if args.batch_size % args.gpus:
+        raise ValueError(f"--batch-size {args.batch_size} is split evenly over --gpus {args.gpus}; use a multiple "
+                         f"of {args.gpus}")
+
+
+def _rank_of_torchrun(args: argparse.Namespace) -> bool:
+    """Whether this process is one of the ``--gpus N`` ranks torchrun started (not the command that starts them)."""
+    return args.gpus > 1 and os.environ.get("WORLD_SIZE") == str(args.gpus)
 
 
 def run(args: argparse.Namespace, progress) -> dict:
-    from meddiffusion.commands.options import setup_device
-    from meddiffusion.training.loop import train
-
     recipe = recipe_of(registry.get_task(args.task))
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {args.steps} and {args.batch_size}")
@@ -113,6 +180,46 @@ def run(args: argparse.Namespace, progress) -> dict:
         from meddiffusion.training.finetune import parent_network
 
         parent_network(recipe, args)  # another task's card or an unusable architecture: refused before any data
-    device = setup_device(args)
+    if args.preview_every < 0:
+        raise ValueError(f"--preview-every must be >= 0 (0: never), got {args.preview_every}")
+    if not _rank_of_torchrun(args):
+        check_gpus(args)
+        if args.detach:
+            from meddiffusion.training.runs import launch
+
+            return launch(args.out, args.task, child_command(args))
+        if args.gpus > 1:  # this process becomes torchrun: Ctrl-C and Cancel reach it, and it stops the ranks
+            _become(child_command(args))
     args.command_line = command_line(args)
-    return train(recipe, args, progress, device)
+    if not args.run_child or os.environ.get("RANK", "0") != "0":  # rank 0 alone writes run.json
+        return _train(recipe, args, progress)
+    from meddiffusion.training.runs import supervise
+
+    return supervise(args.out, args.task, [sys.executable, "-m", "meddiffusion", *sys.argv[1:]],
+                     lambda: _train(recipe, args, progress))
+
+
+def _train(recipe: Recipe, args: argparse.Namespace, progress) -> dict:
+    """The run itself; under torchrun inside the process group, with rank 0 alone reporting."""
+    from meddiffusion.commands.options import setup_device
+    from meddiffusion.progress import Cancelled, NullSink
+    from meddiffusion.training import distributed
+    from meddiffusion.training.loop import train
+
+    try:
+        if not _rank_of_torchrun(args):
+            return train(recipe, args, progress, setup_device(args))
+        with distributed.distributed_session():
+            if not distributed.is_main():
+                progress.sink = NullSink()
+            return train(recipe, args, progress, setup_device(args))
+    except Cancelled as exc:  # the trainer's message says where the resumable checkpoint is
+        progress.log(str(exc))
+        raise
+
+
+def _become(command: list[str]) -> None:
+    """Replace this process by ``command`` (POSIX ``exec``)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)

@@ -78,9 +78,10 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     if checkpoint is not None:
         trainer.resume(checkpoint)
         progress.log(f"resumed from {checkpoint}")
+    fallback = _watch_memory(recipe, args, trainer, progress)
     val_start = trainer.validate() if trainer.step == 0 else {}
     start = time.monotonic()
-    fit = trainer.fit()
+    fit = trainer.fit(_step_callback(recipe, args, trainer, data, device, progress))
     train_s = time.monotonic() - start
 
     model_id = args.register or recipe.model_id(args)
@@ -89,6 +90,8 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     metrics = {"val_loss_start": val_start.get("loss"), "val_loss_end": fit["val"].get("loss"),
                **fields.pop("metrics", {}), "steps": fit["step"], "train_seconds": round(train_s, 1),
                "simulate_seconds": round(simulate_s, 1)}
+    if fallback.changes:  # the run differs from its recorded command: say how
+        metrics["memory_fallback"] = fallback.changes
     register, gate = bool(args.register), None
     if parent is not None or "provenance" in data.info:  # a fine-tune or the user's data: score, record, gate
         if parent is not None:  # the fine-tune keeps its parent's architecture (sampler, scale)
@@ -109,3 +112,57 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
         words = finetune.gate_words(gate, bool(args.register), bool(getattr(args, "register_anyway", False)))
         result["summary"] += f"; {words}"
     return result
+
+
+def _watch_memory(recipe: Recipe, args: argparse.Namespace, trainer, progress):
+    """Log the memory estimate (and record it in a detached run's run.json); arm the out-of-memory fallback."""
+    from meddiffusion.training import runs
+    from meddiffusion.training.memory import OutOfMemoryFallback, describe_estimate, estimate
+
+    found = estimate(trainer)
+    fallback = OutOfMemoryFallback(trainer, args, lambda: recipe.make_loss(args, lambda: trainer.step), progress)
+
+    def on_oom(message: str) -> dict:
+        change = fallback(message)
+        if trainer.is_main and _detached(args):
+            runs.update_run(args.out, memory_fallback=fallback.changes)
+        return change
+
+    trainer.on_oom = on_oom
+    if trainer.is_main:
+        progress.log(describe_estimate(found))
+        if _detached(args):
+            runs.update_run(args.out, memory=found)
+    return fallback
+
+
+def _detached(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "run_child", False))
+
+
+def _step_callback(recipe: Recipe, args: argparse.Namespace, trainer, data, device, progress):
+    """After every step (rank 0): a detached run's cancel request, and every ``--preview-every`` steps a preview."""
+    import torch
+
+    from meddiffusion.progress import Cancelled
+    from meddiffusion.training import runs
+
+    every = getattr(args, "preview_every", 0) or 0
+    if every and recipe.preview is None:
+        progress.log(f"{recipe.name} training renders no preview; --preview-every is ignored")
+        every = 0
+
+    def callback(done: int, total: int) -> None:
+        if _detached(args) and runs.cancel_requested(args.out):
+            raise Cancelled("cancel requested")
+        if every and (done % every == 0 or done == total):
+            try:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    volumes = recipe.preview(args, trainer.ema_model, data, device)
+                runs.write_preview(args.out, done, *volumes)
+            except (Cancelled, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed picture must not end the run
+                progress.log(f"warning: preview at step {done} failed: {type(exc).__name__}: {exc}")
+
+    return callback

@@ -98,7 +98,11 @@ class Recipe:
     - ``from_card(args, entry) -> nn.Module`` (optional): the network of a catalogue card with
       its weights, for ``--from-model``; a ValueError for a card this recipe cannot train;
     - ``score(args, net, data, device) -> Score`` (optional): the task's metric of a network on
-      the validation data, compared by the registration gate of a fine-tune.
+      the validation data, compared by the registration gate of a fine-tune;
+    - ``preview(args, net, data, device) -> (input, output, reference)`` (optional): one fixed
+      validation case as :class:`~meddiffusion.io.Volume` s, the output made by ``net`` as the
+      task's inference command would (``reference`` may be None); rendered every
+      ``--preview-every`` steps into the run folder (``training.runs``), so keep it to seconds.
     """
 
     name: str
@@ -112,6 +116,7 @@ class Recipe:
     make_val: Callable[[argparse.Namespace], Callable] | None = None
     from_card: Callable[[argparse.Namespace, Any], Any] | None = None
     score: Callable[[argparse.Namespace, Any, TrainingData, Any], Score] | None = None
+    preview: Callable[[argparse.Namespace, Any, TrainingData, Any], tuple[Any, Any, Any]] | None = None
     options: tuple[Option, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
     sources: tuple[str, ...] = (PHANTOM,)

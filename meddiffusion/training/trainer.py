@@ -175,6 +175,8 @@ class Trainer:
         self.step = 0
         self.last_train: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        #: ``on_oom(message)`` makes a step that ran out of memory smaller (``training.memory``), or raises
+        self.on_oom: Callable[[str], Any] | None = None
 
     @property
     def ema_model(self) -> nn.Module:
@@ -186,6 +188,7 @@ class Trainer:
 
         ``callback(done, total)`` runs after each step (rank 0 only) and may raise to stop.
         On :class:`Cancelled` a checkpoint of the current step is written, then it is re-raised.
+        A step that runs out of memory is retried after ``on_oom`` made it smaller (when set).
         """
         cfg = self.config
         if self.is_main:
@@ -193,8 +196,12 @@ class Trainer:
                               f"world size {self.world_size}, precision {self.precision}")
         report = self.progress.callback("train", cfg.steps) if self.is_main else None
         self.net.train()
-        for batch in self._train_loader(self.step):
-            logs = self._train_step(batch)
+        batches = iter(self._train_loader(self.step))
+        while self.step < cfg.steps:
+            logs = self._step_or_shrink(next(batches))
+            if logs is None:  # out of memory: the step is retried with the smaller batch or crop
+                batches = iter(self._train_loader(self.step))
+                continue
             self.step += 1
             self.ema.step(self.model, self.step)
             last = self.step == cfg.steps
@@ -209,6 +216,22 @@ class Trainer:
         checkpoint = checkpoint_path(self.out_dir, self.step) if self.out_dir else None
         return {"step": self.step, "train": self.last_train, "val": self.last_val,
                 "checkpoint": str(checkpoint) if checkpoint else None}
+
+    def _step_or_shrink(self, batch: Any) -> dict[str, Any] | None:
+        """One step; None when it ran out of memory and ``on_oom`` made the next try smaller."""
+        from meddiffusion.training.memory import free_memory, is_out_of_memory
+
+        try:
+            return self._train_step(batch)
+        except Exception as exc:
+            if self.on_oom is None or not is_out_of_memory(exc):
+                raise
+            message = str(exc)  # the exception's frames hold the step's tensors: let them go first
+        batch = None
+        self.optimizer.zero_grad(set_to_none=True)
+        free_memory(self.device)
+        self.on_oom(message)
+        return None
 
     def _train_step(self, batch: Any) -> dict[str, Any]:
         cfg = self.config

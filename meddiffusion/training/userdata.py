@@ -15,6 +15,11 @@ patients (:func:`split_patients`), so no patient has slices on both sides: slice
 share anatomy and noise texture, and a split inside a patient would score memory, not
 generalisation.
 
+With a single patient (a fine-tune on one scan) no such split exists; :func:`split_slices` then
+holds out a contiguous block of slices at the end of each volume, two slices away from the
+training block so that no training slice's neighbours touch it. It scores adaptation to that
+scan rather than generalisation, and the card says so.
+
 Every check raises a ``ValueError`` that names the pair and what to do, before training starts:
 a pair must share its grid (:func:`check_grid`), both volumes must pass the modality's value
 rule (``meddiffusion.checks``) and the pair must be aligned (:func:`check_alignment`).
@@ -33,7 +38,7 @@ from meddiffusion.checks import check_values, rule_for
 from meddiffusion.io.volume import VOLUME_SUFFIXES, Volume
 from meddiffusion.training.recipe import CLEAN_FOLDER, LOWDOSE_FOLDER, PAIRED_FOLDER
 
-__all__ = ["Entry", "list_entries", "split_patients", "check_grid", "check_alignment", "check_pair",
+__all__ = ["Entry", "list_entries", "split_patients", "split_slices", "SLICE_GAP", "check_grid", "check_alignment", "check_pair",
            "read_checked", "file_sha256", "manifest_hash", "MIN_CORRELATION", "SHIFT_MARGIN"]
 
 #: an aligned pair correlates at least this much in the [-1000, 1000] HU window (noise at a quarter dose
@@ -162,6 +167,27 @@ def split_patients(patients: list[str], val: float | None, seed: int) -> tuple[l
     order = np.random.default_rng([int(seed), 0x5EED]).permutation(len(unique))
     chosen = {unique[i] for i in order[:count]}
     return [p for p in unique if p not in chosen], sorted(chosen)
+
+
+#: slices left out between the training and validation blocks of one patient (a training slice's context
+#: is its two neighbours, so a gap of 2 keeps every validation slice out of every training input)
+SLICE_GAP = 2
+MIN_VAL_SLICES = 3
+
+
+def split_slices(slices: int, val: float | None, name: str) -> tuple[range, range]:
+    """(training, validation) slice ranges of one patient's volume: the last ``val`` share (default a fifth,
+    at least 3 slices) validates, :data:`SLICE_GAP` slices before it are left out, the rest trains."""
+    val = 0.2 if val is None else float(val)
+    if not 0 < val < 1:
+        raise ValueError(f"with one patient the validation is a block of its slices; --val-patients then takes a "
+                         f"fraction in (0, 1), got {val:g} (or add a patient's volumes)")
+    count = max(MIN_VAL_SLICES, round(val * slices))
+    train = slices - count - SLICE_GAP
+    if train < MIN_VAL_SLICES:
+        raise ValueError(f"'{name}' has {slices} slices, too few to hold out {count} validation slices {SLICE_GAP} "
+                         f"away from at least {MIN_VAL_SLICES} training slices; add a patient's volumes")
+    return range(0, train), range(train + SLICE_GAP, slices)
 
 
 def check_grid(a: Volume, b: Volume, name: str) -> None:

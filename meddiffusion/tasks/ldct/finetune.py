@@ -48,7 +48,8 @@ from meddiffusion.training.recipe import CLEAN_FOLDER, LOWDOSE_FOLDER, PAIRED_FO
 from meddiffusion.training.sampler import STREAM_DATA, derive_seed
 from meddiffusion.training.storage import hu_to_int16
 
-__all__ = ["build_user_data", "NeighbourPairs", "make_self_supervised_loss", "score", "slice_noise_correlation"]
+__all__ = ["build_user_data", "NeighbourPairs", "make_self_supervised_loss", "score", "preview",
+           "slice_noise_correlation"]
 
 STEMS = {PAIRED_FOLDER: "pair", CLEAN_FOLDER: "clean", LOWDOSE_FOLDER: "lowdose"}
 #: adjacent slices whose fine-scale residuals correlate more than this probably overlap (shared noise)
@@ -60,7 +61,10 @@ def build_user_data(args, progress) -> TrainingData:
     if not args.data:
         raise ValueError(f"--source {args.source} needs --data: a folder or a CSV manifest of the volumes")
     entries = userdata.list_entries(args.data, args.source)
-    train_ids, val_ids = userdata.split_patients([e.patient for e in entries], args.val_patients, args.seed)
+    patients = sorted({entry.patient for entry in entries})
+    single = len(patients) == 1  # a fine-tune on one scan: held-out slices validate (userdata.split_slices)
+    train_ids, val_ids = (patients, patients) if single else userdata.split_patients(patients, args.val_patients,
+                                                                                      args.seed)
     hashes = {path: userdata.file_sha256(path) for entry in entries for path in entry.files}
     lowdose = args.source == LOWDOSE_FOLDER
 
@@ -97,13 +101,41 @@ def build_user_data(args, progress) -> TrainingData:
         return [path for path, entry in zip(paths, entries) if entry.patient in ids]
 
     dataset = NeighbourPairs if lowdose else LDCTPairs
-    data = TrainingData(dataset(side(train_ids)), dataset(side(val_ids)))
+    split = {"train": train_ids, "val": val_ids}
+    if single:
+        train_paths, val_paths, blocks = _slice_blocks(folder, STEMS[args.source], paths, entries, args.val_patients)
+        split |= {"by": "slices", "slices": blocks, "gap": userdata.SLICE_GAP,
+                  "note": "validation on held-out slices of the only patient"}
+    else:
+        train_paths, val_paths = side(train_ids), side(val_ids)
+    data = TrainingData(dataset(train_paths), dataset(val_paths))
     data.info["provenance"] = {"source": args.source, "data": str(args.data), "volumes": len(entries),
-                               "manifest_sha256": userdata.manifest_hash(entries, hashes),
-                               "split": {"train": train_ids, "val": val_ids}}
-    progress.log(f"{len(data.train)} training slices of {len(train_ids)} patients and {len(data.val)} validation "
-                 f"slices of {len(val_ids)} ({', '.join(val_ids)}) from {args.data} in {folder}")
+                               "manifest_sha256": userdata.manifest_hash(entries, hashes), "split": split}
+    if single:
+        progress.log(f"one patient ({patients[0]}): {len(data.train)} training slices, and {len(data.val)} "
+                     f"validation slices held out at the end of each volume, {userdata.SLICE_GAP} slices away "
+                     f"(it scores adaptation to this scan, not other patients) from {args.data} in {folder}")
+    else:
+        progress.log(f"{len(data.train)} training slices of {len(train_ids)} patients and {len(data.val)} validation "
+                     f"slices of {len(val_ids)} ({', '.join(val_ids)}) from {args.data} in {folder}")
     return data
+
+
+def _slice_blocks(folder: Path, stem: str, paths: list[Path], entries, val: float | None):
+    """The training and validation blocks of each cached volume of the only patient, as cache items of their own."""
+    train, held_out, blocks = [], [], {}
+    for index, (path, entry) in enumerate(zip(paths, entries)):
+        with np.load(path) as stored:
+            arrays = {key: stored[key] for key in ("ld", "nd") if key in stored.files}
+        ranges = userdata.split_slices(arrays["ld"].shape[0], val, entry.name)
+        of = cache.read_meta(path)[0]
+        for side, block, found in (("train", ranges[0], train), ("val", ranges[1], held_out)):
+            cut = {key: array[block.start : block.stop] for key, array in arrays.items()}
+            found += cache.build_cache(folder, f"{stem}-{side}", [index],
+                                       lambda _, b=block: {"of": of, "slices": [b.start, b.stop]},
+                                       lambda _, c=cut: (c, {}))
+        blocks[entry.name] = {"train": [ranges[0].start, ranges[0].stop], "val": [ranges[1].start, ranges[1].stop]}
+    return train, held_out, blocks
 
 
 def slice_noise_correlation(volume_hu: np.ndarray) -> float:
@@ -176,11 +208,7 @@ def score(args, net, data: TrainingData, device) -> Score:
     too (50-100 HU RMSE on the phantom cases of ``finetune_bench``, where it passed a fine-tune
     that lost 3 dB), so the gate registers such a model only with ``--register-anyway``.
     """
-    from meddiffusion.tasks.ldct.recipe import architecture
-
-    state = {name: value.detach().cpu() for name, value in net.state_dict().items()}
-    model = build_model(architecture(args), state)
-    model.net.to(device)
+    model = _inference_model(args, net, device)
 
     def denoise(array: np.ndarray) -> np.ndarray:  # a diverged network scores as the worst image, not an error
         out = denoise_volume(Volume(array, modality="CT"), model, device=device).array
@@ -208,3 +236,26 @@ def score(args, net, data: TrainingData, device) -> Score:
     if "psnr" in values:
         return Score(values, "psnr")
     return Score(values, "neighbour_rmse_hu", higher_is_better=False, conclusive=False)  # see the docstring
+
+
+def _inference_model(args, net, device):
+    """An :class:`LDCTModel` as ``ldct-denoise`` loads it, on a copy of ``net``'s weights (training goes on)."""
+    from meddiffusion.tasks.ldct.recipe import architecture
+
+    state = {name: value.detach().cpu().clone() for name, value in net.state_dict().items()}
+    model = build_model(architecture(args), state)
+    model.net.to(device)
+    return model
+
+
+def preview(args, net, data: TrainingData, device) -> tuple[Volume, Volume, Volume | None]:
+    """The middle slice of the first validation volume: low dose, denoised by ``net`` as ``ldct-denoise`` would
+    (with its two neighbours as context), and the normal dose (None for low-dose-only data)."""
+    nd, ld = data.val.slabs[0]
+    k = ld.shape[0] // 2
+    context = ld[max(k - 1, 0) : k + 2].astype(np.float32)
+    centre = min(k, 1)
+    denoised = denoise_volume(Volume(context, modality="CT"), _inference_model(args, net, device), device=device,
+                              batch_size=len(context)).array[centre : centre + 1]
+    reference = None if nd is None else Volume(nd[k : k + 1].astype(np.float32), modality="CT")
+    return Volume(context[centre : centre + 1], modality="CT"), Volume(denoised, modality="CT"), reference

@@ -118,6 +118,12 @@ def score(args, net, data, device):
     return score_volumes(args, net, data, device)
 
 
+def preview(args, net, data, device):
+    from meddiffusion.tasks.ldct.finetune import preview as render
+
+    return render(args, net, data, device)
+
+
 def architecture(args) -> dict:
     """The card's architecture: the parent's for a fine-tune, else ``--config``'s network with the sampler options."""
     if getattr(args, "start_architecture", None):
@@ -160,11 +166,17 @@ def _user_card(args, outcome: Outcome) -> dict:
         "architecture": architecture(args),
         "normalization": {"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
         "training_data": (f"{len(outcome.data.train)} slices of the user's {what} from {facts['data']} "
-                          f"({facts['volumes']} volumes); validation patients {', '.join(facts['split']['val'])}; "
+                          f"({facts['volumes']} volumes); {_split_words(facts['split'])}; "
                           f"manifest sha256 {facts['manifest_sha256'][:12]}"),
         "description": f"CoreDiff CLEAR-Net {start} on the user's CT ({args.source})",
         "metrics": {"dose": args.dose} if args.source == CLEAN_FOLDER else {},
     }
+
+
+def _split_words(split: dict) -> str:
+    if split.get("by") == "slices":
+        return f"validation on held-out slices of the only patient ({split['val'][0]}), {split['gap']} slices away"
+    return f"validation patients {', '.join(split['val'])}"
 
 
 RECIPE = Recipe(
@@ -197,7 +209,7 @@ RECIPE = Recipe(
     ),
     sources=(PHANTOM, PAIRED_FOLDER, CLEAN_FOLDER, LOWDOSE_FOLDER),
     build_data=build_data, make_model=make_model, make_loss=make_loss, model_id=model_id, card=card,
-    from_card=from_card, score=score,
+    from_card=from_card, score=score, preview=preview,
     example="""  meddiff train ldct --config small --steps 3000 --out runs/ldct-small --register my-ldct
   meddiff train ldct --config paper --steps 150000 --batch-size 8 --device cuda --out runs/ldct-paper
   meddiff train ldct --config small --out runs/ldct-small --resume
