@@ -52,8 +52,8 @@ def logic(scene, tmp_path):
 
 def tiny_parameters(logic, **values) -> None:
     logic.select_task("ldct")
-    logic.parameters().update(config="tiny", steps=6, batchSize=2, device="cpu", precision="fp32",
-                              extraOptions=" ".join(TINY), **values)
+    logic.parameters().update(**{"config": "tiny", "steps": 6, "batchSize": 2, "device": "cpu", "precision": "fp32",
+                                 "extraOptions": " ".join(TINY), **values})
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):
@@ -176,7 +176,7 @@ def test_the_curve_table_grows_with_metrics_lines_and_restarts_after_a_resume(sc
     assert again.curves.table is curves.table and again.poll().new_rows == 1
 
 
-def test_a_run_whose_process_is_gone_reads_as_lost(logic, scene, tmp_path):
+def test_a_run_whose_process_is_gone_reads_as_stopped(logic, scene, tmp_path):
     folder = tmp_path / "runs" / "ldct-old"
     folder.mkdir(parents=True)
     process = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -184,4 +184,82 @@ def test_a_run_whose_process_is_gone_reads_as_lost(logic, scene, tmp_path):
     (folder / "run.json").write_text(json.dumps({"task": "ldct", "state": "running", "pid": process.pid,
                                                  "started": "2026-01-01T00:00:00", "command": "meddiff train ldct"}))
     runs = logic.runs()
-    assert [(Path(run["folder"]).name, run["state"]) for run in runs] == [("ldct-old", "lost")]
+    assert [(Path(run["folder"]).name, run["state"]) for run in runs] == [("ldct-old", "stopped")]
+
+
+# -- a real detached run ---------------------------------------------------------------------------
+def launch(logic, **values):
+    tiny_parameters(logic, **values)
+    started = logic.start()
+    assert started.task.wait(timeout=120) == RunState.DONE, started.task.error
+    return started.folder
+
+
+@needs_detach
+def test_a_detached_run_grows_its_curves_and_preview_then_cancel_checkpoints_and_resume_continues(
+        logic, mrml, scene, models):
+    views = mrml_fixtures.add_slice_views(mrml)
+    plot_view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+    folder = launch(logic, steps=3000, previewEvery=10,
+                    extraOptions=" ".join(TINY) + " --val-every 10 --ckpt-every 0")
+    monitor = logic.attach(folder)
+    seen = []  # (state, rows) at each poll while it trains
+
+    def grown():
+        status = monitor.poll()
+        seen.append((status.state, monitor.curves.row_count))
+        return status.state == "running" and monitor.curves.row_count >= 3 and monitor.preview_step
+    wait_for(grown)
+    rows_while_running = [rows for state, rows in seen if state == "running"]
+    assert len(set(rows_while_running)) >= 2, seen  # the table grew between polls of a running run
+    assert monitor.progress["stage"] == "train" and monitor.eta_s() is not None
+    for kind, (name, view) in PREVIEW_VIEWS.items():
+        node = monitor.preview[kind]
+        assert node.GetName() == name and views[view][1].GetBackgroundVolumeID() == node.GetID()
+        assert views[view][1].GetLinkedControl() and views[view][0].GetOrientation() == "Axial"
+    assert scene.GetFirstNodeByClass("vtkMRMLLayoutNode").GetViewArrangement() == LAYOUT_ID
+    assert plot_view.GetPlotChartNodeID() == monitor.curves.loss_chart.GetID()
+    shown = monitor.preview_step
+    wait_for(lambda: monitor.poll() and monitor.preview_step > shown)  # a newer step replaces the model image
+
+    logic.cancel(folder)
+    status = wait_for(lambda: monitor.poll().finished and monitor.status)
+    assert status.state == "cancelled", status.info
+    checkpoints = sorted(folder.glob("checkpoint_step*.safetensors"))
+    assert checkpoints, "Cancel writes a checkpoint"
+    stopped_at = int(checkpoints[-1].stem.split("step")[1])
+    with pytest.raises(ValueError, match="not running"):
+        logic.cancel(folder)
+
+    again = logic.resume(folder)
+    assert again.task.wait(timeout=120) == RunState.DONE, again.task.error
+    monitor = logic.attach(folder)
+    wait_for(lambda: monitor.poll().state == "running" and monitor.progress
+             and monitor.progress.get("done", 0) > stopped_at)
+    assert "resumed from" in " ".join(str(e.get("message")) for e in monitor.events_seen)
+    logic.cancel(folder)
+    assert wait_for(lambda: monitor.poll().finished and monitor.status).state == "cancelled"
+
+
+@needs_detach
+def test_reconnecting_to_a_finished_run_shows_its_curves_and_register_lists_the_model(logic, scene, models):
+    folder = launch(logic, previewEvery=2, extraOptions=" ".join(TINY) + " --val-every 2 --ckpt-every 0")
+    wait_for(lambda: read_state(folder) == "done", timeout=120)
+    again = TrainingLogic(scene)  # the module reopened: it finds the run under the runs folder
+    again.parameters().runsFolder = logic.parameters().runsFolder
+    assert [(Path(run["folder"]), run["state"]) for run in again.runs()] == [(folder, "done")]
+    monitor = again.attach(folder)
+    assert monitor.status.state == "done" and monitor.curves.row_count == 4  # val at 0, 2, 4, 6 (+ train at 6)
+    assert monitor.preview_step == 6
+    assert gate_verdict(folder) == ("no parent to compare with (trained from scratch)", True)
+    assert "my-ldct" not in [entry.id for entry in environment.model_catalogue("ldct")[0]]
+    registering = again.register(folder, "my-ldct")
+    assert registering.wait(timeout=120) == RunState.DONE, registering.error
+    entry = next(entry for entry in environment.model_catalogue("ldct")[0] if entry.id == "my-ldct")
+    assert entry.user and entry.training_command.startswith("meddiff train ldct --config tiny")
+    with pytest.raises(ValueError, match="model id"):
+        again.register(folder, "my ldct")
+
+
+def read_state(folder) -> str:
+    return json.loads((Path(folder) / "run.json").read_text()).get("state", "")

@@ -29,6 +29,7 @@ import re
 import shlex
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -64,7 +65,7 @@ SOURCE_LABELS = {
     LOWDOSE_FOLDER: "Low-dose volumes only (self-supervised)",
 }
 #: run states in which nothing changes any more
-FINISHED = ("done", "failed", "cancelled", "lost")
+FINISHED = ("done", "failed", "cancelled", "stopped")
 #: the view layout of a followed run: three linked axial views over the curves
 LAYOUT_ID = 4217
 LAYOUT_XML = """<layout type="vertical" split="true">
@@ -152,13 +153,11 @@ def _runs_module():
 
 
 def _as_dict(value: Any) -> dict:
+    """A backend ``RunStatus`` (or a plain record) as a dict with ``folder`` as text."""
     if isinstance(value, dict):
         return value
-    if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(value)
-    return dict(vars(value))
+    return value.to_dict() if hasattr(value, "to_dict") else {k: str(v) if isinstance(v, Path) else v
+                                                             for k, v in vars(value).items()}
 
 
 def _alive(pid: Any) -> bool:
@@ -177,7 +176,7 @@ def read_run(folder: str | os.PathLike) -> dict:
     """``run.json`` of a run folder as a dict (``{}`` before the child wrote it).
 
     A run recorded as running whose process is gone (the machine restarted, the child was
-    killed) reads as ``lost``: it can be resumed from its last checkpoint.
+    killed) reads as ``stopped``: it can be resumed from its last checkpoint.
     """
     folder = Path(folder)
     runs = _runs_module()
@@ -191,7 +190,7 @@ def read_run(folder: str | os.PathLike) -> dict:
     except (OSError, ValueError):
         return {}
     if info.get("state") == "running" and not _alive(info.get("pid")):
-        info["state"] = "lost"
+        info["state"] = "stopped"
     return info
 
 
@@ -213,7 +212,8 @@ def cancel_run(folder: str | os.PathLike) -> None:
     """Ask a running run to stop; it writes a resumable checkpoint first (the backend's SIGTERM)."""
     runs = _runs_module()
     if runs is not None and hasattr(runs, "cancel_run"):
-        runs.cancel_run(Path(folder))
+        if not runs.cancel_run(Path(folder)):
+            raise ValueError(f"the run in {folder} is not running")
         return
     info = read_run(folder)
     if info.get("state") != "running":
@@ -231,7 +231,7 @@ def resume_command(info: dict) -> list[str]:
     if "train" not in argv:
         raise ValueError(f"the run's command is not a meddiff train command: {command}")
     argv = argv[argv.index("train") + 1:]
-    drop = {"--resume", "--detach"}
+    drop = {"--resume", "--detach", "--run-child"}
     argv = [part for part in argv if part not in drop]
     if "--events" in argv:  # the launcher's own reporting is added again
         at = argv.index("--events")
@@ -378,7 +378,7 @@ class RunStatus:
     """What one poll of a run folder found."""
 
     folder: Path
-    state: str  #: starting, running, done, failed, cancelled or lost
+    state: str  #: starting, running, done, failed, cancelled or stopped (the process died)
     info: dict = field(default_factory=dict)  #: run.json
     progress: dict | None = None  #: the last progress event of the training stage
     events: list = field(default_factory=list)  #: events that arrived since the last poll
@@ -444,6 +444,8 @@ class RunMonitor:
         self.preview: dict[str, Any] = {}
         self.preview_step: int | None = None
         self.progress: dict | None = None
+        #: the latest events of the run (its log, for a panel that reconnects)
+        self.events_seen: deque = deque(maxlen=500)
         self.status = RunStatus(self.folder, "starting")
 
     def poll(self) -> RunStatus:
@@ -455,6 +457,7 @@ class RunMonitor:
         new_rows = self.curves.row_count
         self.curves.add(records)
         events, _ = self.events.read()
+        self.events_seen.extend(events)
         for event in events:
             if event.get("event") == "progress" and event.get("stage") == "train":
                 self.progress = event
@@ -465,10 +468,12 @@ class RunMonitor:
 
     def eta_s(self) -> float | None:
         """Seconds left by the last progress event, less the time since it was written."""
-        if not self.progress or self.progress.get("eta_s") is None:
+        if not self.progress or self.progress.get("eta_s") is None or self.status.finished:
             return None
-        written = self.progress.get("time")
-        elapsed = max(0.0, time.time() - written) if isinstance(written, (int, float)) else 0.0
+        try:
+            elapsed = max(0.0, time.time() - self.events.path.stat().st_mtime)
+        except OSError:
+            elapsed = 0.0
         return max(0.0, float(self.progress["eta_s"]) - elapsed)
 
     # -- preview: before | current model | reference -------------------------------------------
@@ -769,16 +774,19 @@ class TrainingLogic:
         data = None
         if p.source != PHANTOM:
             data = str(self.write_scene_data(folder, p.source)) if p.dataFrom == "scene" else p.dataPath.strip()
-        return Launch(self._launch(self.train_arguments(folder, data), install, on_event, on_state), folder)
+        return Launch(self._launch(self.train_arguments(folder, data), folder, install, on_event, on_state), folder)
 
-    def _launch(self, arguments: Sequence[str], install, on_event, on_state) -> TaskProcess:
+    def _launch(self, arguments: Sequence[str], folder: Path, install, on_event, on_state) -> TaskProcess:
+        """The launcher child, run in the runs folder: the detached run inherits its working
+        folder, and the launcher's own temporary folder is removed when it returns."""
         command = backend_command("train", *arguments)
         if self.backend:
             command = [*self.backend, *command[3:]]
         task = TaskProcess(on_event=on_event, on_state=on_state)
         if install is not None and not task.install(install):
             return task
-        task.start(command, env=backend_environment())
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        task.start(command, env=backend_environment(), cwd=folder.parent)
         return task
 
     def resume(self, folder: str | os.PathLike, *, install=None, on_event=None, on_state=None) -> Launch:
@@ -787,7 +795,7 @@ class TrainingLogic:
         info = read_run(folder)
         if info.get("state") == "running":
             raise ValueError("the run is still running")
-        return Launch(self._launch(resume_command(info), install, on_event, on_state), folder)
+        return Launch(self._launch(resume_command(info), folder, install, on_event, on_state), folder)
 
     # -- following ---------------------------------------------------------------------------
     def attach(self, folder: str | os.PathLike) -> RunMonitor:
