@@ -166,3 +166,20 @@ def test_run_folder_readers(tmp_path):
     runs.update_run(tmp_path / "b", task="ldct", pid=2**22 + 1, started="2024-01-01T00:00:00+00:00", state="running")
     assert [s.folder.name for s in runs.list_runs(tmp_path)] == ["b", "a"]       # oldest first
     assert runs.read_run(tmp_path / "b").state == "stopped" and not runs.cancel_run(tmp_path / "b")
+
+
+def test_the_motion_preview_corrects_the_first_calcium_patch(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from meddiffusion.tasks.motion.recipe import RECIPE
+
+    args = SimpleNamespace(config="tiny", objective="bridge", timesteps=1000)
+    corrupted = np.stack([np.full((3, 64, 64), value, np.int16) for value in (-100, 400)])
+    val = SimpleNamespace(calcium=np.array([False, True]), corrupted=corrupted, static=corrupted[:, 1:2] - 50)
+    volumes = RECIPE.preview(args, RECIPE.make_model(args), SimpleNamespace(val=val), torch.device("cpu"))
+    assert [v.shape for v in volumes] == [(1, 64, 64)] * 3
+    assert volumes[0].array.max() == 400 and volumes[2].array.max() == 350       # the calcium patch, not the first
+    runs.write_preview(tmp_path, 7, *volumes)
+    assert json.loads((tmp_path / "preview" / "index.json").read_text())["steps"] == [7]

@@ -101,6 +101,29 @@ def make_val(args):
     return make_val_fn(args.objective, _bridge(args), calcium_weight(args), args.crop, args.seed, focus(args))
 
 
+def preview(args, net, data, device):
+    """The first calcium patch of the validation cases: corrupted, corrected by ``net`` as ``motion-correct``'s
+    sampler does (its card's steps), and static; (1, P, P) HU volumes."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from meddiffusion.io import Volume
+    from meddiffusion.tasks.motion.model import DEFAULT_STEPS, MotionModel, denormalize, normalize
+
+    val = data.val
+    index = int(np.flatnonzero(val.calcium)[0]) if val.calcium.any() else 0
+    corrupted, static = (np.asarray(array[index], dtype=np.float32) for array in (val.corrupted, val.static))
+    model = MotionModel(copy.deepcopy(net).eval(), _bridge(args), args.objective, min(DEFAULT_STEPS, args.timesteps))
+    with torch.inference_mode():
+        stack = normalize(torch.from_numpy(corrupted)[None].to(device))
+        out = denormalize(model.predict(stack, generator=torch.Generator(device=device).manual_seed(0)))[0]
+    middle = corrupted.shape[0] // 2
+    return (Volume(corrupted[middle : middle + 1], modality="CT"), Volume(out.float().cpu().numpy(), modality="CT"),
+            Volume(static, modality="CT"))
+
+
 def model_id(args) -> str:
     return default_model_id(args.objective, calcium_weight(args), args.config)
 
@@ -179,7 +202,7 @@ RECIPE = Recipe(
     sources=(PHANTOM,),
     ema_cap=0.999,  # the bridge's 1000 timesteps are learnt slowly; the shipped motion models averaged this long
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
-    card=card,
+    card=card, preview=preview,
     example="""  meddiff train motion --config small --data runs/motion-data --out runs/motion-prodm-small
   meddiff train motion --config small --calcium-weight 0 --data runs/motion-data --out runs/motion-prodm-nocal-small
   meddiff train motion --config small --objective regression --data runs/motion-data --out runs/motion-unet-l1-small
