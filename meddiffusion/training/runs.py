@@ -70,7 +70,14 @@ def update_run(folder: str | Path, **fields: Any) -> dict[str, Any]:
     record = _read_json(path) | fields
     tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    for attempt in range(20):  # Windows refuses to replace a file a reader (Slicer) has open at that moment
+        try:
+            os.replace(tmp, path)
+            break
+        except PermissionError:
+            if attempt == 19:
+                raise
+            time.sleep(0.05)
     return record
 
 
@@ -91,8 +98,12 @@ def launch(folder: str | Path, task: str, command: list[str]) -> dict[str, Any]:
         options: dict[str, Any] = {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP}
     else:
         options = {"start_new_session": True}
-    with open(folder / EVENTS_FILE, "wb") as events, open(folder / STDERR_FILE, "wb") as errors:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=events, stderr=errors, **options)
+    try:
+        with open(folder / EVENTS_FILE, "wb") as events, open(folder / STDERR_FILE, "wb") as errors:
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=events, stderr=errors, **options)
+    except OSError as exc:
+        update_run(folder, state="failed", ended=_now(), message=f"could not start {command[0]}: {exc}")
+        raise
     update_run(folder, pid=child.pid)
     return {"run": str(folder), "pid": child.pid,
             "summary": f"training {task} in the background (pid {child.pid}); follow it with 'meddiff runs {folder}'"}
