@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None, early_signals: list[int] | None = None) 
             progress.cancel()
         try:
             result = args._module.run(args, progress) or {}
-        except Cancelled:
-            progress.cancelled_event()
+        except Cancelled as exc:
+            # a command that keeps something on Cancel (a training checkpoint) says so in its Cancelled
+            kept = str(exc) if exc.args and not str(exc).startswith("cancelled by the user") else ""
+            progress.cancelled_event(kept or "cancelled; no output was written")
             return EXIT_CANCELLED
         except ValueError as exc:  # bad input: VolumeError and friends are ValueErrors
             progress.error(str(exc), kind="input")
