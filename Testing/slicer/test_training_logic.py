@@ -15,9 +15,9 @@ import pytest
 import slicer
 
 import mrml_fixtures
-from MedDiffusionUtilsLib import environment, layouts, nodes
+from MedDiffusionUtilsLib import environment, nodes
 from MedDiffusionUtilsLib.runner import RunState
-from TrainingLib.logic import (LAYOUT_ID, PREVIEW_VIEWS, RunMonitor, TrainingLogic, gate_verdict, list_runs,
+from TrainingLib.logic import (LAYOUT_ID, PREVIEW_VIEWS, RunMonitor, TrainingLogic, gate_verdict,
                                patient_of, resume_command, training_tasks)
 
 #: the tiny LDCT run of the CLI tests: a 48² phantom slab, seconds on one thread

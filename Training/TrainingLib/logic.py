@@ -32,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import slicer
@@ -104,6 +104,7 @@ class TrainingParameters(ParameterSet):
     device = Choice("auto", choices=("auto", "cpu", "cuda", "mps"))
     precision = Choice("auto", choices=("auto", "fp32", "bf16", "fp16"))
     gpus = Int(1, minimum=1, maximum=64)
+    sceneRows = Int(0, minimum=0)  #: rows of scene volumes (see TrainingLogic.set_scene_volumes)
     previewEvery = Int(20, minimum=0, maximum=1_000_000)
     extraOptions = Text("")  #: further flags of ``meddiff train <task>`` (e.g. ``--dose 0.1``)
     runsFolder = Text("")
@@ -651,20 +652,27 @@ class TrainingLogic:
 
     # -- volumes from the scene --------------------------------------------------------------
     def set_scene_volumes(self, rows: Sequence[tuple[Any, Any] | Any]) -> None:
-        """The scene's training volumes: (input, target) pairs, or single volumes (clean or low-dose)."""
-        node = self.parameters().node
-        for role in self.ROLES:
-            node.RemoveNodeReferenceIDs(role)
+        """The scene's training volumes: (input, target) pairs, or single volumes (clean or low-dose).
+
+        Each row keeps its own node references (``trainingVolume3``, ``trainingTarget3``), so a
+        row still being filled in (one side empty) is kept with the scene.
+        """
+        parameters = self.parameters()
+        node = parameters.node
+        was_modifying = node.StartModify()
+        for index in range(parameters.sceneRows):
+            for role in self.ROLES:
+                node.RemoveNodeReferenceIDs(f"{role}{index}")
         for index, row in enumerate(rows):
-            volume, target = row if isinstance(row, (tuple, list)) else (row, None)
-            node.SetNthNodeReferenceID(self.ROLES[0], index, volume.GetID() if volume is not None else "")
-            node.SetNthNodeReferenceID(self.ROLES[1], index, target.GetID() if target is not None else "")
+            for role, volume in zip(self.ROLES, row if isinstance(row, (tuple, list)) else (row, None)):
+                node.SetNodeReferenceID(f"{role}{index}", volume.GetID() if volume is not None else None)
+        parameters.sceneRows = len(rows)
+        node.EndModify(was_modifying)
 
     def scene_volumes(self) -> list[tuple[Any, Any]]:
-        node = self.parameters().node
-        count = node.GetNumberOfNodeReferences(self.ROLES[0])
-        return [(node.GetNthNodeReference(self.ROLES[0], i), node.GetNthNodeReference(self.ROLES[1], i))
-                for i in range(count)]
+        parameters = self.parameters()
+        return [tuple(parameters.node.GetNodeReference(f"{role}{index}") for role in self.ROLES)
+                for index in range(parameters.sceneRows)]
 
     def write_scene_data(self, folder: str | os.PathLike, source: str,
                          rows: Sequence[tuple[Any, Any]] | None = None) -> Path:

@@ -1,0 +1,515 @@
+"""The Training panel: Training.ui for a detached ``meddiff train`` run and its run folder.
+
+The user picks a task (every registered task with a recipe), a base model or a new network,
+the data (the phantom, or their own volumes from the scene, a folder or a CSV manifest) and
+the settings, then starts; the run trains in a child that outlives Slicer.  A Qt timer
+(every second) polls the followed run folder through the logic: the curve table, charts
+and preview volumes grow in the scene, the progress line shows the step and the ETA.  Cancel
+checkpoints, Resume continues, and a finished run shows its gate verdict and can be
+registered, after which ``on_registered`` lets the other modules list the model.  GUI code in
+the subset of Qt that PythonQt and PySide6 share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import vtk
+
+from MedDiffusionUtilsLib.binding import GuiBinding, named_widgets, required_widgets
+from MedDiffusionUtilsLib.qtdriver import QtTaskDriver
+from MedDiffusionUtilsLib.runner import RunState, TaskProcess
+from MedDiffusionUtilsLib.taskpanel import format_progress
+
+from .logic import (DATA_FROM, DEFAULT_RUNS_FOLDER, PAIRED_FOLDER, PHANTOM, SOURCE_LABELS, RunStatus, TrainingLogic,
+                    TrainingParameters, gate_verdict)
+
+__all__ = ["TrainingPanel", "POLL_MS", "FROM_SCRATCH"]
+
+#: how often the followed run folder is read (the issue asks for curves at least every 10 s)
+POLL_MS = 1000
+FROM_SCRATCH = "New network (from scratch)"
+#: Qt.ToolTipRole and Qt.UserRole, spelled as numbers so the panel needs no Qt import at the top
+TOOLTIP_ROLE, USER_ROLE = 3, 256
+
+
+class TrainingPanel:
+    """Runs Training.ui (``root``) for ``logic``, bound to ``parameters``.
+
+    ``install`` is the dependency step run before starting; ``on_error(message)`` shows a
+    refused action; ``confirm(question) -> bool`` asks before registering a model that failed
+    its gate; ``on_registered(model_id)`` is told of each registered model.
+    """
+
+    WIDGETS = ("taskComboBox", "taskInfoLabel", "baseModelComboBox", "configComboBox", "sourceComboBox",
+               "dataFromComboBox", "volumesTable", "addRowButton", "removeRowButton", "dataPathLineEdit",
+               "valPatientsSpinBox", "stepsSpinBox", "batchSizeSpinBox", "learningRateSpinBox", "deviceComboBox",
+               "precisionComboBox", "gpusSpinBox", "previewEverySpinBox", "extraOptionsLineEdit", "startButton",
+               "cancelButton", "resumeButton", "progressBar", "progressLabel", "runsFolderLineEdit", "runsComboBox",
+               "refreshRunsButton", "followButton", "gateLabel", "registerIdLineEdit", "registerButton",
+               "statusLabel", "logText")
+
+    def __init__(self, root, parameters: TrainingParameters, logic: TrainingLogic, *,
+                 install: Callable[[], Any] | None = None, on_error: Callable[[str], None] | None = None,
+                 confirm: Callable[[str], bool] | None = None,
+                 on_registered: Callable[[str], None] | None = None):
+        import qt
+
+        self.root = root
+        self.ui = required_widgets(root, self.WIDGETS, "Training.ui")
+        self.logic = logic
+        self.install, self.on_error, self.confirm, self.on_registered = install, on_error, confirm, on_registered
+        self.binding: GuiBinding | None = None
+        self.parameters: TrainingParameters | None = None
+        self._observer: int | None = None
+        self._filling = False
+        self.task: TaskProcess | None = None  # the launcher or the registration child
+        self.driver: QtTaskDriver | None = None
+        self.status: RunStatus | None = None
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.tick)
+        ui = self.ui
+        for path_edit in (ui.dataPathLineEdit, ui.runsFolderLineEdit):
+            path_edit.currentPathChanged.connect(self._on_path_edited)
+        folders = getattr(type(ui.runsFolderLineEdit), "Dirs", None)
+        if folders is not None:
+            ui.runsFolderLineEdit.filters = folders
+        ui.taskComboBox.currentIndexChanged.connect(self._on_task_chosen)
+        ui.baseModelComboBox.currentIndexChanged.connect(self._on_base_model_chosen)
+        ui.sourceComboBox.currentIndexChanged.connect(self._on_source_chosen)
+        ui.dataFromComboBox.currentIndexChanged.connect(self._on_data_from_chosen)
+        ui.addRowButton.clicked.connect(self.add_row)
+        ui.removeRowButton.clicked.connect(self.remove_row)
+        ui.startButton.clicked.connect(self.on_start)
+        ui.cancelButton.clicked.connect(self.on_cancel)
+        ui.resumeButton.clicked.connect(self.on_resume)
+        ui.refreshRunsButton.clicked.connect(self.refresh_runs)
+        ui.followButton.clicked.connect(self.on_follow)
+        ui.registerButton.clicked.connect(self.on_register)
+        ui.progressBar.setRange(0, 100)
+        ui.progressBar.setValue(0)
+        self._fill_tasks()
+        self.set_parameters(parameters)
+
+    # -- parameter node ----------------------------------------------------------------------
+    def set_parameters(self, parameters: TrainingParameters) -> None:
+        """Bind to a (new) parameter node; show its task, data and runs, and reconnect to the
+        newest run still training (e.g. after Slicer was closed and reopened)."""
+        self._unbind()
+        self.parameters = parameters
+        if not parameters.task or parameters.task not in self._task_names():
+            names = self._task_names()
+            if names:
+                self.logic.select_task(names[0])
+        self._show_task()
+        self.binding = GuiBinding(parameters, named_widgets(self.root).values(),
+                                  on_error=lambda error: self._status(str(error)))
+        self.binding.connect()
+        self._observer = parameters.node.AddObserver(vtk.vtkCommand.ModifiedEvent,
+                                                     lambda caller, event: self.update_buttons())
+        self.ui.runsFolderLineEdit.setProperty("currentPath", parameters.runsFolder or str(DEFAULT_RUNS_FOLDER))
+        self.ui.dataPathLineEdit.setProperty("currentPath", parameters.dataPath)
+        self._show_volume_rows()
+        running = [run for run in self.refresh_runs() if run.get("state") == "running"]
+        if running and self.logic.monitor is None:
+            self.follow(running[0]["folder"])
+        self.update_buttons()
+
+    def _unbind(self) -> None:
+        if self.binding is not None:
+            self.binding.disconnect()
+            self.binding = None
+        if self._observer is not None and self.parameters is not None:
+            self.parameters.node.RemoveObserver(self._observer)
+            self._observer = None
+
+    def set_scene(self, scene) -> None:
+        """The volume rows list the scene's volumes, kept up to date."""
+        self._scene_observers = [scene.AddObserver(event, lambda caller, event: self._show_volume_rows())
+                                 for event in (scene.NodeAddedEvent, scene.NodeRemovedEvent)]
+        self._scene = scene
+
+    def refresh_models(self, models=None) -> None:
+        """Read the catalogue again (after an install, or a model registered elsewhere)."""
+        self._show_base_models(models)
+
+    def cleanup(self) -> None:
+        """Module closed or reloaded: polling stops; a training run goes on by itself."""
+        self.timer.stop()
+        if self.driver is not None:
+            self.driver.stop()
+        for tag in getattr(self, "_scene_observers", []):
+            self._scene.RemoveObserver(tag)
+        self._scene_observers = []
+        self._unbind()
+
+    # -- task, model, data -------------------------------------------------------------------
+    def _task_names(self) -> list[str]:
+        combo = self.ui.taskComboBox
+        return [combo.itemData(i, USER_ROLE) for i in range(combo.property("count"))]
+
+    def _fill_tasks(self) -> None:
+        combo = self.ui.taskComboBox
+        self._filling = True
+        try:
+            combo.clear()
+            for index, task in enumerate(self.logic.tasks()):
+                combo.addItem(f"{task.title} ({task.name})", task.name)
+                combo.setItemData(index, task.description, TOOLTIP_ROLE)
+        finally:
+            self._filling = False
+
+    def _on_task_chosen(self, index: int) -> None:
+        if self._filling or index < 0:
+            return
+        name = self.ui.taskComboBox.itemData(index, USER_ROLE)
+        if name != self.parameters.task:
+            self.logic.select_task(name)
+        self._show_task()
+
+    def _show_task(self) -> None:
+        """The chosen task's description, network sizes, base models and data sources."""
+        ui, parameters = self.ui, self.parameters
+        choice = self.logic.task_choice(parameters.task)
+        self._filling = True
+        try:
+            ui.taskComboBox.setCurrentIndex(max(ui.taskComboBox.findData(choice.name), 0))
+            ui.taskInfoLabel.setText(choice.description)
+            blocked = ui.configComboBox.blockSignals(True)  # bound: refilling must not pick the first size
+            ui.configComboBox.clear()
+            for index, config in enumerate(choice.configs):
+                ui.configComboBox.addItem(config)
+                ui.configComboBox.setItemData(index, f"meant for {choice.configs[config]}", TOOLTIP_ROLE)
+            ui.configComboBox.setCurrentIndex(max(ui.configComboBox.findText(parameters.config), 0))
+            ui.configComboBox.blockSignals(blocked)
+            ui.sourceComboBox.clear()
+            for source in choice.sources:
+                ui.sourceComboBox.addItem(SOURCE_LABELS[source], source)
+            ui.sourceComboBox.setCurrentIndex(max(ui.sourceComboBox.findData(parameters.source), 0))
+        finally:
+            self._filling = False
+        self._show_base_models()
+        self._show_data()
+
+    def _show_base_models(self, models=None) -> None:
+        ui, parameters = self.ui, self.parameters
+        if models is None:
+            models, problem = self.logic.base_models(parameters.task)
+        else:
+            problem = ""
+        self._filling = True
+        try:
+            ui.baseModelComboBox.clear()
+            ui.baseModelComboBox.addItem(FROM_SCRATCH, "")
+            for entry in models:
+                ui.baseModelComboBox.addItem(f"Fine-tune {entry.id}", entry.id)
+                ui.baseModelComboBox.setItemData(ui.baseModelComboBox.property("count") - 1,
+                                                 entry.description or entry.id, TOOLTIP_ROLE)
+            index = ui.baseModelComboBox.findData(parameters.baseModel)
+            ui.baseModelComboBox.setCurrentIndex(max(index, 0))
+            ui.baseModelComboBox.setToolTip(problem or ui.baseModelComboBox.property("toolTip") or "")
+        finally:
+            self._filling = False
+        if parameters.baseModel and ui.baseModelComboBox.findData(parameters.baseModel) < 0:
+            parameters.baseModel = ""
+
+    def _on_base_model_chosen(self, index: int) -> None:
+        if not self._filling and index >= 0:
+            self.parameters.baseModel = self.ui.baseModelComboBox.itemData(index, USER_ROLE) or ""
+            self.update_buttons()
+
+    def _on_source_chosen(self, index: int) -> None:
+        if not self._filling and index >= 0:
+            self.parameters.source = self.ui.sourceComboBox.itemData(index, USER_ROLE)
+            self._show_data()
+
+    def _on_data_from_chosen(self, index: int) -> None:
+        if not self._filling and index >= 0:
+            self.parameters.dataFrom = DATA_FROM[index]
+            self._show_data()
+
+    def _show_data(self) -> None:
+        """Only the data widgets that matter for the source and place chosen are enabled."""
+        ui, parameters = self.ui, self.parameters
+        own = parameters.source != PHANTOM
+        scene = own and parameters.dataFrom == "scene"
+        self._filling = True
+        try:
+            ui.dataFromComboBox.setCurrentIndex(DATA_FROM.index(parameters.dataFrom))
+        finally:
+            self._filling = False
+        ui.dataFromComboBox.setEnabled(own)
+        ui.valPatientsSpinBox.setEnabled(own)
+        for widget in (ui.volumesTable, ui.addRowButton, ui.removeRowButton):
+            widget.setEnabled(scene)
+        ui.dataPathLineEdit.setEnabled(own and not scene)
+        ui.volumesTable.setColumnHidden(1, parameters.source != PAIRED_FOLDER)
+        self.update_buttons()
+
+    # -- the scene's volumes -----------------------------------------------------------------
+    def _volumes(self) -> list:
+        scene = self.logic.scene
+        return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+                if not scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetHideFromEditors()
+                and not scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetAttribute("Training.run")]
+
+    def _show_volume_rows(self) -> None:
+        """One row of combo boxes per stored row, listing the scene's volumes."""
+        import qt
+
+        if self.parameters is None:
+            return
+        table, volumes = self.ui.volumesTable, self._volumes()
+        rows = self.logic.scene_volumes()
+        self._filling = True
+        try:
+            table.setRowCount(len(rows))
+            for row, chosen in enumerate(rows):
+                for column in (0, 1):
+                    combo = table.cellWidget(row, column)
+                    if combo is None:
+                        combo = qt.QComboBox()
+                        combo.currentIndexChanged.connect(self._on_volume_chosen)
+                        table.setCellWidget(row, column, combo)
+                    combo.clear()
+                    combo.addItem("(choose)", "")
+                    for node in volumes:
+                        combo.addItem(node.GetName(), node.GetID())
+                    node = chosen[column]
+                    combo.setCurrentIndex(max(combo.findData(node.GetID()) if node is not None else 0, 0))
+        finally:
+            self._filling = False
+        self.update_buttons()
+
+    def _rows_shown(self) -> list[tuple[Any, Any]]:
+        table, scene = self.ui.volumesTable, self.logic.scene
+        rows = []
+        for row in range(table.property("rowCount")):
+            ids = [_current_data(table.cellWidget(row, column)) for column in (0, 1)]
+            rows.append(tuple(scene.GetNodeByID(node_id) if node_id else None for node_id in ids))
+        return rows
+
+    def _on_volume_chosen(self, *_args) -> None:
+        if not self._filling:
+            self.logic.set_scene_volumes(self._rows_shown())
+            self.update_buttons()
+
+    def add_row(self, *_args) -> None:
+        self.logic.set_scene_volumes([*self._rows_shown(), (None, None)])
+        self._show_volume_rows()
+
+    def remove_row(self, *_args) -> None:
+        rows = self._rows_shown()
+        if rows:
+            selected = self.ui.volumesTable.currentRow()
+            del rows[selected if 0 <= selected < len(rows) else -1]
+            self.logic.set_scene_volumes(rows)
+            self._show_volume_rows()
+
+    def _on_path_edited(self, *_args) -> None:
+        self.parameters.update(dataPath=_path(self.ui.dataPathLineEdit), runsFolder=_path(self.ui.runsFolderLineEdit))
+
+    # -- state of the buttons ----------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A launcher or registration child is running."""
+        return self.task is not None and self.task.active
+
+    def update_buttons(self) -> None:
+        if self.parameters is None:
+            return
+        ui, status = self.ui, self.status
+        missing = self.logic.missing()
+        running = status is not None and status.state in ("starting", "running")
+        ui.startButton.setEnabled(not missing and not self.busy and not running)
+        ui.startButton.setToolTip("; ".join(missing).capitalize() if missing else
+                                  "Start a detached training run; it goes on if Slicer is closed")
+        ui.cancelButton.setEnabled(status is not None and status.state == "running")
+        stopped = status is not None and status.state in ("cancelled", "failed", "stopped")
+        ui.resumeButton.setEnabled(stopped and not self.busy and any(status.folder.glob("checkpoint_*")))
+        model = status is not None and status.state == "done" and (status.folder / "model.json").is_file()
+        ui.registerButton.setEnabled(model and bool(self.parameters.registerId.strip()) and not self.busy)
+        ui.followButton.setEnabled(ui.runsComboBox.property("currentIndex") >= 0)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def refresh_runs(self, *_args) -> list[dict]:
+        """List the runs under the runs folder, newest first (the followed one selected)."""
+        runs = self._try(self.logic.runs) or []
+        combo = self.ui.runsComboBox
+        combo.clear()
+        for run in runs:
+            folder = Path(run["folder"])
+            combo.addItem(f"{folder.name} · {run.get('task', '?')} · {run.get('state', '?')}", str(folder))
+        if self.logic.monitor is not None:
+            combo.setCurrentIndex(max(combo.findData(str(self.logic.monitor.folder)), 0))
+        self.update_buttons()
+        return runs
+
+    def on_follow(self, *_args) -> None:
+        folder = _current_data(self.ui.runsComboBox)
+        if folder:
+            self.follow(folder)
+
+    def follow(self, folder) -> None:
+        """Show the run in ``folder``: its curves so far, its preview; poll it while it runs."""
+        monitor = self._try(lambda: self.logic.attach(folder))
+        if monitor is None:
+            return
+        self.status = None
+        self._show_status(monitor.status)
+        self.timer.start()
+
+    def tick(self) -> None:
+        """One poll of the followed run (from the timer)."""
+        monitor = self.logic.monitor
+        if monitor is None:
+            self.timer.stop()
+            return
+        status = monitor.poll()
+        self._show_status(status)
+        if status.finished:
+            self.timer.stop()
+
+    def _show_status(self, status: RunStatus) -> None:
+        ui = self.ui
+        was = self.status.state if self.status is not None else None
+        self.status = status
+        for event in status.events:
+            if event.get("event") in ("log", "error") and event.get("message"):
+                self._log(str(event["message"]))
+        progress = status.progress
+        if progress and progress.get("total"):
+            ui.progressBar.setValue(int(100 * min(1.0, progress.get("done", 0) / progress["total"])))
+            eta = self.logic.monitor.eta_s() if self.logic.monitor is not None else None
+            ui.progressLabel.setText(format_progress({**progress, "eta_s": eta}))
+        name = status.folder.name
+        if status.state != was:
+            words = {"starting": "starting…", "running": "training", "done": "finished",
+                     "cancelled": "cancelled (a checkpoint was written; Resume continues it)",
+                     "failed": "failed", "stopped": "stopped without finishing (Resume continues from its last "
+                                                 "checkpoint)"}.get(status.state, status.state)
+            message = f": {status.message}" if status.message and status.state != "running" else ""
+            self._status(f"Run {name} {words}{message}")
+            if status.state == "done":
+                ui.progressBar.setValue(100)
+                self._show_gate(status)
+            else:
+                ui.gateLabel.setText("")
+            if was is not None and status.finished:
+                self.refresh_runs()
+        self.update_buttons()
+
+    def _show_gate(self, status: RunStatus) -> None:
+        words, passed = gate_verdict(status.folder, status.info)
+        self.ui.gateLabel.setText(("Gate passed: " if passed else "Gate not passed: ") + words)
+        if not self.parameters.registerId.strip():
+            self.parameters.registerId = status.folder.name
+
+    # -- actions -------------------------------------------------------------------------------
+    def on_start(self, *_args) -> None:
+        if not self.ui.startButton.isEnabled():
+            return
+        launch = self._try(lambda: self.logic.start(install=self.install, on_event=self._on_launcher_event))
+        if launch is not None:
+            self._watch_launcher(launch.task, launch.folder, "Starting training in")
+
+    def on_resume(self, *_args) -> None:
+        folder = self.status.folder if self.status is not None else None
+        launch = folder and self._try(lambda: self.logic.resume(folder, install=self.install,
+                                                                 on_event=self._on_launcher_event))
+        if launch:
+            self._watch_launcher(launch.task, launch.folder, "Resuming")
+
+    def _watch_launcher(self, task: TaskProcess, folder: Path, words: str) -> None:
+        self.task = task
+        self.ui.logText.clear()
+        self._status(f"{words} {folder}…")
+
+        def finished(task: TaskProcess) -> None:
+            if task.state == RunState.DONE:
+                self.refresh_runs()
+                self.follow(folder)
+            else:
+                self._fail(task.error or "the run was not started")
+            self.update_buttons()
+
+        self.driver = QtTaskDriver(task, on_finished=finished)
+        if not task.active:  # the install step was declined or failed
+            self.driver.stop()
+            finished(task)
+        self.update_buttons()
+
+    def _on_launcher_event(self, event: dict) -> None:
+        if event.get("event") in ("log", "error") and event.get("message"):
+            self._log(str(event["message"]))
+
+    def on_cancel(self, *_args) -> None:
+        if self.status is not None and self._try(lambda: self.logic.cancel(self.status.folder)):
+            self._status(f"Cancelling {self.status.folder.name}: a checkpoint is written first…")
+
+    def on_register(self, *_args) -> None:
+        if self.status is None or self.busy:
+            return
+        folder, model_id = self.status.folder, self.parameters.registerId.strip()
+        words, passed = gate_verdict(folder, self.status.info)
+        anyway = not passed and self.confirm is not None and self.confirm(
+            f"The new model did not pass the gate: {words}.\n\nRegister it anyway?")
+        if not passed and not anyway:
+            self._status(f"Not registered: {words}")
+            return
+        task = self._try(lambda: self.logic.register(folder, model_id, anyway=anyway))
+        if task is None:
+            return
+        self.task = task
+        self._status(f"Registering {model_id}…")
+
+        def finished(task: TaskProcess) -> None:
+            if task.state == RunState.DONE:
+                self._status(f"Registered as '{model_id}'; every module's model list shows it")
+                self.refresh_models()
+                if self.on_registered is not None:
+                    self.on_registered(model_id)
+            else:
+                self._fail(task.error or "registering failed")
+            self.update_buttons()
+
+        self.driver = QtTaskDriver(task, on_finished=finished)
+        self.update_buttons()
+
+    # -- messages ------------------------------------------------------------------------------
+    def _try(self, action: Callable[[], Any]):
+        """``action()``, or None with its ``ValueError``/``OSError`` shown to the user."""
+        try:
+            result = action()
+        except (ValueError, OSError) as error:
+            self._fail(str(error))
+            return None
+        return True if result is None else result
+
+    def _fail(self, message: str) -> None:
+        self._status(message.splitlines()[0] if message else "")
+        self._log(message)
+        if self.on_error is not None:
+            self.on_error(message)
+
+    def _status(self, text: str) -> None:
+        self.ui.statusLabel.setText(text)
+
+    def _log(self, text: str) -> None:
+        if text:
+            self.ui.logText.appendPlainText(text)
+
+
+def _current_data(combo) -> Any:
+    """The chosen item's data ("" without a combo box or a choice); ``currentData`` is a property
+    in PythonQt and a method in PySide6."""
+    if combo is None or combo.property("currentIndex") < 0:
+        return ""
+    return combo.itemData(combo.property("currentIndex")) or ""
+
+
+def _path(path_edit) -> str:
+    return (path_edit.property("currentPath") or "").strip()
