@@ -185,8 +185,14 @@ def run(args: argparse.Namespace, progress) -> dict:
     if not _rank_of_torchrun(args):
         check_gpus(args)
         if args.detach:
+            from pathlib import Path
+
             from meddiffusion.training.runs import launch
 
+            # the child runs in its run folder (the launcher's folder may be temporary): paths become absolute
+            args.out = str(Path(args.out).absolute())
+            if getattr(args, "data", None):
+                args.data = str(Path(args.data).absolute())
             return launch(args.out, args.task, child_command(args))
         if args.gpus > 1:  # this process becomes torchrun: Ctrl-C and Cancel reach it, and it stops the ranks
             _become(child_command(args))

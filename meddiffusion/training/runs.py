@@ -100,7 +100,8 @@ def launch(folder: str | Path, task: str, command: list[str]) -> dict[str, Any]:
         options = {"start_new_session": True}
     try:
         with open(folder / EVENTS_FILE, "wb") as events, open(folder / STDERR_FILE, "wb") as errors:
-            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=events, stderr=errors, **options)
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=events, stderr=errors, cwd=folder,
+                                     **options)
     except OSError as exc:
         update_run(folder, state="failed", ended=_now(), message=f"could not start {command[0]}: {exc}")
         raise
