@@ -8,6 +8,7 @@
   qtdriver      polls a run from a Qt timer on the GUI thread
   parameters    typed parameters on a vtkMRMLScriptedModuleNode
   binding       .ui widgets kept in step with the parameters
+  messages      PanelMessages: a panel's status line, log and refused actions
   tasklogic     TaskLogic: a registered task's ports -> arguments, result files -> nodes by name
   compare       CompareTaskLogic: before/after views, fade and difference of a task's output
   taskpanel     TaskPanel: binding, Apply/Cancel, progress and log of a module's .ui
@@ -30,7 +31,7 @@ import sys
 
 #: in dependency order, for reload()
 SUBMODULES = ("processes", "runner", "qtdriver", "nodes", "outputs", "inputs", "parameters", "binding",
-              "layouts", "dependencies", "environment", "models", "sampledata", "tasklogic", "compare",
+              "messages", "layouts", "dependencies", "environment", "models", "sampledata", "tasklogic", "compare",
               "taskpanel", "comparepanel", "modulewidget", "selftest", "utilspanel")
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 from . import environment
 from .binding import required_widgets
 from .dependencies import DependencyInstaller, InstallDeclined
+from .messages import PanelMessages
 from .processes import backend_environment
 from .qtdriver import QtTaskDriver
 from .runner import RunState, TaskProcess
@@ -18,7 +19,7 @@ from .runner import RunState, TaskProcess
 __all__ = ["UtilsPanel"]
 
 
-class UtilsPanel:
+class UtilsPanel(PanelMessages):
     """Fills the utility module's .ui and runs its two actions.
 
     ``confirm(text) -> bool`` asks the user before installing; ``info_command`` is the
@@ -111,20 +112,6 @@ class UtilsPanel:
             self.task.wait(timeout=self.task.cancel_timeout_s + 5)
         if self.driver is not None:
             self.driver.stop()
-
-    # -- messages --------------------------------------------------------------------------
-    def _status(self, text: str) -> None:
-        self.ui.statusLabel.setText(text)
-
-    def _log(self, text: str) -> None:
-        if text:
-            self.ui.logText.appendPlainText(text)
-
-    def _fail(self, message: str) -> None:
-        self._status(message.splitlines()[0])
-        self._log(message)
-        if self.on_error is not None:
-            self.on_error(message)
 
 
 def _fill_table(table, rows: Sequence[Sequence[str]]) -> None:

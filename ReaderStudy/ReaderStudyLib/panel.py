@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from MedDiffusionUtilsLib.binding import GuiBinding, required_widgets
+from MedDiffusionUtilsLib.messages import PanelMessages
 from MedDiffusionUtilsLib.qtdriver import QtTaskDriver
 from MedDiffusionUtilsLib.runner import RunState, TaskProcess
 
@@ -31,7 +32,7 @@ def answer_text(label: str, shortcut: str) -> str:
     return f"{shortcut.upper()} · {label}" if shortcut else label
 
 
-class ReaderStudyPanel:
+class ReaderStudyPanel(PanelMessages):
     """Runs ReaderStudy.ui (``root``) for ``logic``, the reader field bound to ``parameters``.
 
     ``install`` is the dependency step run before a lead's child process (the statistics
@@ -315,29 +316,8 @@ class ReaderStudyPanel:
         if event.get("event") in ("log", "error") and event.get("message"):
             self._log(event["message"])
 
-    # -- messages ------------------------------------------------------------------------------
-    def _try(self, action: Callable[[], Any]):
-        """``action()``, or None with its ``ValueError``/``OSError`` shown to the user."""
-        try:
-            return action()
-        except (ValueError, OSError) as error:
-            self._fail(str(error))
-            return None
-        finally:
-            self.update_buttons()
-
-    def _fail(self, message: str) -> None:
-        self._status(message.splitlines()[0] if message else "")
-        self._log(message)
-        if self.on_error is not None:
-            self.on_error(message)
-
-    def _status(self, text: str) -> None:
-        self.ui.statusLabel.setText(text)
-
-    def _log(self, text: str) -> None:
-        if text:
-            self.ui.logText.appendPlainText(text)
+    def _after_try(self) -> None:
+        self.update_buttons()
 
 
 def _count(number: int, noun: str) -> str:

@@ -1,7 +1,15 @@
 """The Training module's library.
 
-  logic       training runs on disk followed in MRML: start (detached), curves table and charts,
-              preview volumes, cancel, resume, reconnect, register; no Qt
+  choices     the parameters, the trainable tasks (every registered recipe) and their defaults
+  runs        a run folder on disk: run.json, the runs listed, cancel, the gate verdict
+  command     the ``meddiff train ... --detach`` launcher, its resume, registering a run's model
+  scenedata   scene volumes kept as rows, written with their geometry and a manifest
+  curves      a run's metrics.jsonl as a table node, a loss chart and one chart per metric
+  monitor     RunMonitor: a run folder followed into MRML (curves, preview views, ETA)
+  logic       TrainingLogic tying them together: start (detached), follow, cancel, resume,
+              register; no Qt
+  volumerows  the panel's table of scene volumes (Qt)
+  runview     the panel's runs list, followed run, progress and gate (Qt)
   panel       the module panel: task, base model, data, settings, runs list, progress (Qt)
 
 Submodules are imported explicitly (``from TrainingLib import logic``), so importing the
@@ -9,4 +17,5 @@ package stays cheap and free of Qt.
 """
 
 #: in dependency order, for Reload (MedDiffusionUtilsLib.reload_package)
-SUBMODULES = ("logic", "panel")
+SUBMODULES = ("choices", "runs", "command", "scenedata", "curves", "monitor", "logic", "volumerows", "runview",
+              "panel")

@@ -6,8 +6,10 @@ the settings, then starts; the run trains in a child that outlives Slicer.  A Qt
 (every second) polls the followed run folder through the logic: the curve table, charts
 and preview volumes grow in the scene, the progress line shows the step and the ETA.  Cancel
 checkpoints, Resume continues, and a finished run shows its gate verdict and can be
-registered, after which ``on_registered`` lets the other modules list the model.  GUI code in
-the subset of Qt that PythonQt and PySide6 share.
+registered, after which ``on_registered`` lets the other modules list the model.  The table of
+scene volumes is ``volumerows``'s, the runs list and followed run ``runview``'s, the status line
+and log ``MedDiffusionUtilsLib.messages``'.  GUI code in the subset of Qt that PythonQt and
+PySide6 share.
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ from typing import Any, Callable
 
 import vtk
 
+from meddiffusion.training.recipe import PAIRED_FOLDER, PHANTOM
+
 from MedDiffusionUtilsLib.binding import GuiBinding, named_widgets, required_widgets
+from MedDiffusionUtilsLib.messages import PanelMessages
 from MedDiffusionUtilsLib.qtdriver import QtTaskDriver
 from MedDiffusionUtilsLib.runner import RunState, TaskProcess
-from MedDiffusionUtilsLib.taskpanel import format_progress
 
-from .logic import (DATA_FROM, DEFAULT_RUNS_FOLDER, PAIRED_FOLDER, PHANTOM, SOURCE_LABELS, RunStatus, TrainingLogic,
-                    TrainingParameters, gate_verdict)
+from .choices import DATA_FROM, DEFAULT_RUNS_FOLDER, SOURCE_LABELS, TrainingParameters
+from .logic import TrainingLogic
+from .monitor import RunStatus
+from .runs import gate_verdict
+from .runview import RunView
+from .volumerows import VolumeRows
 
 __all__ = ["TrainingPanel", "POLL_MS", "FROM_SCRATCH"]
 
@@ -34,7 +42,7 @@ FROM_SCRATCH = "New network (from scratch)"
 TOOLTIP_ROLE, USER_ROLE = 3, 256
 
 
-class TrainingPanel:
+class TrainingPanel(VolumeRows, RunView, PanelMessages):
     """Runs Training.ui (``root``) for ``logic``, bound to ``parameters``.
 
     ``install`` is the dependency step run before starting; ``on_error(message)`` shows a
@@ -124,12 +132,6 @@ class TrainingPanel:
         if self._observer is not None and self.parameters is not None:
             self.parameters.node.RemoveObserver(self._observer)
             self._observer = None
-
-    def set_scene(self, scene) -> None:
-        """The volume rows list the scene's volumes, kept up to date."""
-        self._scene_observers = [scene.AddObserver(event, lambda caller, event: self._show_volume_rows())
-                                 for event in (scene.NodeAddedEvent, scene.NodeRemovedEvent)]
-        self._scene = scene
 
     def refresh_models(self, models=None) -> None:
         """Read the catalogue again (after an install, or a model registered elsewhere)."""
@@ -248,67 +250,6 @@ class TrainingPanel:
         ui.volumesTable.setColumnHidden(1, parameters.source != PAIRED_FOLDER)
         self.update_buttons()
 
-    # -- the scene's volumes -----------------------------------------------------------------
-    def _volumes(self) -> list:
-        scene = self.logic.scene
-        return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
-                if not scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetHideFromEditors()
-                and not scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetAttribute("Training.run")]
-
-    def _show_volume_rows(self) -> None:
-        """One row of combo boxes per stored row, listing the scene's volumes."""
-        import qt
-
-        if self.parameters is None:
-            return
-        table, volumes = self.ui.volumesTable, self._volumes()
-        rows = self.logic.scene_volumes()
-        self._filling = True
-        try:
-            table.setRowCount(len(rows))
-            for row, chosen in enumerate(rows):
-                for column in (0, 1):
-                    combo = table.cellWidget(row, column)
-                    if combo is None:
-                        combo = qt.QComboBox()
-                        combo.currentIndexChanged.connect(self._on_volume_chosen)
-                        table.setCellWidget(row, column, combo)
-                    combo.clear()
-                    combo.addItem("(choose)", "")
-                    for node in volumes:
-                        combo.addItem(node.GetName(), node.GetID())
-                    node = chosen[column]
-                    combo.setCurrentIndex(max(combo.findData(node.GetID()) if node is not None else 0, 0))
-        finally:
-            self._filling = False
-        self.update_buttons()
-
-    def _rows_shown(self) -> list[tuple[Any, Any]]:
-        table, scene = self.ui.volumesTable, self.logic.scene
-        rows = []
-        for row in range(table.property("rowCount")):
-            ids = [_current_data(table.cellWidget(row, column)) for column in (0, 1)]
-            rows.append(tuple(scene.GetNodeByID(node_id) if node_id else None for node_id in ids))
-        return rows
-
-    def _on_volume_chosen(self, *_args) -> None:
-        if not self._filling:
-            self.logic.set_scene_volumes(self._rows_shown())
-            self.update_buttons()
-
-    def add_row(self, *_args) -> None:
-        self.logic.set_scene_volumes([*self._rows_shown(), (None, None)])
-        self._show_volume_rows()
-
-    def remove_row(self, *_args) -> None:
-        rows = self._rows_shown()
-        if rows:
-            selected = self.ui.volumesTable.currentRow()
-            del rows[selected if 0 <= selected < len(rows) else -1]
-            self.logic.set_scene_volumes(rows)
-            self._show_volume_rows()
-
     def _on_path_edited(self, *_args) -> None:
         self.parameters.update(dataPath=_path(self.ui.dataPathLineEdit), runsFolder=_path(self.ui.runsFolderLineEdit))
 
@@ -333,80 +274,6 @@ class TrainingPanel:
         model = status is not None and status.state == "done" and (status.folder / "model.json").is_file()
         ui.registerButton.setEnabled(model and bool(self.parameters.registerId.strip()) and not self.busy)
         ui.followButton.setEnabled(ui.runsComboBox.property("currentIndex") >= 0)
-
-    # -- runs ----------------------------------------------------------------------------------
-    def refresh_runs(self, *_args) -> list[dict]:
-        """List the runs under the runs folder, newest first (the followed one selected)."""
-        runs = self._try(self.logic.runs) or []
-        combo = self.ui.runsComboBox
-        combo.clear()
-        for run in runs:
-            folder = Path(run["folder"])
-            combo.addItem(f"{folder.name} · {run.get('task', '?')} · {run.get('state', '?')}", str(folder))
-        if self.logic.monitor is not None:
-            combo.setCurrentIndex(max(combo.findData(str(self.logic.monitor.folder)), 0))
-        self.update_buttons()
-        return runs
-
-    def on_follow(self, *_args) -> None:
-        folder = _current_data(self.ui.runsComboBox)
-        if folder:
-            self.follow(folder)
-
-    def follow(self, folder) -> None:
-        """Show the run in ``folder``: its curves so far, its preview; poll it while it runs."""
-        monitor = self._try(lambda: self.logic.attach(folder))
-        if monitor is None:
-            return
-        self.status = None
-        self._show_status(monitor.status)
-        self.timer.start()
-
-    def tick(self) -> None:
-        """One poll of the followed run (from the timer)."""
-        monitor = self.logic.monitor
-        if monitor is None:
-            self.timer.stop()
-            return
-        status = monitor.poll()
-        self._show_status(status)
-        if status.finished:
-            self.timer.stop()
-
-    def _show_status(self, status: RunStatus) -> None:
-        ui = self.ui
-        was = self.status.state if self.status is not None else None
-        self.status = status
-        for event in status.events:
-            if event.get("event") in ("log", "error") and event.get("message"):
-                self._log(str(event["message"]))
-        progress = status.progress
-        if progress and progress.get("total"):
-            ui.progressBar.setValue(int(100 * min(1.0, progress.get("done", 0) / progress["total"])))
-            eta = self.logic.monitor.eta_s() if self.logic.monitor is not None else None
-            ui.progressLabel.setText(format_progress({**progress, "eta_s": eta}))
-        name = status.folder.name
-        if status.state != was:
-            words = {"starting": "starting…", "running": "training", "done": "finished",
-                     "cancelled": "cancelled (a checkpoint was written; Resume continues it)",
-                     "failed": "failed", "stopped": "stopped without finishing (Resume continues from its last "
-                                                 "checkpoint)"}.get(status.state, status.state)
-            message = f": {status.message}" if status.message and status.state != "running" else ""
-            self._status(f"Run {name} {words}{message}")
-            if status.state == "done":
-                ui.progressBar.setValue(100)
-                self._show_gate(status)
-            else:
-                ui.gateLabel.setText("")
-            if was is not None and status.finished:
-                self.refresh_runs()
-        self.update_buttons()
-
-    def _show_gate(self, status: RunStatus) -> None:
-        words, passed = gate_verdict(status.folder, status.info)
-        self.ui.gateLabel.setText(("Gate passed: " if passed else "Gate not passed: ") + words)
-        if not self.parameters.registerId.strip():
-            self.parameters.registerId = status.folder.name
 
     # -- actions -------------------------------------------------------------------------------
     def on_start(self, *_args) -> None:
@@ -447,7 +314,7 @@ class TrainingPanel:
             self._log(str(event["message"]))
 
     def on_cancel(self, *_args) -> None:
-        if self.status is not None and self._try(lambda: self.logic.cancel(self.status.folder)):
+        if self.status is not None and self._try(lambda: self.logic.cancel(self.status.folder) or True):
             self._status(f"Cancelling {self.status.folder.name}: a checkpoint is written first…")
 
     def on_register(self, *_args) -> None:
@@ -478,37 +345,6 @@ class TrainingPanel:
 
         self.driver = QtTaskDriver(task, on_finished=finished)
         self.update_buttons()
-
-    # -- messages ------------------------------------------------------------------------------
-    def _try(self, action: Callable[[], Any]):
-        """``action()``, or None with its ``ValueError``/``OSError`` shown to the user."""
-        try:
-            result = action()
-        except (ValueError, OSError) as error:
-            self._fail(str(error))
-            return None
-        return True if result is None else result
-
-    def _fail(self, message: str) -> None:
-        self._status(message.splitlines()[0] if message else "")
-        self._log(message)
-        if self.on_error is not None:
-            self.on_error(message)
-
-    def _status(self, text: str) -> None:
-        self.ui.statusLabel.setText(text)
-
-    def _log(self, text: str) -> None:
-        if text:
-            self.ui.logText.appendPlainText(text)
-
-
-def _current_data(combo) -> Any:
-    """The chosen item's data ("" without a combo box or a choice); ``currentData`` is a property
-    in PythonQt and a method in PySide6."""
-    if combo is None or combo.property("currentIndex") < 0:
-        return ""
-    return combo.itemData(combo.property("currentIndex")) or ""
 
 
 def _path(path_edit) -> str:

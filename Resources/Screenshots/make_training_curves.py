@@ -6,7 +6,7 @@ scene, exactly as the panel's timer does, and draws the curve table it filled (t
 validation loss by step, as the Plots chart shows it) beside the last preview (before | current
 model | reference)::
 
-    python Training/Resources/Screenshots/make_training_curves.py [RUN_FOLDER]
+    python Resources/Screenshots/make_training_curves.py [RUN_FOLDER]
 
 Writes ``training_curves.png`` beside this script.
 """
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
+REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "MedDiffusionUtils"), str(REPO / "Training")]
 
 COMMAND = ["train", "ldct", "--config", "tiny", "--steps", "600", "--lr", "3e-3", "--batch-size", "4",
