@@ -14,10 +14,18 @@ import vtk
 
 from .parameters import Parameter, ParameterSet
 
-__all__ = ["GuiBinding", "named_widgets", "required_widgets", "PARAMETER_PROPERTY"]
+__all__ = ["GuiBinding", "named_widgets", "required_widgets", "release", "PARAMETER_PROPERTY"]
 
 #: the dynamic property a .ui widget carries to say which parameter it edits
 PARAMETER_PROPERTY = "SlicerParameterName"
+
+
+def release(binding, parameters, observer) -> None:
+    """Undo a panel's hold on its parameter node: disconnect the widgets, stop observing the node."""
+    if binding is not None:
+        binding.disconnect()
+    if observer is not None and parameters is not None:
+        parameters.node.RemoveObserver(observer)
 
 
 def named_widgets(root) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import vtk
 
-from .binding import GuiBinding, named_widgets
+from .binding import GuiBinding, named_widgets, release
 from .parameters import ParameterSet
 from .qtdriver import QtTaskDriver
 from .runner import RunState, TaskProcess
@@ -105,12 +105,8 @@ class TaskPanel:
         self._unbind()
 
     def _unbind(self) -> None:
-        if self.binding is not None:
-            self.binding.disconnect()
-            self.binding = None
-        if self._observer is not None and self.parameters is not None:
-            self.parameters.node.RemoveObserver(self._observer)
-            self._observer = None
+        release(self.binding, self.parameters, self._observer)
+        self.binding = self._observer = None
 
     # -- Apply / Cancel --------------------------------------------------------------------
     @property

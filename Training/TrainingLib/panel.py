@@ -21,7 +21,7 @@ import vtk
 
 from meddiffusion.training.recipe import PAIRED_FOLDER, PHANTOM
 
-from MedDiffusionUtilsLib.binding import GuiBinding, named_widgets, required_widgets
+from MedDiffusionUtilsLib.binding import GuiBinding, named_widgets, release, required_widgets
 from MedDiffusionUtilsLib.messages import PanelMessages
 from MedDiffusionUtilsLib.qtdriver import QtTaskDriver
 from MedDiffusionUtilsLib.runner import RunState, TaskProcess
@@ -126,12 +126,8 @@ class TrainingPanel(VolumeRows, RunView, PanelMessages):
         self.update_buttons()
 
     def _unbind(self) -> None:
-        if self.binding is not None:
-            self.binding.disconnect()
-            self.binding = None
-        if self._observer is not None and self.parameters is not None:
-            self.parameters.node.RemoveObserver(self._observer)
-            self._observer = None
+        release(self.binding, self.parameters, self._observer)
+        self.binding = self._observer = None
 
     def refresh_models(self, models=None) -> None:
         """Read the catalogue again (after an install, or a model registered elsewhere)."""
