@@ -257,3 +257,22 @@ def test_reconnecting_to_a_finished_run_shows_its_curves_and_register_lists_the_
 
 def read_state(folder) -> str:
     return json.loads((Path(folder) / "run.json").read_text()).get("state", "")
+
+
+def test_a_preview_image_that_appears_later_is_put_in_its_view(mrml, scene, tmp_path):
+    from meddiffusion.io import Volume, write_volume
+
+    views = mrml_fixtures.add_slice_views(mrml)
+    folder = tmp_path / "run"
+    (folder / "preview").mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"task": "ldct", "state": "running", "pid": None}))
+    image = Volume(np.zeros((1, 8, 8), np.float32))
+    for kind in ("input", "reference"):
+        write_volume(image, folder / "preview" / f"{kind}.nrrd")
+    monitor = RunMonitor(scene, folder)
+    monitor.poll()
+    assert views["Yellow"][1].GetBackgroundVolumeID() is None  # no model image yet
+    write_volume(image, folder / "preview" / "step_000010.nrrd")
+    monitor.poll()
+    name, view = PREVIEW_VIEWS["model"]
+    assert views[view][1].GetBackgroundVolumeID() == monitor.preview["model"].GetID() and monitor.preview_step == 10

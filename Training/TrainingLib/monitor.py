@@ -155,7 +155,7 @@ class RunMonitor:
             return
         steps = sorted((int(match.group(1)), path) for path in folder.glob("step_*.nrrd")
                        if (match := STEP_FILE.search(path.name)))
-        first = not self.preview
+        shown = set(self.preview)
         for kind in ("input", "reference"):
             if kind not in self.preview and (folder / f"{kind}.nrrd").is_file():
                 self._show(kind, folder / f"{kind}.nrrd")
@@ -165,7 +165,7 @@ class RunMonitor:
                 self.preview_step = steps[-1][0]
             except (OSError, ValueError):
                 pass  # still being written: the next poll reads it
-        if first and self.preview:
+        if set(self.preview) != shown:  # a preview image appeared: put it in its view (the model often comes last)
             self.show_views()
 
     def _show(self, kind: str, path: Path) -> None:
