@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, progress) -> dict:
         model = resolve(spec.load_model)(args.model, device)
         steps = model.default_steps(device) if args.steps is None else args.steps
         step()
-    job = Job(volumes, model, steps, device, args, progress, frozenset(outputs), dict(inputs))
+    job = Job(volumes, model, steps, device, args, progress, frozenset(outputs))
     values, info = resolve(spec.infer)(job)
     missing = sorted(set(outputs) - set(values))
     if missing:
@@ -124,8 +124,6 @@ def write_outputs(spec: TaskSpec, values: dict, paths: dict[str, str], step=lamb
 
 
 def _write(port: Port, value, path: Path) -> None:
-    import csv
-
     from meddiffusion.figures import write_png
     from meddiffusion.io import Volume, write_segmentation, write_volume
     from meddiffusion.tasks.job import Segmentation, Table, VolumeOutput
@@ -142,10 +140,7 @@ def _write(port: Port, value, path: Path) -> None:
     elif port.kind == "table":
         if not isinstance(value, Table):
             raise TypeError(f"output '{port.name}' must be a Table, got {type(value).__name__}")
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=value.fields)
-            writer.writeheader()
-            writer.writerows(value.rows)
+        value.write(path)
     elif port.kind == "picture":
         write_png(path, value)
     else:

@@ -14,7 +14,10 @@ outputs to their values, ``info`` holds the figures of the result event (with a 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Job", "VolumeOutput", "Segmentation", "Table"]
@@ -35,7 +38,6 @@ class Job:
     args: argparse.Namespace
     progress: Any
     wanted: frozenset[str] = frozenset()
-    paths: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,3 +63,15 @@ class Table:
 
     fields: tuple[str, ...]
     rows: list[dict[str, Any]]
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the table as UTF-8 CSV, atomically."""
+        from meddiffusion.files import atomic_write
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        return atomic_write(path, write)

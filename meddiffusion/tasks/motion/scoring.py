@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from meddiffusion.files import atomic_write
 from meddiffusion.io import Volume
 from meddiffusion.metrics.agatston import AgatstonResult, agatston
 from meddiffusion.tasks.motion.region import MotionRegion, _bounding_box, _hu
@@ -99,15 +97,9 @@ def table_rows(before: AgatstonResult, after: AgatstonResult) -> list[dict[str, 
 
 def write_table(path: str | os.PathLike, before: AgatstonResult, after: AgatstonResult) -> Path:
     """Write :func:`table_rows` as CSV, atomically."""
-    path = Path(path)
+    from meddiffusion.tasks.job import Table
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
-            writer.writeheader()
-            writer.writerows(table_rows(before, after))
-
-    return atomic_write(path, write)
+    return Table(TABLE_FIELDS, table_rows(before, after)).write(path)
 
 
 #: segment colours: warm for the input's lesions, cool for the corrected ones
