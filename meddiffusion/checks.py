@@ -13,6 +13,10 @@ expected.
 - **PET/SPECT** (:data:`EMISSION`): activity (Bq/ml, SUV or counts) is never negative beyond
   reconstruction noise, so the low tail must stay above -5 % of the high tail.
 - **MR** (:data:`MR`): magnitude images are non-negative in the same sense.
+- **Attenuation map** (:data:`ATTENUATION`): linear attenuation coefficients in 1/cm, as SPECT
+  and PET reconstructions use them: not negative, water 0.15 (140 keV) or 0.096 (511 keV), so
+  the high tail lies between 0.05 and 1 /cm. A map in 1/mm (ten times smaller), one stored
+  scaled to integers (e.g. × 10 000) or a CT in HU is refused with that diagnosis.
 
 A single slice (1 × H × W) is a valid volume for every rule.
 """
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Rule", "CT", "EMISSION", "MR", "RULES", "rule_for", "check_values", "sample_values", "Limits",
+__all__ = ["Rule", "CT", "EMISSION", "MR", "ATTENUATION", "RULES", "rule_for", "check_values", "sample_values", "Limits",
            "AGATSTON_SLICE_MM"]
 
 #: voxels sampled for the percentiles (enough for 0.5 % tails, fast on a 512³ volume)
@@ -50,7 +54,12 @@ CT = Rule("ct", ("CT", "OT"), "a CT volume in Hounsfield units (air about -1000 
 EMISSION = Rule("emission", ("PT", "NM", "OT"), "a PET or SPECT volume of activity (Bq/ml, SUV or counts, "
                 "not negative)", skip_flag="--no-value-check")
 MR = Rule("mr", ("MR", "OT"), "an MR magnitude volume (not negative)", skip_flag="--no-value-check")
-RULES = {rule.name: rule for rule in (CT, EMISSION, MR)}
+ATTENUATION = Rule("attenuation", ("NM", "PT", "OT", "CT"), "an attenuation map in 1/cm (water about 0.15 at "
+                   "140 keV, 0.096 at 511 keV; bone below 0.5)", skip_flag="--no-value-check")
+RULES = {rule.name: rule for rule in (CT, EMISSION, MR, ATTENUATION)}
+
+#: the high tail of an attenuation map in 1/cm: soft tissue and bone lie between these
+MU_HIGH_RANGE = (0.05, 1.0)
 
 MAX_LOW_HU = -200.0
 MAX_HIGH_HU = 4000.0
@@ -101,10 +110,27 @@ def check_values(values: np.ndarray, rule: Rule, *, name: str, modality: str = "
                              f"its voxels exceed {high:g}, above the {MAX_HIGH_HU:g} HU of dense bone; expected "
                              f"{rule.expected}{hint}")
         return
+    if rule is ATTENUATION:
+        _check_attenuation(name, low, high, rule, hint)
+        return
     if low < -NEGATIVE_SHARE * max(abs(high), 1e-12):
         raise ValueError(f"'{name}' has negative values ({LOW_PERCENTILE:g}th percentile {low:g} against "
                          f"{high:g} at the {HIGH_PERCENTILE:g}th); it looks like CT in HU or a difference image; "
                          f"expected {rule.expected}{hint}")
+
+
+def _check_attenuation(name: str, low: float, high: float, rule: Rule, hint: str) -> None:
+    if low < -0.01:
+        raise ValueError(f"'{name}' has negative values ({LOW_PERCENTILE:g}th percentile {low:g}): it looks like a CT "
+                         f"in HU, not an attenuation map (give a CT with --ct); expected {rule.expected}{hint}")
+    lowest, highest = MU_HIGH_RANGE
+    if high < lowest:
+        unit = " (it may be in 1/mm: multiply by 10)" if high >= lowest / 10 else ""
+        raise ValueError(f"'{name}' is too small for an attenuation map in 1/cm: {HIGH_PERCENTILE:g}th percentile "
+                         f"{high:g}{unit}; expected {rule.expected}{hint}")
+    if high > highest:
+        raise ValueError(f"'{name}' is too large for an attenuation map in 1/cm: {HIGH_PERCENTILE:g}th percentile "
+                         f"{high:g} (a scaled map or a CT in HU); expected {rule.expected}{hint}")
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ in mm and ``direction`` is the row-major 3×3 cosine matrix, while ``array`` is 
 half-written output.
 
 ``volume`` holds the type and its validation, ``images`` single files, ``dicom`` series
-folders, ``sequences`` Slicer 4D sequences and ``segmentations`` Slicer segmentations.
+folders, ``sequences`` Slicer 4D sequences and ``segmentations`` Slicer segmentations, ``resample`` moves a volume onto another grid.
 """
 
 from meddiffusion.io.images import read_volume, write_volume
+from meddiffusion.io.resample import overlap_fraction, resample_inplane, resample_onto
 from meddiffusion.io.segmentations import read_segmentation, write_segmentation
 from meddiffusion.io.sequences import read_sequence, write_sequence
 from meddiffusion.io.volume import VOLUME_SUFFIXES, Volume, VolumeError, validate_array, validate_image
@@ -18,4 +19,5 @@ from meddiffusion.io.volume import VOLUME_SUFFIXES, Volume, VolumeError, validat
 __all__ = [
     "Volume", "VolumeError", "read_volume", "write_volume", "read_sequence", "write_sequence",
     "VOLUME_SUFFIXES", "write_segmentation", "read_segmentation", "validate_array", "validate_image",
+    "resample_onto", "resample_inplane", "overlap_fraction",
 ]
