@@ -9,6 +9,16 @@ from .clearnet import (
     clearnet_small,
     sinusoidal_embedding,
 )
+from .padm import (
+    PADM_CONFIGS,
+    MuCrossAttention,
+    PADMNet,
+    PhysicsHead,
+    acf_from_paths,
+    attention_map,
+    attention_transfer_loss,
+    physics_image,
+)
 from .prodm import PRODM_CONFIGS, ProDMUNet
 
 __all__ = [
@@ -21,4 +31,12 @@ __all__ = [
     "clearnet_small",
     "ProDMUNet",
     "PRODM_CONFIGS",
+    "PADMNet",
+    "PADM_CONFIGS",
+    "PhysicsHead",
+    "MuCrossAttention",
+    "acf_from_paths",
+    "physics_image",
+    "attention_map",
+    "attention_transfer_loss",
 ]
