@@ -74,9 +74,9 @@ def test_every_task_with_a_recipe_is_offered_with_its_defaults(logic):
     parameters = logic.parameters()
     assert (parameters.task, parameters.config, parameters.steps, parameters.batchSize) == ("motion", "small", 6000, 8)
     assert parameters.learningRate == pytest.approx(5e-4) and parameters.source == "phantom"
-    assert motion.sources == ("phantom",)
-    parameters.source = "paired-folder"
-    assert logic.missing() == ["motion cannot learn from pairs (input + target)"]
+    assert motion.sources == ("phantom", "paired-folder", "clean-folder")
+    parameters.source = "lowdose-folder"
+    assert logic.missing() == ["motion cannot learn from low-dose volumes only (self-supervised)"]
     logic.select_task("ldct")
     parameters.update(source="paired-folder", dataFrom="folder")
     assert logic.missing() == ["choose a folder"]

@@ -29,7 +29,8 @@ from meddiffusion.training import cache
 from meddiffusion.training.augment import crop_room, dihedral
 from meddiffusion.training.storage import hu_to_int16
 
-__all__ = ["extract_patches", "build_cache", "describe", "read_case_info", "MotionPatches", "random_crops"]
+__all__ = ["extract_patches", "patches_of", "build_cache", "describe", "read_case_info", "MotionPatches",
+           "random_crops"]
 
 
 def extract_patches(case: MotionCase, options: MotionDataOptions) -> dict[str, np.ndarray]:
@@ -39,15 +40,26 @@ def extract_patches(case: MotionCase, options: MotionDataOptions) -> dict[str, n
     (N, 1, P, P): slice z of the static CT; ``calcium`` (N,): whether the patch was centred on
     calcium; ``position`` (N, 3): its (z, row, col) centre.
     """
-    rng = np.random.default_rng(case.spec.patch_seed)
-    size, (depth, rows, cols) = options.patch, case.corrupted.shape
+    return patches_of(case.corrupted.array, case.static.array, case.calcium_mask, case.heart,
+                      case.slices_with_motion, math.ceil(MAX_MOTION_MM / options.slice_mm), case.spec.patch_seed,
+                      options)
+
+
+def patches_of(corrupted_hu: np.ndarray, static_hu: np.ndarray, calcium_mask: np.ndarray, heart: np.ndarray,
+               slices: list[int], reach: int, seed: int, options: MotionDataOptions) -> dict[str, np.ndarray]:
+    """:func:`extract_patches` of any (corrupted, static) pair on one grid: the user's data goes through it too.
+
+    Calcium patches are centred on ``calcium_mask`` components within ``reach`` slices of each of
+    ``slices``; background patches at random ``heart`` voxels, drawn from ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    size, (depth, rows, cols) = options.patch, corrupted_hu.shape
     if size > min(rows, cols):
         raise ValueError(f"patch size {size} is larger than the slices ({rows}×{cols})")
-    reach = math.ceil(MAX_MOTION_MM / options.slice_mm)
-    centres = [(z, r, c, True) for z, r, c in _calcium_centres(case, rng, options.jitter, reach)]
+    centres = [(z, r, c, True) for z, r, c in _calcium_centres(calcium_mask, slices, rng, options.jitter, reach)]
     wanted = (round(len(centres) * options.background_share / (1 - options.background_share)) if centres
               else options.free_case_patches)
-    centres += [(z, r, c, False) for z, r, c in _background_centres(case, wanted, size, reach, rng)]
+    centres += [(z, r, c, False) for z, r, c in _background_centres(calcium_mask, heart, wanted, size, reach, rng)]
     corrupted = np.empty((len(centres), CONTEXT_SLICES, size, size), np.int16)
     static = np.empty((len(centres), 1, size, size), np.int16)
     half = CONTEXT_SLICES // 2
@@ -56,19 +68,18 @@ def extract_patches(case: MotionCase, options: MotionDataOptions) -> dict[str, n
         left = int(min(max(round(c - size / 2), 0), cols - size))
         window = (slice(top, top + size), slice(left, left + size))
         stack = [min(max(z + d, 0), depth - 1) for d in range(-half, half + 1)]
-        corrupted[n] = hu_to_int16(case.corrupted.array[stack][(slice(None), *window)])
-        static[n, 0] = hu_to_int16(case.static.array[z][window])
+        corrupted[n] = hu_to_int16(corrupted_hu[stack][(slice(None), *window)])
+        static[n, 0] = hu_to_int16(static_hu[z][window])
     return {"corrupted": corrupted, "static": static,
             "calcium": np.array([flag for *_, flag in centres], bool),
             "position": np.array([(z, r, c) for z, r, c, _ in centres], np.float32).reshape(-1, 3)}
 
 
-def _calcium_centres(case: MotionCase, rng: np.random.Generator, jitter: int,
+def _calcium_centres(mask: np.ndarray, slices: list[int], rng: np.random.Generator, jitter: int,
                      reach: int) -> list[tuple[int, float, float]]:
     """One centre per calcium component (within ``reach`` slices) per slice the calcium reaches, offset at random."""
     centres = []
-    mask = case.calcium_mask
-    for z in case.slices_with_motion:
+    for z in slices:
         footprint = mask[max(z - reach, 0) : z + reach + 1].any(axis=0)
         if not footprint.any():
             continue
@@ -79,13 +90,13 @@ def _calcium_centres(case: MotionCase, rng: np.random.Generator, jitter: int,
     return centres
 
 
-def _background_centres(case: MotionCase, count: int, size: int, reach: int,
+def _background_centres(mask: np.ndarray, heart: np.ndarray, count: int, size: int, reach: int,
                         rng: np.random.Generator) -> list[tuple[int, float, float]]:
     """Up to ``count`` random heart positions whose patch (and its neighbour slices) holds no calcium."""
-    candidates = np.argwhere(case.heart)
+    candidates = np.argwhere(heart)
     if count == 0 or candidates.size == 0:
         return []
-    mask, (_, rows, cols) = case.calcium_mask, case.calcium_mask.shape
+    _, rows, cols = mask.shape
     centres = []
     for _ in range(20 * count):
         z, r, c = candidates[rng.integers(len(candidates))]
