@@ -175,8 +175,7 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
     sampler = architecture.get("sampler", {})
     return SpectModel(net.eval(), bridge, architecture.get("objective", "bridge"), bool(kwargs.get("teacher", False)),
                       int(sampler.get("steps", DEFAULT_STEPS)), float(sampler.get("eta", 0.0)),
-                      float(architecture.get("pixel_mm", PIXEL_MM)), entry,
-                      2 ** (len(kwargs.get("channels", (1, 1, 1))) - 1))
+                      float(architecture.get("pixel_mm", PIXEL_MM)), entry, net.multiple)
 
 
 def default_teacher() -> str:
