@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -141,7 +141,9 @@ class Phantom:
         shift = self.heart_shift(descent)
         st = self.heart.state(t, shift)
         th, sk, sr, co = self.thorax, self.skeleton, self.surroundings, self.coronaries
-        shapes = [th.body(), th.lungs(self.vessel_tree), th.mediastinum(), th.airways(),
+        breasts = th.breasts()
+        shapes = [th.body()] + ([breasts] if breasts is not None else []) + [
+                  th.lungs(self.vessel_tree), th.mediastinum(), th.airways(),
                   th.abdomen(descent), th.oesophagus(), th.descending_aorta(), self.heart.epicardial_fat(st),
                   sr.atria_shape(st, shift), sr.pulmonary_artery(st, shift), sr.ascending_aorta(st, shift),
                   sr.venae_cavae(st, shift), co.vessels_shape(st), self.heart.ventricles(st)]
@@ -149,13 +151,24 @@ class Phantom:
             shapes += co.plaque_shapes(st)
         return shapes + [sk.rib_cage(), sk.sternum(), sk.spine()]
 
-    def tissues(self) -> dict[str, Tissue]:
-        """Tissue table of this patient: the standard tissues, its plaques and any ischaemic zone."""
+    def tissues(self, *, stress: bool = True) -> dict[str, Tissue]:
+        """Tissue table of this patient: the standard tissues, its plaques and any ischaemic zone.
+
+        A perfusion defect (ischaemia) shows only under stress: at rest (``stress=False``) the
+        ischaemic zone takes up tracer like normal myocardium, while a scar shows in both.
+        """
         table = dict(TISSUES)
         for plaque in self.params.plaques:
             table[f"plaque_{plaque.id}"] = plaque_tissue(plaque.hu)
+        body = self.params.thorax
+        if body.breast_hu != TISSUES["breast"].hu:
+            table["breast"] = replace(TISSUES["breast"], hu=float(body.breast_hu))
+        if body.gut_uptake != 1.0:
+            for name in ("liver", "bowel"):
+                t = TISSUES[name]
+                table[name] = replace(t, spect=t.spect * body.gut_uptake, pet=t.pet * body.gut_uptake)
         defect = self.params.heart.defect
-        severity = defect.severity if defect is not None else 0.0
+        severity = defect.severity if defect is not None and stress else 0.0
         myo = TISSUES["myocardium"]
         table["ischaemic_myocardium"] = Tissue(myo.hu, myo.texture, myo.spect * (1 - severity),
                                                myo.pet * (1 - severity), myo.pd, myo.t1, myo.t2)

@@ -52,14 +52,16 @@ def _cached(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     return _FIELD_CACHE[key]
 
 
-def _table(phantom: Phantom, props: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    tissues: dict[str, Tissue] = phantom.tissues()
+def _table(phantom: Phantom, props: tuple[str, ...], stress: bool = True) -> dict[str, torch.Tensor]:
+    tissues: dict[str, Tissue] = phantom.tissues(stress=stress)
     return {name: torch.tensor([_PROPERTIES[p](t) for p in props], dtype=torch.float32)
             for name, t in tissues.items()}
 
 
-def _images(phantom: Phantom, grid: Grid, t: float, props: tuple[str, ...], calcium: bool = True) -> torch.Tensor:
-    values, _ = phantom.frame(grid, float(t), _table(phantom, props), props, calcium=calcium)
+def _images(phantom: Phantom, grid: Grid, t: float, props: tuple[str, ...], calcium: bool = True,
+            stress: bool = True) -> torch.Tensor:
+    key = props if stress else props + ("rest",)      # the cached scene holds the table it was drawn with
+    values, _ = phantom.frame(grid, float(t), _table(phantom, props, stress), key, calcium=calcium)
     return values
 
 
@@ -105,9 +107,13 @@ def render_calcium(phantom: Phantom, grid: Grid, t: float) -> tuple[Volume, Volu
     return grid.volume(alpha, units="fraction"), grid.volume(hu, modality="CT", units="HU")
 
 
-def render_spect(phantom: Phantom, grid: Grid, t: float = 0.0) -> tuple[Volume, Volume]:
-    """Tc-99m sestamibi activity (relative concentration) and the 140 keV μ-map (1/cm)."""
-    activity, mu = _images(phantom, grid, t, ("spect", "mu140"))
+def render_spect(phantom: Phantom, grid: Grid, t: float = 0.0, *, stress: bool = True) -> tuple[Volume, Volume]:
+    """Tc-99m sestamibi activity (relative concentration) and the 140 keV μ-map (1/cm).
+
+    A stress study shows the perfusion defect and the scar; a rest study (``stress=False``)
+    only the scar.
+    """
+    activity, mu = _images(phantom, grid, t, ("spect", "mu140"), stress=stress)
     return grid.volume(activity, modality="NM", units="relative"), grid.volume(mu, units="1/cm")
 
 

@@ -8,6 +8,12 @@ ribs), which narrows to the lung apices and is indented behind by the spine.  Th
 fill the cavity; the diaphragm is two paraboloid domes (the right one higher), below which
 the upper abdomen — liver, stomach with an anterior gas cap, spleen, colon — moves down and
 slightly forward when the patient breathes in.
+
+What makes attenuation artefacts in myocardial perfusion SPECT can be dialled in (all off by
+default, which leaves every other phantom exactly as it was): breasts on the anterior chest
+wall of women (anterior-wall artefact), a raised diaphragm that lifts the liver, stomach and
+spleen toward the inferior wall, and a bowel loop just under the left dome (inferior-wall
+artefact and sub-diaphragmatic tracer, scaled by ``gut_uptake``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ class ThoraxParams:
     fat_mm: float = 15.0
     breathing_mm: float = 0.0
     breathing_period_s: float = 4.0
+    sex: str = "male"
+    breast_mm: float = 0.0                  # how far each breast projects from the chest wall (0 = none)
+    breast_ptosis_mm: float = 0.0           # how far the front of the breast hangs down (pendulous)
+    breast_shift_mm: tuple[float, float] = (0.0, 0.0)   # both breasts moved outward (x) and up (z)
+    breast_hu: float = -30.0                # fatty (-50) to dense glandular (+20)
+    diaphragm_mm: float = 0.0               # domes, liver, stomach and spleen raised by this much
+    gut_uptake: float = 1.0                 # liver and bowel tracer (SPECT, PET) × this
+    bowel_loop: bool = False                # a bowel loop right under the left dome, below the heart
 
     def validate(self) -> None:
         if not 100 <= self.half_width_mm <= 250:
@@ -52,6 +66,20 @@ class ThoraxParams:
             raise ValueError(f"breathing amplitude must be 0-40 mm, got {self.breathing_mm}")
         if not 1 <= self.breathing_period_s <= 20:
             raise ValueError(f"breathing period must be 1-20 s, got {self.breathing_period_s}")
+        if self.sex not in ("male", "female"):
+            raise ValueError(f"sex must be 'male' or 'female', got '{self.sex}'")
+        if not 0 <= self.breast_mm <= 120 or (self.breast_mm > 0 and self.sex != "female"):
+            raise ValueError(f"breast projection must be 0-120 mm, and 0 for men, got {self.breast_mm}")
+        if not 0 <= self.breast_ptosis_mm <= 80:
+            raise ValueError(f"breast ptosis must be 0-80 mm, got {self.breast_ptosis_mm}")
+        if len(self.breast_shift_mm) != 2 or max(abs(v) for v in self.breast_shift_mm) > 40:
+            raise ValueError(f"breast shift must be two offsets (x, z) within ±40 mm, got {self.breast_shift_mm}")
+        if not -100 <= self.breast_hu <= 60:
+            raise ValueError(f"breast density must be -100 to 60 HU, got {self.breast_hu}")
+        if not 0 <= self.diaphragm_mm <= 40:
+            raise ValueError(f"diaphragm raise must be 0-40 mm, got {self.diaphragm_mm}")
+        if not 0 <= self.gut_uptake <= 5:
+            raise ValueError(f"gut uptake must be 0-5 × the standard, got {self.gut_uptake}")
 
 
 def breathing_displacement(t: float, amplitude_mm: float, period_s: float) -> float:
@@ -89,10 +117,10 @@ class Thorax:
         return torch.sqrt((1 - u * u).clamp_min(0.0))
 
     def dome(self, x, y, descent: float = 0.0):
-        """Height of the diaphragm (mm) above (x, y), after a breathing descent."""
+        """Height of the diaphragm (mm) above (x, y), after a breathing descent (and any raise)."""
         right = -25.0 - ((x + 75.0) ** 2 + (y - 10.0) ** 2) / 230.0
         left = -58.0 - ((x - 70.0) ** 2 + (y - 10.0) ** 2) / 230.0
-        return torch.maximum(right, left) - descent
+        return torch.maximum(right, left) - descent + self.p.diaphragm_mm
 
     def cavity(self, q) -> torch.Tensor:
         """Thoracic (and, below the diaphragm, abdominal) cavity inside the ribs."""
@@ -134,6 +162,44 @@ class Thorax:
 
         lo, hi = self._wide()
         return Shape("body", ((LABELS["fat"], "fat"), (LABELS["body"], "muscle")), field, lo, hi)
+
+    def breasts(self) -> Shape | None:
+        """Both breasts, or None (men, or ``breast_mm`` = 0).
+
+        Each is an ellipsoid centred on the skin of the anterior chest wall, about the height
+        of the heart, kept outside the chest-wall muscle (it replaces the subcutaneous fat).
+        Its base widens with its size; ``breast_ptosis_mm`` shears the front of it downward,
+        so a pendulous breast covers the lower anterior chest, and the inferior LV wall.
+        """
+        p = self.p
+        if p.breast_mm <= 0:
+            return None
+        size, drop = p.breast_mm, p.breast_ptosis_mm
+        base = 45.0 + 0.35 * size                       # semi-axes across the chest wall
+        cz = -25.0 + p.breast_shift_mm[1]
+        half, front, _ = (float(v) for v in self.body_radii(torch.tensor(cz)))
+        centres = []
+        for side in (-1.0, 1.0):
+            cx = side * (0.45 * half + p.breast_shift_mm[0])
+            wall = -front * (1.0 - abs(cx / half) ** BODY_POWER) ** (1.0 / BODY_POWER)
+            centres.append(np.array([cx, wall, cz]))
+        fat = p.fat_mm
+
+        def field(q: Points):
+            hz, fz, bz = self.body_radii(q.z)
+            muscle = superellipse_prism(q, 0.0, 0.0, hz - 1.2 * fat, fz - fat, bz - 0.8 * fat, BODY_POWER)
+            d = None
+            for c in centres:
+                depth = ((c[1] - q.y) / size).clamp(0.0, 1.0)          # 0 at the wall, 1 at the tip
+                hang = SimpleNamespace(x=q.x, y=q.y, z=q.z + drop * depth * depth)
+                e = ellipsoid(hang, c, (base, size, 0.9 * base))
+                d = e if d is None else torch.minimum(d, e)
+            return [torch.maximum(d, -muscle)]
+
+        reach = np.array([abs(centres[0][0]) + base + 10.0, front * 1.06 + size + 10.0])
+        lo = np.array([-reach[0], -reach[1], cz - 0.9 * base - drop - 10.0])
+        hi = np.array([reach[0], -front * 0.3 + base, cz + 0.9 * base + 10.0])
+        return Shape("breasts", ((LABELS["breast"], "breast"),), field, lo, hi)
 
     def lungs(self, vessels: list) -> Shape:
         """Lung parenchyma and, inside it only, the pulmonary vessel tree."""
@@ -195,7 +261,7 @@ class Thorax:
 
     def abdomen(self, descent: float) -> Shape:
         """Everything under the diaphragm, moved down by ``descent`` (mm) and forward by 10 %."""
-        s = np.array([0.0, -0.1 * descent, -descent])
+        s = np.array([0.0, -0.1 * descent, -descent + self.p.diaphragm_mm])
         colon = polyline(np.array([[110.0, -20.0, -160.0], [106.0, -45.0, -130.0], [75.0, -62.0, -135.0],
                                    [35.0, -68.0, -152.0]]) + s, np.full(4, 18.0))
         spleen_axes = rotation(np.array([0.0, 0.0, 1.0]), np.array([math.cos(0.5), math.sin(0.5), 0.0]))
@@ -217,12 +283,24 @@ class Thorax:
             stomach = organ(stomach_c - 49.0, stomach_c + 49.0, lambda p: ellipsoid(p, stomach_c, (42.0, 38.0, 48.0)))
             gas = torch.maximum(stomach + 4.0, q.y - (-40.0 + s[1]))
             bowel = organ(*capsule_bounds(colon, 2.0), lambda p: capsules(p, colon))
+            if loop:
+                bowel = torch.minimum(bowel, organ(*capsule_bounds(loop, 2.0), lambda p: capsules(p, loop)))
             return [abdomen, liver, spleen, stomach, stomach + 4.0, gas, bowel]
 
+        loop = self._bowel_loop(s) if self.p.bowel_loop else []
         lo, hi = self._wide(0.0)
-        hi[2] = -20.0 - descent
+        hi[2] = -20.0 - descent + self.p.diaphragm_mm
         return Shape("abdomen", ((LABELS["body"], "soft_tissue"), (LABELS["liver"], "liver"),
                                  (LABELS["spleen"], "spleen"), (LABELS["stomach"], "stomach_wall"),
                                  (LABELS["stomach"], "stomach_fluid"), (LABELS["stomach"], "air"),
                                  (LABELS["bowel"], "bowel")),
                      field, lo, hi, moving=self.p.breathing_mm > 0)
+
+    def _bowel_loop(self, shift: np.ndarray) -> list:
+        """A loop of transverse colon (splenic flexure) 16 mm under the left dome, below the
+        inferior LV wall: its tracer (Tc-99m sestamibi is cleared through the bile) lies within
+        a few centimetres of the heart, as it often does in real studies."""
+        xy = np.array([[10.0, -45.0], [35.0, -32.0], [60.0, -20.0], [82.0, -6.0]])
+        z = self.evaluate(lambda q: self.dome(q.x, q.y), np.column_stack([xy, np.zeros(len(xy))])) - 16.0
+        path = np.column_stack([xy, z]) + np.array([0.0, shift[1], shift[2] - self.p.diaphragm_mm])
+        return polyline(path, np.full(len(path), 12.0))

@@ -20,7 +20,10 @@ Property sources
   0.27 / 0.155 cm⁻¹ and fat 0.138 / 0.086 cm⁻¹ as NIST XCOM mass attenuation × density.
 - **SPECT (Tc-99m sestamibi, rest, ~60 min p.i.), relative concentration, soft tissue = 1:**
   myocardium 20× background (physics-data-speed.md §3), liver ~15 and bowel ~25 from
-  hepatobiliary clearance, blood pool ~2, lung ~0.5, scar ~20 % of normal myocardium.
+  hepatobiliary clearance, blood pool ~2, lung ~0.5, scar ~20 % of normal myocardium,
+  breast ~0.7 (normal breast takes up little sestamibi).
+- **Breast:** a fibroglandular/fat mix of -50 to +20 HU on CT depending on density
+  (default -30 HU, μ140 ≈ 0.148 cm⁻¹; per patient ``ThoraxParams.breast_hu``).
 - **PET (18F-FDG, SUV g/ml):** myocardium 6 (fed/glucose-loaded patient), blood 1.8,
   liver 2.2, spleen 1.8, lung 0.5, muscle 0.7, fat 0.3, marrow 1.5, bowel 2.0, scar 1.0
   (typical SUVmean ranges, e.g. Boellaard et al., EJNMMI 42:328, 2015).
@@ -65,6 +68,7 @@ LABELS: dict[str, int] = {
     "vena_cava": 19,
     "coronary_artery": 20,
     "infarct": 21,          # LV myocardial scar (part of the LV myocardium)
+    "breast": 22,           # glandular and fatty breast tissue (women; see ThoraxParams.breast_mm)
 }
 #: coronary calcified plaque i (1, 2, ...) has label PLAQUE_LABEL_BASE + i
 PLAQUE_LABEL_BASE = 100
@@ -154,6 +158,7 @@ TISSUES: dict[str, Tissue] = {
     "disc":             Tissue(80, 8, 1.0, 0.7, 0.8, 1100, 90),
     "csf":              Tissue(10, 3, 0.5, 0.3, 1.0, 4000, 2000),
     "airway_wall":      Tissue(60, 5, 1.0, 0.8, 0.7, 1024, 30),
+    "breast":           Tissue(-30, 10, 0.7, 0.4, 0.85, 800, 55),
 }
 
 
