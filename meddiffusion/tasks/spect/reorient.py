@@ -52,6 +52,7 @@ _MYOCARDIUM_ML = (8.0, 900.0)              # plausible component volume at a thr
 _SOLID_MM = 20.0                           # thicker than any blurred wall: liver, spleen, bowel
 _MIN_ENCLOSURE = 0.5                       # share of directions in which a cup surrounds its centre
 _MAX_CAVITY = 0.6                          # counts at the centre / the component's median, at most
+_MIN_CONTRAST = 3.0                        # myocardium / the body's median counts, at least (MPI: ~10)
 
 
 @dataclass(frozen=True)
@@ -223,9 +224,12 @@ def _find_cup(volume: Volume, image: np.ndarray, sampler: Sampler, near_mm: np.n
             cup = _cup(sampler, image, mask, level)
             if cup is not None:
                 cups.append(cup)
+    body = float(np.median(image[image > 0.02 * top]))
+    cups = [c for c in cups if c.peak >= _MIN_CONTRAST * body]
     if not cups:
         raise ValueError(_NOT_FOUND.format(
-            "no hot shell around a cold cavity (only solid or open structures at every threshold)"))
+            "no hot shell around a cold cavity stands out from the body (only solid, open or faint "
+            "structures at every threshold)"))
     if near_mm is not None:
         near = np.asarray(near_mm, float)
         return min(cups, key=lambda c: np.linalg.norm(c.centroid - near) / 10.0 - c.score / max(c.score for c in cups))
