@@ -62,5 +62,43 @@ def motion_model(model_id: str = "tiny-motion", output_bias: float | None = None
     return entry, network.state_dict()
 
 
+def spect_model(model_id: str = "tiny-spect", variant: str = "student", uniform_acf: bool = True):
+    """PADM's network at its "tiny" size with the card ``meddiff train spect`` writes
+    (``recipe.architecture``): the CT-free student, the CPU default, or the teacher, which
+    ranks after it and so runs only when asked for or guided by a CT or μ-map.
+
+    Untrained, the physics head's random path and μ weights distort the image enough that no
+    left ventricle can be found in it; ``uniform_acf`` zeroes them and its auxiliary image
+    (x~0 = -1), so the model is a uniform Chang correction (water μ over 10 cm paths:
+    AC ≈ 2.3 × NAC) that keeps the heart where the polar map's LV fit finds it.
+    """
+    import argparse
+
+    import torch
+
+    from meddiffusion.catalog import ModelEntry
+    from meddiffusion.nets.padm import PADMNet
+    from meddiffusion.tasks.spect import recipe
+
+    args = argparse.Namespace(variant=variant, config="tiny", timesteps=500)
+    torch.manual_seed(0)
+    network = PADMNet(**recipe.network_kwargs(variant, "tiny"))
+    if uniform_acf:
+        with torch.no_grad():
+            for conv in (network.head.paths, network.head.mu, network.head.aux):
+                conv.weight.zero_()
+                conv.bias.zero_()
+            network.head.aux.bias.fill_(-1.0)
+    entry = ModelEntry(id=model_id, task="spect", version="0.1", description=f"untrained tiny PADM {variant} for tests",
+                       architecture=recipe.architecture(args),
+                       default_for={"cpu": 1} if variant == "student" else {"cpu": 2})
+    return entry, network.state_dict()
+
+
+def spect_teacher_model(model_id: str = "tiny-spect-teacher"):
+    """The tiny PADM teacher, for runs with a CT or μ-map (registered by the tests that need it)."""
+    return spect_model(model_id, variant="teacher")
+
+
 #: task name -> builder of its tiny model
-MODELS = {"ldct": ldct_model, "motion": motion_model}
+MODELS = {"ldct": ldct_model, "motion": motion_model, "spect": spect_model}
