@@ -24,6 +24,7 @@ __all__ = ["Port", "Option", "TaskSpec", "TASK_PACKAGES", "all_tasks", "get_task
 TASK_PACKAGES = (
     "meddiffusion.tasks.ldct",
     "meddiffusion.tasks.motion",
+    "meddiffusion.tasks.spect",
 )
 
 #: what an input or output can be, and the file suffixes each kind is written with

@@ -161,9 +161,8 @@ def _reading(nac: Volume, ac: Volume, wanted, info: dict) -> dict:
 
 
 #: the polar-map table's columns and the keys of ``polarmap.compare``'s rows
-_ROW_KEYS = {"segment": "number", "name": "name", "territory": "territory", "nac_percent": "before",
-             "ac_percent": "after", "nac_category": "before_category", "ac_category": "after_category",
-             "changed": "changed"}
+_ROW_KEYS = {"segment": "segment", "name": "name", "territory": "territory", "nac_percent": "NAC %",
+             "ac_percent": "AC %", "nac_category": "NAC category", "ac_category": "AC category", "changed": "changed"}
 
 
 def _csv(value):

@@ -192,12 +192,12 @@ def card(args, outcome: Outcome) -> dict:
         return sum(1 for p in patients if test(p))
 
     women = count(lambda p: p.get("patient", {}).get("sex") == "female")
-    defects = count(lambda p: p.get("patient", {}).get("defect") is not None)
-    stress = count(lambda p: p.get("stress"))
+    defects = count(lambda p: p.get("patient", {}).get("defect_shown") or p.get("patient", {}).get("scar"))
+    stress = count(lambda p: p.get("condition") == "stress")
     training_data = (
         f"{len(outcome.data.train)} transaxial slices (with their two neighbours) of {args.studies} simulated "
-        f"Tc-99m MPI studies of thorax-phantom patients ({women} women with breast tissue, {defects} with a "
-        f"perfusion defect, {stress} stress / {args.studies - stress} rest; body habitus, diaphragm height and "
+        f"Tc-99m MPI studies of thorax-phantom patients ({women} women with breast tissue, {defects} showing a "
+        f"perfusion defect or scar, {stress} stress / {args.studies - stress} rest; body habitus, diaphragm height and "
         f"sub-diaphragmatic uptake varied): {protocol.matrix}² × {protocol.pixel_mm:g} mm, {protocol.views} views "
         f"over {protocol.orbit_deg:g}°, Poisson counts, OSEM {protocol.iterations}×{protocol.subsets} without (NAC, "
         f"input) and with the true μ-map (AC, target); data seed {args.seed}")
