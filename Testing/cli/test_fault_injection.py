@@ -23,9 +23,14 @@ from meddiffusion.checks import rule_for
 from meddiffusion.io import Volume, write_volume
 from meddiffusion.tasks.registry import all_tasks
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slicer"))
+import spect_phantom  # noqa: E402 - the synthetic perfusion study the SPECT module's tests share
+
 TASKS = [spec for spec in all_tasks()]
 #: arguments a task needs to run on the small generic input (motion: where to look, since it holds no heart)
 RUN_ARGUMENTS = {"motion": ("--roi", 8, 40, 8, 40, 0, 4)}
+#: tasks whose outputs need anatomy the generic image lacks: (array maker by slice count, voxel mm, slices)
+SAMPLES = {"spect": (lambda slices: spect_phantom.heart_array((slices, 32, 32)), (6.4, 6.4, 6.4), 24)}
 
 
 def sample_array(rule: str, slices: int) -> np.ndarray:
@@ -41,22 +46,24 @@ def sample_array(rule: str, slices: int) -> np.ndarray:
 
 
 def write_inputs(spec, folder: Path, *, slices: int | None = None, suffix: str = ".nrrd") -> dict[str, Path]:
+    """The task's required inputs (optional ones, such as a CT beside a SPECT, are the task's own tests')."""
     limits = spec.limits
-    count = slices if slices is not None else max(4, limits.min_slices if limits else 1)
-    spacing = (0.7, 0.7, 3.0)
+    make, spacing, usual = SAMPLES.get(spec.name, (None, (0.7, 0.7, 3.0), 4))
+    count = slices if slices is not None else max(usual, limits.min_slices if limits else 1)
     paths = {}
-    for port in spec.inputs:
+    for port in (p for p in spec.inputs if p.required):
         rule = port.rule or spec.rule
         path = folder / f"{port.name}{suffix}"
         modality = {"ct": "CT", "emission": "PT", "mr": "MR"}[rule_for(rule).name]
-        write_volume(Volume(sample_array(rule, count), spacing=spacing, modality=modality), path)
+        array = make(count) if make is not None else sample_array(rule, count)
+        write_volume(Volume(array, spacing=spacing, modality=modality), path)
         paths[port.name] = path
     return paths
 
 
 def command(spec, inputs: dict[str, Path], outputs: dict[str, Path], *extra) -> list[str]:
     argv = [sys.executable, "-m", "meddiffusion", spec.command]
-    for port in spec.inputs:
+    for port in (p for p in spec.inputs if p.name in inputs):
         argv += [str(inputs[port.name])] if not port.flags else [port.flags[-1], str(inputs[port.name])]
     for port in spec.outputs:
         if port.name in outputs:
