@@ -25,6 +25,15 @@ more file from ``sample_chest_ct.nrrd`` alone, so it can be remade without the o
   (:func:`meddiffusion.physics.simulate_motion`), int16 HU.
 - ``sample_nongated_chest_truth.json``: the motion and the Agatston scores, inside the coronary
   region, of the motion-free reconstruction from the same pipeline and of the non-gated one.
+
+``make_spect_sample()`` (``python -m meddiffusion.data.make_samples spect``) writes a stress
+myocardial perfusion study of a woman with large breasts and no perfusion defect (seed 424242,
+outside every training and bench seed), the classic anterior-wall attenuation artefact:
+
+- ``sample_spect_nac.nrrd``: the NAC (64×64×40, 6.4 mm, counts), SPECTAttenuation's sample;
+- ``sample_spect_ac_reference.nrrd``: the AC with the true μ-map (the reference);
+- ``sample_spect_mumap.nrrd``: the μ-map at 140 keV (1/cm), for the teacher (``--mumap``);
+- ``sample_spect_truth.json``: the study's record (protocol, counts, the patient).
 """
 
 from __future__ import annotations
@@ -116,5 +125,19 @@ def _ellipsoid(radius_zyx) -> np.ndarray:
     return (z / max(rz, 1)) ** 2 + (y / max(ry, 1)) ** 2 + (x / max(rx, 1)) ** 2 <= 1
 
 
+def make_spect_sample() -> None:
+    """Write the SPECT sample study (see the module docstring)."""
+    from meddiffusion.physics.spect import SpectProtocol, sample_spect_patient, simulate_study
+
+    seed = 424242
+    params = sample_spect_patient(seed, sex="female", breast_mm=65.0, scar=False)
+    params.heart.defect = None
+    study = simulate_study(params, SpectProtocol(), stress=True, seed=seed)
+    for name, volume in (("nac", study.nac), ("ac_reference", study.ac), ("mumap", study.mu)):
+        write_volume(volume, HERE / f"sample_spect_{name}.nrrd")
+    (HERE / "sample_spect_truth.json").write_text(json.dumps(study.info, indent=2, default=float) + "\n",
+                                                  encoding="utf-8")
+
+
 if __name__ == "__main__":
-    make_nongated_sample() if sys.argv[1:] == ["nongated"] else main()
+    {"nongated": make_nongated_sample, "spect": make_spect_sample}.get(" ".join(sys.argv[1:]), main)()
