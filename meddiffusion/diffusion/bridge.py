@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from monai.utils import unsqueeze_right
 
-__all__ = ["BrownianBridge", "bridge_schedule", "weighted_mean"]
+__all__ = ["BrownianBridge", "bridge_schedule", "weighted_mean", "network_calls"]
 
 Schedule = Literal["linear", "paper", "sin"]
 Prediction = Literal["grad", "x0"]
@@ -245,6 +245,22 @@ class BrownianBridge:
 
     def _check_timesteps(self, t: int | torch.Tensor, lowest: int = 0) -> None:
         check_timesteps(t, lowest, self.num_timesteps - 1)
+
+
+def network_calls(bridge: BrownianBridge, steps: int, objective: str = "bridge") -> int:
+    """How many network calls ``steps`` means for a bridge-sampled model (ValueError outside 1..T).
+
+    A ``regression`` model (the bridge's network trained as a plain regressor) always makes one.
+    """
+    import numpy as np
+
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise ValueError(f"steps must be a whole number, got {steps!r}")
+    if objective == "regression":
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return 1
+    return len(bridge.sample_steps(int(steps)))
 
 
 # Helpers shared by the formulations of this package.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from meddiffusion.catalog import ModelEntry, load_task_model
-from meddiffusion.diffusion.bridge import BrownianBridge
+from meddiffusion.diffusion.bridge import BrownianBridge, network_calls
 
 __all__ = ["TASK", "HU_LOW", "HU_HIGH", "CONTEXT_SLICES", "NUM_TIMESTEPS", "DEFAULT_STEPS", "PATCH_SIZE",
            "normalize", "denormalize", "MotionModel", "build_model", "load_model"]
@@ -84,13 +84,7 @@ class MotionModel:
 
     def check_steps(self, steps: int) -> int:
         """The number of network calls ``steps`` means for this model (ValueError if out of range)."""
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-            raise ValueError(f"steps must be a whole number, got {steps!r}")
-        if self.objective == "regression":
-            if steps < 1:
-                raise ValueError(f"steps must be >= 1, got {steps}")
-            return 1
-        return len(self.bridge.sample_steps(int(steps)))  # raises for steps outside 1..T
+        return network_calls(self.bridge, steps, self.objective)
 
     def device(self) -> torch.device:
         parameters = getattr(self.net, "parameters", None)

@@ -12,8 +12,6 @@ Every variant logs ``l1`` and ``psnr`` (dB on the paper's [−1, 1] scale, peak-
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from meddiffusion.diffusion.bridge import BrownianBridge, standard_normal
@@ -82,7 +80,3 @@ def make_val_fn(variant: str, bridge: BrownianBridge, teacher: torch.nn.Module |
 
     return val_fn
 
-
-def psnr_db(mse: float) -> float:
-    """PSNR (dB) of a mean squared error on the [−1, 1] scale."""
-    return 10 * math.log10(4.0 / max(mse, 1e-10))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from meddiffusion.catalog import ModelEntry, get_model, list_models, load_task_model
-from meddiffusion.diffusion.bridge import BrownianBridge
+from meddiffusion.diffusion.bridge import BrownianBridge, network_calls
 
 __all__ = ["TASK", "CONTEXT_SLICES", "NUM_TIMESTEPS", "DEFAULT_STEPS", "ACF_SCALE", "PIXEL_MM", "MU_SCALE",
            "study_scale", "normalize_nac", "normalize_ac", "denormalize_ac", "normalize_mu", "SpectModel",
@@ -108,13 +108,7 @@ class SpectModel:
 
     def check_steps(self, steps: int) -> int:
         """The number of network calls ``steps`` means (ValueError outside 1..T)."""
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-            raise ValueError(f"steps must be a whole number, got {steps!r}")
-        if self.objective == "regression":
-            if steps < 1:
-                raise ValueError(f"steps must be >= 1, got {steps}")
-            return 1
-        return len(self.bridge.sample_steps(int(steps)))
+        return network_calls(self.bridge, steps, self.objective)
 
     def device(self) -> torch.device:
         first = next(iter(self.net.parameters()), None)
