@@ -4,7 +4,7 @@
 
 Each panel is shown as a user sees it after loading the module's bundled sample, with the
 models the catalogue lists: LDCT Denoise with the low-dose chest CT, Motion Correct with the
-non-gated chest CT.  CTK/qMRML widgets are drawn by the test
+non-gated chest CT, SPECT Attenuation with the NAC perfusion study.  CTK/qMRML widgets are drawn by the test
 stand-ins in Testing/widgets/standins: the layout, labels and defaults are the module's own,
 the styling is plain Qt rather than Slicer's.
 
@@ -35,6 +35,8 @@ from LDCTDenoiseLib.panel import LDCTDenoisePanel  # noqa: E402
 from MotionCorrectLib.logic import MotionCorrectLogic  # noqa: E402
 from MotionCorrectLib.panel import MotionCorrectPanel  # noqa: E402
 from ReaderStudyLib.logic import ReaderStudyLogic  # noqa: E402
+from SPECTAttenuationLib.logic import SPECTAttenuationLogic  # noqa: E402
+from SPECTAttenuationLib.panel import SPECTAttenuationPanel  # noqa: E402
 from ReaderStudyLib.panel import ReaderStudyPanel  # noqa: E402
 
 
@@ -150,6 +152,7 @@ def main() -> None:
     app = QApplication.instance() or QApplication([])  # noqa: F841 - keeps Qt alive
     screenshot("LDCTDenoise", "sample_ldct_chest", LDCTDenoiseLogic, LDCTDenoisePanel)
     screenshot("MotionCorrect", "sample_nongated_chest_ct", MotionCorrectLogic, MotionCorrectPanel)
+    screenshot("SPECTAttenuation", "sample_spect_nac", SPECTAttenuationLogic, SPECTAttenuationPanel)
     reader_study_screen()
 
 
