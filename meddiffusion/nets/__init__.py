@@ -9,6 +9,7 @@ from .clearnet import (
     clearnet_small,
     sinusoidal_embedding,
 )
+from .csrd import CSRD_CONFIGS, CSRDUNet3D, global_coordinates
 from .padm import (
     PADM_CONFIGS,
     MuCrossAttention,
@@ -29,6 +30,9 @@ __all__ = [
     "CLEARNET_SMALL",
     "clearnet_paper",
     "clearnet_small",
+    "CSRDUNet3D",
+    "CSRD_CONFIGS",
+    "global_coordinates",
     "ProDMUNet",
     "PRODM_CONFIGS",
     "PADMNet",

@@ -1,0 +1,165 @@
+"""The CSRD model of the PET/MR task: CSRD's normalisation, the network and its EDM sampler settings.
+
+- **MR**: (x − min) / (p99 − min), clipped to [0, 1]: the 99th percentile, not the maximum,
+  so fat and vessels do not squeeze the brain into a few grey levels;
+- **PET**: full and low count both scaled by the *low-count* image's min and max,
+  (x − min_low) / (max_low − min_low): at inference only the low-count image exists, so the
+  target must be expressed in its scale (CSRD's choice), and x̂_full = x_low + r̂ maps back
+  with the same two numbers;
+- **residual**: r = full − low in that space is what EDM diffuses (σ_data = 0.5, training
+  noise ln σ ~ N(−1.2, 1.2²), Heun sampling from σ_max = 80 to σ_min = 0.002, ρ = 7).
+
+A model is a :class:`~meddiffusion.nets.csrd.CSRDUNet3D` with (``use_mr``) or without the MR
+channel; the second runs on PET alone and is the ablation of the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from meddiffusion.catalog import ModelEntry, list_models, load_task_model
+
+__all__ = ["TASK", "SIGMA_DATA", "P_MEAN", "P_STD", "DEFAULT_STEPS", "PATCH", "WINDOW", "MR_PERCENTILE",
+           "normalize_mr", "pet_range", "normalize_pet", "denormalize_pet", "PetmrModel", "build_model",
+           "load_model", "default_model_for", "architecture_of"]
+
+TASK = "petmr"
+SIGMA_DATA = 0.5
+P_MEAN, P_STD = -1.2, 1.2
+SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
+#: Heun steps by device: on a CPU 4 steps (7 network passes) keep a 128³ volume within ~2 min
+#: with the ``small`` network (one 128³ pass: 17 s on 2 busy cores); CSRD samples with 100
+DEFAULT_STEPS = {"cpu": 4, "cuda": 32}
+#: training patch (CSRD: 64³) and inference window: volumes up to 128³ go through the network
+#: in one window (as CSRD runs whole volumes); larger ones slide with the coordinate channels
+PATCH = 64
+WINDOW = 128
+MR_PERCENTILE = 99.0
+
+
+def normalize_mr(mr: np.ndarray) -> np.ndarray:
+    """MR → [0, 1] by (x − min) / (p99 − min), clipped; ValueError for an MR without contrast."""
+    values = np.asarray(mr, dtype=np.float32)
+    low, high = float(values.min()), float(np.percentile(values, MR_PERCENTILE))
+    if not high > low:
+        raise ValueError("the MR has no contrast (its 99th percentile equals its minimum); expected an anatomical "
+                         "MR of the PET's patient")
+    return ((values - low) / (high - low)).clip(0.0, 1.0)
+
+
+def pet_range(low: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the low-count PET, the scale of both PET images; ValueError for a flat image."""
+    values = np.asarray(low, dtype=np.float64)
+    low_min, low_max = float(values.min()), float(values.max())
+    if not (np.isfinite(low_min) and np.isfinite(low_max)) or low_max <= low_min:
+        raise ValueError("the PET image is flat (its maximum equals its minimum); expected a reconstructed PET")
+    return low_min, low_max
+
+
+def normalize_pet(x, scale: tuple[float, float]):
+    low_min, low_max = scale
+    return (x - low_min) / (low_max - low_min)
+
+
+def denormalize_pet(x, scale: tuple[float, float]):
+    low_min, low_max = scale
+    return x * (low_max - low_min) + low_min
+
+
+@dataclass
+class PetmrModel:
+    """A CSRD network with its EDM sampler settings.
+
+    ``net(inputs, c_noise)`` takes [c_in r_σ, (MR), PET_low, x, y, z]; ``steps`` maps device
+    types to default Heun steps; ``window`` is the inference window (voxels per axis).
+    """
+
+    net: torch.nn.Module
+    use_mr: bool = True
+    steps: dict = field(default_factory=lambda: dict(DEFAULT_STEPS))
+    window: int = WINDOW
+    sigma_data: float = SIGMA_DATA
+    sigma_min: float = SIGMA_MIN
+    sigma_max: float = SIGMA_MAX
+    rho: float = RHO
+    entry: ModelEntry | None = None
+
+    @property
+    def id(self) -> str:
+        return self.entry.id if self.entry is not None else "(unregistered)"
+
+    @property
+    def multiple(self) -> int:
+        return int(getattr(self.net, "multiple", 1))
+
+    def default_steps(self, device: torch.device | str = "cpu") -> int:
+        kind = torch.device(device).type
+        return int(self.steps.get(kind, self.steps.get("cpu", DEFAULT_STEPS["cpu"])))
+
+    @staticmethod
+    def check_steps(steps: int) -> int:
+        """Heun steps (each but the last calls the network twice); ValueError outside 1..1000."""
+        if not 1 <= int(steps) <= 1000:
+            raise ValueError(f"--steps must be 1-1000 Heun steps, got {steps}")
+        return int(steps)
+
+
+def architecture_of(use_mr: bool, network_kwargs: dict, patch: int = PATCH) -> dict:
+    """The card's ``architecture`` of a CSRD network (what ``meddiff train petmr`` writes)."""
+    return {"network": "CSRDUNet3D", "kwargs": {**network_kwargs, "use_mr": bool(use_mr)},
+            "diffusion": {"kind": "edm_residual", "sigma_data": SIGMA_DATA, "p_mean": P_MEAN, "p_std": P_STD},
+            "sampler": {"kind": "heun", "steps": dict(DEFAULT_STEPS), "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
+                        "rho": RHO, "window": WINDOW},
+            "patch": int(patch)}
+
+
+def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None,
+                entry: ModelEntry | None = None) -> PetmrModel:
+    """A :class:`PetmrModel` from a card's ``architecture`` and, optionally, its tensors."""
+    from meddiffusion.nets.csrd import CSRDUNet3D
+
+    if not isinstance(architecture, dict) or architecture.get("network") != "CSRDUNet3D":
+        raise ValueError(f"a PET/MR model must use the CSRDUNet3D network, got {architecture.get('network')!r}"
+                         if isinstance(architecture, dict) else "architecture must be the model card's dict")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in architecture.get("kwargs", {}).items()}
+    diffusion = architecture.get("diffusion", {})
+    if float(diffusion.get("sigma_data", SIGMA_DATA)) != SIGMA_DATA:
+        raise ValueError(f"this task's EDM uses sigma_data = {SIGMA_DATA}; the card says {diffusion['sigma_data']}")
+    net = CSRDUNet3D(**kwargs)
+    if state is not None:
+        net.load_state_dict(dict(state))
+    sampler = architecture.get("sampler", {})
+    steps = sampler.get("steps", DEFAULT_STEPS)
+    steps = dict(steps) if isinstance(steps, dict) else {"cpu": int(steps)}
+    return PetmrModel(net.eval(), net.use_mr, steps, int(sampler.get("window", WINDOW)), SIGMA_DATA,
+                      float(sampler.get("sigma_min", SIGMA_MIN)), float(sampler.get("sigma_max", SIGMA_MAX)),
+                      float(sampler.get("rho", RHO)), entry)
+
+
+def uses_mr(entry: ModelEntry) -> bool:
+    return bool(entry.architecture.get("kwargs", {}).get("use_mr", True))
+
+
+def default_model_for(with_mr: bool, device: str = "cpu") -> str:
+    """The id of the model the cards rank first among those that do (``with_mr``) or do not read an MR."""
+    models = [m for m in list_models(TASK) if uses_mr(m) == with_mr]
+    if not models:
+        raise ValueError("no PET/MR model that reads an MR is installed; run without --mr (PET only) or train one "
+                         "with 'meddiff train petmr'" if with_mr else
+                         "no PET-only model is installed: give the patient's MR with --mr, or train one with "
+                         "'meddiff train petmr --no-mr'")
+    kind = str(device).split(":")[0]
+    ranked = sorted(models, key=lambda m: min(m.default_for.get(kind, m.default_for.get("cpu", 1_000_000)),
+                                              1_000_000))
+    return ranked[0].id
+
+
+def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> PetmrModel:
+    """The PET/MR model ``model_id`` from the catalogue, or the cards' default for ``device``."""
+    entry = load_task_model(TASK, model_id, device, title="MR-guided PET denoising")
+    model = build_model(entry.architecture, entry.state_dict(), entry)
+    model.net.to(device)
+    return model
