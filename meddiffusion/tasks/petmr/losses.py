@@ -1,0 +1,56 @@
+"""The loss of PET/MR training: EDM's weighted denoising loss on the residual (CSRD).
+
+For a batch of patches, σ is drawn with ln σ ~ N(−1.2, 1.2²), r_σ = r + σ n, and the
+preconditioned denoiser D (``diffusion.edm``, σ_data = 0.5) is scored by
+λ(σ) ‖D(r_σ; σ) − r‖² with λ = (σ² + σ_data²)/(σ σ_data)². EDM sums the squares over each
+sample; here they are averaged over its voxels instead, which only divides the loss by the
+patch volume and keeps it near 1 whatever the patch size (the trainer clips the gradient norm,
+so its scale matters). The network sees [c_in r_σ, (MR), PET_low, x, y, z].
+"""
+
+from __future__ import annotations
+
+import torch
+
+from meddiffusion.diffusion.edm import EDMPreconditioning
+from meddiffusion.tasks.petmr.model import P_MEAN, P_STD, SIGMA_DATA
+from meddiffusion.training.sampler import derive_seed
+
+__all__ = ["conditions_of", "make_loss_fn", "make_val_fn"]
+
+
+def conditions_of(batch: dict[str, torch.Tensor], use_mr: bool, device) -> torch.Tensor:
+    """(B, 4 or 5, P, P, P): [MR, PET_low, x, y, z] or [PET_low, x, y, z]."""
+    parts = ([batch["mr"]] if use_mr else []) + [batch["low"], batch["coords"]]
+    return torch.cat([part.to(device) for part in parts], dim=1)
+
+
+def make_loss_fn(use_mr: bool, p_mean: float = P_MEAN, p_std: float = P_STD, sigma_data: float = SIGMA_DATA):
+    """``loss_fn(model, batch, generator) -> (loss, logs)`` for the trainer."""
+    precond = EDMPreconditioning(sigma_data)
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        device = next(model.parameters()).device
+        r = batch["r"].to(device)
+        cond = conditions_of(batch, use_mr, device)
+
+        def net_fn(x_in: torch.Tensor, c: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+            return model(torch.cat([x_in, c], dim=1), c_noise)
+
+        loss = precond.edm_loss(net_fn, r, cond, generator, p_mean, p_std) / r[0].numel()
+        return loss, {"edm": loss.detach()}
+
+    return loss_fn
+
+
+def make_val_fn(use_mr: bool, seed: int = 0):
+    """Validation loss with the same σ and noise at every validation."""
+    loss_fn = make_loss_fn(use_mr)
+
+    def val_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
+        loss, logs = loss_fn(model, batch, generator)
+        return {"loss": loss, **logs}
+
+    return val_fn
