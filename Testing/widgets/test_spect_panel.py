@@ -132,10 +132,13 @@ def tiny_student(tmp_path, monkeypatch):
 
 
 def test_apply_runs_the_backend_and_shows_nac_and_ac(make_panel, scene, qtbot, tiny_student):
-    panel = make_panel(models=None)  # the catalogue: the tiny student
-    assert panel.parameters.model == tiny_student
+    from meddiffusion.catalog import default_model
+
+    panel = make_panel(models=None)  # the catalogue: its default, the shipped student where installed
+    assert panel.parameters.model == default_model("spect").id
     nac = add_nac(scene)
-    panel.parameters.update(inputVolume=nac, steps=1, device="cpu", polarMap=False, shortAxis=False)
+    panel.parameters.update(inputVolume=nac, model=tiny_student, steps=1, device="cpu", polarMap=False,
+                            shortAxis=False)
     before = mrml_fixtures.volume_checksum(nac)
 
     panel.ui.applyButton.click()

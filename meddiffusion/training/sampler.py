@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-__all__ = ["StepBatchSampler", "derive_seed", "STREAM_DATA", "STREAM_STEP", "STREAM_VAL", "STREAM_WORKERS",
+__all__ = ["StepBatchSampler", "derive_seed", "fixed_noise_val", "STREAM_DATA", "STREAM_STEP", "STREAM_VAL", "STREAM_WORKERS",
            "STREAM_INIT"]
 
 #: independent random streams derived from the one seed: batches, loss noise, validation noise, DataLoader
@@ -67,3 +67,18 @@ class StepBatchSampler:
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+
+def fixed_noise_val(loss_fn, seed: int = 0):
+    """``val_fn(model, batch)`` from a training ``loss_fn``: its loss and logs, with the same draw every time.
+
+    Every batch takes its timesteps and noise from a generator seeded with ``seed`` alone, so two
+    validations differ only through the model.
+    """
+    def val_fn(model: torch.nn.Module, batch: dict) -> dict:
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
+        loss, logs = loss_fn(model, batch, generator)
+        return {"loss": loss, **logs}
+
+    return val_fn

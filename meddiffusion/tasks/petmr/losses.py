@@ -14,7 +14,7 @@ import torch
 
 from meddiffusion.diffusion.edm import EDMPreconditioning
 from meddiffusion.tasks.petmr.model import P_MEAN, P_STD, SIGMA_DATA
-from meddiffusion.training.sampler import derive_seed
+from meddiffusion.training.sampler import fixed_noise_val
 
 __all__ = ["conditions_of", "make_loss_fn", "make_val_fn"]
 
@@ -45,12 +45,4 @@ def make_loss_fn(use_mr: bool, p_mean: float = P_MEAN, p_std: float = P_STD, sig
 
 def make_val_fn(use_mr: bool, seed: int = 0):
     """Validation loss with the same σ and noise at every validation."""
-    loss_fn = make_loss_fn(use_mr)
-
-    def val_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        device = next(model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
-        loss, logs = loss_fn(model, batch, generator)
-        return {"loss": loss, **logs}
-
-    return val_fn
+    return fixed_noise_val(make_loss_fn(use_mr), seed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from meddiffusion.diffusion.bridge import BrownianBridge, standard_normal
-from meddiffusion.training.sampler import derive_seed
+from meddiffusion.training.sampler import fixed_noise_val
 
 __all__ = ["VARIANTS", "make_loss_fn", "make_val_fn", "psnr"]
 
@@ -70,13 +70,5 @@ def make_loss_fn(variant: str, bridge: BrownianBridge, teacher: torch.nn.Module 
 def make_val_fn(variant: str, bridge: BrownianBridge, teacher: torch.nn.Module | None = None,
                 at_weight: float = 0.0, seed: int = 0):
     """Validation figures (loss, l1, psnr, at) with the same timesteps and noise for every validation."""
-    loss_fn = make_loss_fn(variant, bridge, teacher, at_weight)
-
-    def val_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        device = next(model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
-        loss, logs = loss_fn(model, batch, generator)
-        return {"loss": loss, **logs}
-
-    return val_fn
+    return fixed_noise_val(make_loss_fn(variant, bridge, teacher, at_weight), seed)
 
