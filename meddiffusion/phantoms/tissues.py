@@ -108,12 +108,19 @@ MU_WATER = {140: 0.153, 511: 0.096}       # 1/cm
 _BONE_SLOPE = {140: 0.63, 511: 0.51}
 
 
-def mu_from_hu(hu: float, kev: int) -> float:
-    """Linear attenuation (1/cm) at 140 or 511 keV from CT number (bilinear model)."""
+def mu_from_hu(hu, kev: int):
+    """Linear attenuation (1/cm) at 140 or 511 keV from CT number (bilinear model).
+
+    A number gives a float, an array (a CT converted for attenuation correction) a float64 array.
+    """
+    import numpy as np
+
     if kev not in MU_WATER:
         raise ValueError(f"μ is tabulated at 140 keV (Tc-99m) and 511 keV (PET), got {kev} keV")
-    scale = 1.0 if hu <= 0 else _BONE_SLOPE[kev]
-    return max(0.0, MU_WATER[kev] * (1.0 + scale * hu / 1000.0))
+    values = np.asarray(hu, dtype=np.float64)
+    scale = np.where(values <= 0, 1.0, _BONE_SLOPE[kev])
+    mu = np.maximum(0.0, MU_WATER[kev] * (1.0 + scale * values / 1000.0))
+    return float(mu) if mu.ndim == 0 else mu
 
 
 @dataclass(frozen=True)

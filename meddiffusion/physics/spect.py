@@ -59,7 +59,7 @@ from meddiffusion.phantoms.heart import TERRITORIES, Defect, Region
 from meddiffusion.phantoms.phantom import Phantom
 from meddiffusion.phantoms.presets import PhantomParams, sample_params
 from meddiffusion.phantoms.render import render_ct, render_spect
-from meddiffusion.phantoms.tissues import MU_WATER, _BONE_SLOPE
+from meddiffusion.phantoms.tissues import MU_WATER, mu_from_hu
 
 __all__ = ["SpectProtocol", "SpectStudy", "spect_grid", "ct_grid", "simulate_study", "project", "reconstruct",
            "hu_to_mu140", "chang_correction", "sample_spect_patient", "view_angles"]
@@ -334,9 +334,7 @@ def hu_to_mu140(ct: Volume, grid_like: Volume) -> Volume:
     """
     from scipy.ndimage import gaussian_filter
 
-    hu = ct.array.astype(np.float32)
-    mu = MU_WATER_140 * (1.0 + np.where(hu > 0, _BONE_SLOPE[140], 1.0) * hu / 1000.0)
-    mu = np.clip(mu, 0.0, None).astype(np.float32)
+    mu = mu_from_hu(ct.array, 140).astype(np.float32)
     wanted = np.asarray(grid_like.spacing_zyx, float)
     have = np.asarray(ct.spacing_zyx, float)
     sigma = np.sqrt(np.clip(wanted ** 2 - have ** 2, 0.0, None)) / (2 * math.sqrt(2 * math.log(2))) / have

@@ -18,7 +18,7 @@ from typing import Any
 
 from meddiffusion.training.recipe import Recipe, Score, TrainingData
 
-__all__ = ["parent_card", "parent_network", "gate", "gate_words", "provenance", "versions"]
+__all__ = ["parent_card", "parent_network", "check_parent_schedule", "gate", "gate_words", "provenance", "versions"]
 
 
 def parent_card(recipe: Recipe, args: argparse.Namespace):
@@ -38,6 +38,17 @@ def parent_network(recipe: Recipe, args: argparse.Namespace):
     """(card, network with its weights) of ``--from-model``; the recipe refuses an architecture it cannot train."""
     entry = parent_card(recipe, args)
     return entry, recipe.from_card(args, entry)
+
+
+def check_parent_schedule(entry, timesteps: int, default: int, words: str = "timesteps") -> None:
+    """A fine-tune keeps its parent's diffusion schedule: ValueError when ``--timesteps`` differs from the card's.
+
+    ``default`` is the T of cards that do not state one; ``words`` names T in the message ("bridge timesteps").
+    """
+    trained = int(entry.architecture.get("diffusion", {}).get("num_timesteps", default))
+    if trained != timesteps:
+        raise ValueError(f"--from-model '{entry.id}' was trained with T={trained} {words}, not --timesteps "
+                         f"{timesteps}; a fine-tune keeps its parent's schedule")
 
 
 def gate(recipe: Recipe, args: argparse.Namespace, data: TrainingData, net, parent, device) -> dict[str, Any]:

@@ -91,15 +91,13 @@ def make_loss(args, step):  # noqa: ARG001 - the loss does not change over the r
 def from_card(args, entry):
     """The CLEAR-Net of an LDCT card with its weights, for ``--from-model``; its architecture becomes the run's."""
     from meddiffusion.tasks.ldct.model import build_model
+    from meddiffusion.training.finetune import check_parent_schedule
 
     arch = entry.architecture
     if arch.get("network") != "CLEARNet":
         raise ValueError(f"--from-model '{entry.id}' uses the network {arch.get('network')!r}; meddiff train ldct "
                          "fine-tunes CLEARNet models only")
-    timesteps = int(arch.get("diffusion", {}).get("num_timesteps", 10))
-    if timesteps != args.timesteps:
-        raise ValueError(f"--from-model '{entry.id}' was trained with T={timesteps} diffusion steps, not "
-                         f"--timesteps {args.timesteps}; a fine-tune keeps its parent's schedule")
+    check_parent_schedule(entry, args.timesteps, 10, "diffusion steps")
     if "trajectory_weights" in entry.metrics:
         raise ValueError(f"--from-model '{entry.id}' is a one-shot adaptation (ldct-adapt) whose step weights "
                          "fit its parent's network; fine-tune that parent instead")

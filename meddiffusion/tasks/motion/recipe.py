@@ -150,6 +150,7 @@ def preview(args, net, data, device):
 def from_card(args, entry):
     """The ProDM UNet of a motion card with its weights, for ``--from-model``; its architecture becomes the run's."""
     from meddiffusion.tasks.motion.model import build_model
+    from meddiffusion.training.finetune import check_parent_schedule
 
     arch = entry.architecture
     if arch.get("network") != "ProDMUNet":
@@ -159,10 +160,7 @@ def from_card(args, entry):
     if objective != args.objective:
         raise ValueError(f"--from-model '{entry.id}' was trained with the {objective} objective, not --objective "
                          f"{args.objective}; a fine-tune keeps its parent's objective")
-    timesteps = int(arch.get("diffusion", {}).get("num_timesteps", 1000))
-    if timesteps != args.timesteps:
-        raise ValueError(f"--from-model '{entry.id}' was trained with T={timesteps} bridge timesteps, not "
-                         f"--timesteps {args.timesteps}; a fine-tune keeps its parent's schedule")
+    check_parent_schedule(entry, args.timesteps, 1000, "bridge timesteps")
     try:
         model = build_model(arch, entry.state_dict(), entry)
     except (TypeError, RuntimeError) as exc:

@@ -135,12 +135,11 @@ def _method_fn(label: str, model_id, guided: bool, device):
 
 
 def run(device: torch.device, quick: bool = False, progress=None, models: list[str] | None = None) -> dict:
-    from meddiffusion.catalog import get_model
+    from meddiffusion.tasks.spect.model import is_teacher
     from meddiffusion.tasks.spect.polarmap import polar_map
     from meddiffusion.tasks.spect.reorient import fit_lv
 
-    methods = list(METHODS) + [(f"{m}", m, bool(get_model(m).architecture.get("kwargs", {}).get("teacher")))
-                               for m in (models or [])]
+    methods = list(METHODS) + [(m, m, is_teacher(m)) for m in (models or [])]
     missing = [m for _, m, _ in methods if m is not None and not _installed(m)]
     methods = [row for row in methods if row[1] not in missing]
     fns = [(label, _method_fn(label, model_id, guided, device)) for label, model_id, guided in methods]

@@ -18,7 +18,7 @@ regressor (one call at t = T − 1): the last two are the bench's ablations.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ class SpectModel:
     eta: float = 0.0
     pixel_mm: float = PIXEL_MM
     entry: ModelEntry | None = None
-    multiple: int = field(default=1)
+    multiple: int = 1
 
     def __post_init__(self) -> None:
         if self.objective not in ("bridge", "regression"):
@@ -174,7 +174,7 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
 
 def default_teacher() -> str:
     """The id of the teacher the cards rank first (``default_for``), else the first installed teacher."""
-    teachers = [m for m in list_models(TASK) if m.architecture.get("kwargs", {}).get("teacher")]
+    teachers = [m for m in list_models(TASK) if _teaches(m)]
     if not teachers:
         raise ValueError("no SPECT teacher model is installed, so --ct/--mumap cannot be used; train one with "
                          "'meddiff train spect --variant teacher' or run without them (the CT-free student)")
@@ -182,8 +182,13 @@ def default_teacher() -> str:
     return ranked[0].id
 
 
+def _teaches(entry: ModelEntry) -> bool:
+    return bool(entry.architecture.get("kwargs", {}).get("teacher"))
+
+
 def is_teacher(model_id: str) -> bool:
-    return bool(get_model(model_id).architecture.get("kwargs", {}).get("teacher"))
+    """Whether catalogue model ``model_id`` attends to an attenuation map (needs --ct or --mumap)."""
+    return _teaches(get_model(model_id))
 
 
 def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> SpectModel:

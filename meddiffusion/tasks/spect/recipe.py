@@ -102,7 +102,8 @@ def make_val(args):
 
 def from_card(args, entry):
     """The PADMNet of a SPECT card with its weights, for ``--from-model``; it must be of ``--variant``'s kind."""
-    from meddiffusion.tasks.spect.model import build_model
+    from meddiffusion.tasks.spect.model import NUM_TIMESTEPS, build_model
+    from meddiffusion.training.finetune import check_parent_schedule
 
     arch = entry.architecture
     if arch.get("network") != "PADMNet":
@@ -111,22 +112,29 @@ def from_card(args, entry):
     if bool(arch.get("kwargs", {}).get("teacher")) != (args.variant == "teacher"):
         raise ValueError(f"--from-model '{entry.id}' is {'a teacher' if arch['kwargs'].get('teacher') else 'CT-free'}"
                          f"; pass the matching --variant")
+    check_parent_schedule(entry, args.timesteps, NUM_TIMESTEPS, "bridge timesteps")
     model = build_model(arch, entry.state_dict(), entry)
     args.start_architecture = arch
     return model.net.train()
 
 
-def _sampled_psnr(args, net, data, device, limit: int = SCORE_SLICES) -> float:
-    """PSNR (dB, [−1, 1] scale) of ``net`` run as ``spect-ac`` runs it, on the first ``limit`` validation slices."""
+def _as_inference_model(args, net):
+    """A copy of ``net`` wrapped as ``spect-ac`` runs it: the variant's objective, the card's sampler steps."""
     import copy
 
+    from meddiffusion.tasks.spect.model import DEFAULT_STEPS, SpectModel
+
+    return SpectModel(copy.deepcopy(net).eval(), _bridge(args), "regression" if args.variant == "unet" else "bridge",
+                      args.variant == "teacher", min(DEFAULT_STEPS, args.timesteps))
+
+
+def _sampled_psnr(args, net, data, device, limit: int = SCORE_SLICES) -> float:
+    """PSNR (dB, [−1, 1] scale) of ``net`` run as ``spect-ac`` runs it, on the first ``limit`` validation slices."""
     import torch
 
     from meddiffusion.tasks.spect.losses import psnr
-    from meddiffusion.tasks.spect.model import DEFAULT_STEPS, SpectModel
 
-    model = SpectModel(copy.deepcopy(net).eval(), _bridge(args), "regression" if args.variant == "unet" else "bridge",
-                       args.variant == "teacher", min(DEFAULT_STEPS, args.timesteps))
+    model = _as_inference_model(args, net)
     values = []
     val = data.val
     with torch.inference_mode():
@@ -144,18 +152,14 @@ def score(args, net, data, device) -> Score:
 
 def preview(args, net, data, device):
     """The validation slice with the most counts: NAC, the network's AC and the reference, in [−1, 1]."""
-    import copy
-
     import numpy as np
     import torch
 
     from meddiffusion.io import Volume
-    from meddiffusion.tasks.spect.model import DEFAULT_STEPS, SpectModel
 
     val = data.val
     index = int(torch.argmax(val.nac[:, 1].flatten(1).amax(1)))
-    model = SpectModel(copy.deepcopy(net).eval(), _bridge(args), "regression" if args.variant == "unet" else "bridge",
-                       args.variant == "teacher", min(DEFAULT_STEPS, args.timesteps))
+    model = _as_inference_model(args, net)
     with torch.inference_mode():
         nac, mu = val.nac[index : index + 1].to(device), val.mu[index : index + 1].to(device)
         x0, _ = model.predict(nac, mu, generator=torch.Generator(device=device).manual_seed(0))
