@@ -2,7 +2,7 @@
 
   nodes         MRML nodes <-> files for the backend, geometry kept exactly
   outputs       new volume/segmentation/table/sequence nodes placed under the input's study
-  inputs        checks of a task's input CT volume and chosen output before a run
+  inputs        checks of a task's input volume (CT, PET/SPECT, MR) and chosen output before a run
   processes     the backend child's command line, environment, start and stop (process tree)
   runner        one run of the child: state machine, JSON events, cancel, cleanup
   qtdriver      polls a run from a Qt timer on the GUI thread
@@ -15,11 +15,12 @@
   comparepanel  ComparePanel: TaskPanel + model selector + the last run's before/after
   modulewidget  TaskModuleWidget: the Slicer widget of a task module (needs the application)
   selftest      the CT phantom of the modules' self-tests inside Slicer
-  layouts       before/after views, fade, difference and checkerboard volumes
+  layouts       before/after views, fade, difference and checkerboard volumes, the nuclear display
   dependencies  ask-first installer for the backend's Python packages
   environment   package versions, device and model catalogue for display
   models        catalogue cards -> model selector entries; the selector kept in step
-  sampledata    a module's bundled sample, declared in one line, offered in Sample Data
+  sampledata    a module's bundled sample (one volume or a study), declared in one line, offered
+                in Sample Data
   utilspanel    the MedDiffusionUtils module's panel
 
 Submodules are imported explicitly (``from MedDiffusionUtilsLib import nodes``) so that

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import slicer
 
-__all__ = ["dicom_modality", "check_ct_volume", "check_input_volume", "check_output_volume"]
+__all__ = ["dicom_modality", "check_volume_node", "check_ct_volume", "check_input_volume", "check_output_volume"]
 
 
 def dicom_modality(node) -> str:
@@ -22,6 +22,24 @@ def dicom_modality(node) -> str:
         return ""
     name = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
     return hierarchy.GetItemAttribute(item, name) or ""
+
+
+def check_volume_node(node, *, select: str, expected: str) -> str:
+    """Raise ``ValueError`` unless ``node`` is a one-component scalar volume with voxels; returns
+    its DICOM modality ("" when not loaded from DICOM).  Any modality passes: the values and the
+    modality are the rule's business (a PET, SPECT or MR input, where a CT series is not wanted)."""
+    if node is None:
+        raise ValueError(f"no input volume: select {select}")
+    name = node.GetName()
+    if node.IsA("vtkMRMLLabelMapVolumeNode") or not node.IsA("vtkMRMLScalarVolumeNode"):
+        raise ValueError(f"'{name}' is a {node.GetClassName()}, not an image; expected {expected}")
+    image = node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise ValueError(f"'{name}' holds no voxels; expected {expected}")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise ValueError(f"'{name}' has {image.GetNumberOfScalarComponents()} components per voxel "
+                         f"(colour or vector image); expected {expected}")
+    return dicom_modality(node)
 
 
 def check_ct_volume(node, *, module: str, select: str,
@@ -52,9 +70,13 @@ def check_ct_volume(node, *, module: str, select: str,
 
 
 def check_input_volume(node, rule, *, module: str, select: str) -> str:
-    """The node checks of :func:`check_ct_volume`, then ``rule`` (a ``meddiffusion.checks.Rule``)
-    on its voxels with its DICOM modality; returns that modality."""
-    modality = check_ct_volume(node, module=module, select=select, expected=rule.expected)
+    """The node checks (:func:`check_ct_volume` for a CT rule, else :func:`check_volume_node`),
+    then ``rule`` (a ``meddiffusion.checks.Rule``) on its voxels with its DICOM modality, which
+    the rule accepts or refuses; returns that modality."""
+    if rule.name == "ct":
+        modality = check_ct_volume(node, module=module, select=select, expected=rule.expected)
+    else:
+        modality = check_volume_node(node, select=select, expected=rule.expected)
     rule.check(slicer.util.arrayFromVolume(node), name=node.GetName(), modality=modality)
     return modality
 

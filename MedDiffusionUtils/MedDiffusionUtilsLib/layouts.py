@@ -1,4 +1,4 @@
-"""Before/after comparison views: side by side, fade, difference and checkerboard.
+"""Before/after comparison views: side by side, fade, difference and checkerboard; the nuclear display.
 
 Everything here is MRML (layout node, slice composite nodes, new volumes), so it runs and is
 tested on slicer-core.  The views follow because Slicer's layout manager and slice logics
@@ -17,6 +17,7 @@ from . import nodes, outputs
 __all__ = [
     "SIDE_BY_SIDE", "composite_node", "slice_node", "set_layout", "show_side_by_side",
     "show_fade", "show_single", "difference_volume", "checkerboard_volume", "fit_views",
+    "NUCLEAR_COLORS", "DISPLAY_PERCENTILE", "nuclear_display",
 ]
 
 #: Slicer's "Side by side" layout: Red (before) | Yellow (after)
@@ -24,6 +25,12 @@ SIDE_BY_SIDE = slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
 BEFORE_VIEW, AFTER_VIEW = "Red", "Yellow"
 #: Slicer's diverging colour table (a file-based table, absent from slicer-core)
 DIVERGING_COLORS = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
+#: nuclear colour tables, first found wins: PET-Heat is procedural (in every Slicer, slicer-core
+#: too), the others are Slicer's colour files
+NUCLEAR_COLORS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeFileInferno.txt",
+                  "vtkMRMLPETProceduralColorNodePET-Rainbow2")
+#: a nuclear display window runs from 0 to this percentile (robust to a hot voxel)
+DISPLAY_PERCENTILE = 99.9
 
 
 def _scene(scene):
@@ -127,6 +134,28 @@ def checkerboard_volume(before, after, block_voxels: int = 16, suffix: str = "ch
     use_after = ((j + i) % 2 == 1)[np.newaxis]
     board = np.where(use_after, second, first).astype(np.result_type(first, second))
     return outputs.volume_from_array(board, after, suffix)
+
+
+def nuclear_display(volume, *, colors=NUCLEAR_COLORS, percentile: float = DISPLAY_PERCENTILE,
+                    top: float | None = None) -> str:
+    """Show ``volume`` as nuclear medicine does: the first of ``colors`` the scene has, window
+    from 0 to ``top`` (by default the ``percentile`` of its voxels).  Only the display node
+    changes; returns the colour node's ID ("" when none of ``colors`` exists: it stays grey)."""
+    display = volume.GetDisplayNode()
+    if display is None:
+        volume.CreateDefaultDisplayNodes()
+        display = volume.GetDisplayNode()
+    if top is None:
+        values = slicer.util.arrayFromVolume(volume)
+        top = float(np.percentile(values, percentile)) if values.size else 0.0
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, top if np.isfinite(top) and top > 0 else 1.0)
+    scene = volume.GetScene()
+    for color in colors:
+        if scene is not None and scene.GetNodeByID(color) is not None:
+            display.SetAndObserveColorNodeID(color)
+            return color
+    return ""
 
 
 def fit_views() -> None:

@@ -237,13 +237,20 @@ def _segmentation_from_label_node(label_node, reference, suffix, specs):
 
 # -- tables ----------------------------------------------------------------------------------
 def table_from_rows(rows: Sequence[Mapping[str, Any]], name: str, *, reference=None,
-                    scene=None, columns: Sequence[str] | None = None):
-    """A table node from dict rows; numeric columns become numbers, the rest text."""
+                    scene=None, columns: Sequence[str] | None = None, into=None):
+    """A table node from dict rows; numeric columns become numbers, the rest text.
+
+    ``into``, a table node, is emptied and filled instead of adding a new one (a readout
+    measured again stays where the user shows it)."""
     if not rows and not columns:
         raise ValueError("a table needs at least one row or an explicit column list")
     columns = list(columns or rows[0].keys())
-    scene = scene or (reference.GetScene() if reference is not None else slicer.mrmlScene)
-    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    if into is not None:
+        table_node = into
+        table_node.RemoveAllColumns()
+    else:
+        scene = scene or (reference.GetScene() if reference is not None else slicer.mrmlScene)
+        table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = table_node.GetTable()
     for column in columns:
         values = [row.get(column) for row in rows]

@@ -6,6 +6,9 @@ registered with a local ``file://`` address, so loading one needs no network.  A
 declares its sample in one line::
 
     SAMPLE = Sample("sample_ldct_chest.nrrd", "LDCTChest", "LDCT chest", icon="LDCTDenoise.png")
+
+A study of several volumes (a PET with its MR) names the others as ``companions``; Sample
+Data loads them together, the first file first.
 """
 
 from __future__ import annotations
@@ -22,31 +25,38 @@ CATEGORY = "MedDiffusion"
 
 @dataclass(frozen=True)
 class Sample:
-    """A file of ``meddiffusion/data``, its name in Sample Data, its node's name and its
-    thumbnail (a file in the module's ``Resources/Icons``)."""
+    """A file of ``meddiffusion/data``, its name in Sample Data, its node's name, its
+    thumbnail (a file in the module's ``Resources/Icons``) and the (file, node name) pairs
+    loaded with it."""
 
     file_name: str
     sample_name: str
     node_name: str
     icon: str = ""
+    companions: tuple[tuple[str, str], ...] = ()
 
-    def file(self, module_dir: str | Path) -> Path | None:
-        """The sample file seen from the module folder (installed, then source layout), or None."""
+    def _find(self, module_dir: str | Path, file_name: str) -> Path | None:
         module_dir = Path(module_dir).resolve()
         for root in (module_dir, module_dir.parent):
-            path = root / "meddiffusion" / "data" / self.file_name
+            path = root / "meddiffusion" / "data" / file_name
             if path.is_file():
                 return path
         return None
 
+    def file(self, module_dir: str | Path) -> Path | None:
+        """The sample file seen from the module folder (installed, then source layout), or None."""
+        return self._find(module_dir, self.file_name)
+
     def register(self, module_dir: str | Path, register: Callable[..., None] | None = None) -> bool:
-        """Add the sample to Sample Data; False when the file or the SampleData module is missing.
+        """Add the sample to Sample Data; False when a file or the SampleData module is missing.
 
         ``register`` defaults to ``SampleData.SampleDataLogic.registerCustomSampleDataSource``.
         The SHA256 checksum makes Sample Data replace a stale cached copy after an update.
+        With companions every field is a list, one entry per file.
         """
-        path = self.file(module_dir)
-        if path is None:
+        names = [(self.file_name, self.node_name), *self.companions]
+        paths = [self._find(module_dir, file_name) for file_name, _ in names]
+        if any(path is None for path in paths):
             return False
         if register is None:
             try:
@@ -55,9 +65,13 @@ class Sample:
                 return False
             register = SampleData.SampleDataLogic.registerCustomSampleDataSource
         icon = Path(module_dir).resolve() / "Resources" / "Icons" / self.icon
-        register(category=CATEGORY, sampleName=self.sample_name, uris=path.as_uri(), fileNames=path.name,
-                 nodeNames=self.node_name, thumbnailFileName=str(icon) if self.icon and icon.is_file() else None,
-                 checksums=f"SHA256:{_sha256(path)}")
+        fields = {"uris": [path.as_uri() for path in paths], "fileNames": [path.name for path in paths],
+                  "nodeNames": [node_name for _, node_name in names],
+                  "checksums": [f"SHA256:{_sha256(path)}" for path in paths]}
+        if not self.companions:
+            fields = {key: values[0] for key, values in fields.items()}
+        register(category=CATEGORY, sampleName=self.sample_name,
+                 thumbnailFileName=str(icon) if self.icon and icon.is_file() else None, **fields)
         return True
 
     def register_at_startup(self, module_file: str | Path) -> None:

@@ -34,9 +34,11 @@ import numpy as np
 import slicer
 import vtk
 
-from meddiffusion.checks import ATTENUATION, CT, rule_for
+from meddiffusion.checks import ATTENUATION, CT
 from MedDiffusionUtilsLib import inputs, layouts, models, nodes, outputs
 from MedDiffusionUtilsLib.compare import CompareTaskLogic
+from MedDiffusionUtilsLib.inputs import check_volume_node
+from MedDiffusionUtilsLib.layouts import DISPLAY_PERCENTILE, NUCLEAR_COLORS, nuclear_display
 from MedDiffusionUtilsLib.models import ModelChoice, card_field
 from MedDiffusionUtilsLib.parameters import Bool, Choice, Int, Node, ParameterSet, Text
 from MedDiffusionUtilsLib.sampledata import Sample
@@ -55,12 +57,6 @@ DEVICES = ("auto", "cpu", "cuda")
 #: a simulated Tc-99m study of a woman whose breast attenuates the anterior wall
 SAMPLE = Sample("sample_spect_nac.nrrd", "SPECT NAC (female, breast attenuation)", "SPECT NAC",
                 icon="SPECTAttenuation.png")
-#: nuclear colour tables, first found wins: PET-Heat is procedural (in every Slicer, slicer-core
-#: too), the others are Slicer's colour files
-NUCLEAR_COLORS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeFileInferno.txt",
-                  "vtkMRMLPETProceduralColorNodePET-Rainbow2")
-#: the display window runs from 0 to this percentile of each study (robust to a hot voxel)
-DISPLAY_PERCENTILE = 99.9
 #: node name of the bull's-eye picture ("<input> bull's-eyes")
 PICTURE_SUFFIX = "bull's-eyes"
 #: the estimated attenuation map's display window (1/cm): air to bone at 140 keV
@@ -117,23 +113,6 @@ def model_choices(entries: Sequence[Any]) -> list[ModelChoice]:
 
 
 # -- checks ------------------------------------------------------------------------------------
-def check_volume_node(node, *, select: str, expected: str) -> str:
-    """Raise ``ValueError`` unless ``node`` is a one-component scalar volume with voxels; returns
-    its DICOM modality ("" when not loaded from DICOM).  (The values are the rules' business.)"""
-    if node is None:
-        raise ValueError(f"no input volume: select {select}")
-    name = node.GetName()
-    if node.IsA("vtkMRMLLabelMapVolumeNode") or not node.IsA("vtkMRMLScalarVolumeNode"):
-        raise ValueError(f"'{name}' is a {node.GetClassName()}, not an image; expected {expected}")
-    image = node.GetImageData()
-    if image is None or image.GetNumberOfPoints() == 0:
-        raise ValueError(f"'{name}' holds no voxels; expected {expected}")
-    if image.GetNumberOfScalarComponents() != 1:
-        raise ValueError(f"'{name}' has {image.GetNumberOfScalarComponents()} components per voxel "
-                         f"(colour or vector image); expected {expected}")
-    return inputs.dicom_modality(node)
-
-
 def attenuation_kind(node) -> str:
     """"ct" for a CT in HU, "mumap" for an attenuation map in 1/cm, told apart by the backend's
     own rules (a DICOM CT series is a CT); ``ValueError`` with both rules' reasons otherwise."""
@@ -155,26 +134,6 @@ def attenuation_kind(node) -> str:
 
 
 # -- display -----------------------------------------------------------------------------------
-def nuclear_display(volume, *, colors: Sequence[str] = NUCLEAR_COLORS, percentile: float = DISPLAY_PERCENTILE) -> str:
-    """Show ``volume`` as nuclear medicine does: the first of ``colors`` the scene has, window
-    from 0 to the ``percentile`` of its voxels.  Only the display node changes; returns the
-    colour node's ID ("" when none of ``colors`` exists, the volume then stays grey)."""
-    display = volume.GetDisplayNode()
-    if display is None:
-        volume.CreateDefaultDisplayNodes()
-        display = volume.GetDisplayNode()
-    values = slicer.util.arrayFromVolume(volume)
-    top = float(np.percentile(values, percentile)) if values.size else 0.0
-    display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, top if np.isfinite(top) and top > 0 else 1.0)
-    scene = volume.GetScene()
-    for color in colors:
-        if scene is not None and scene.GetNodeByID(color) is not None:
-            display.SetAndObserveColorNodeID(color)
-            return color
-    return ""
-
-
 def _grey_window(volume, low: float, high: float) -> None:
     display = volume.GetDisplayNode()
     if display is not None:
@@ -246,16 +205,6 @@ class SPECTAttenuationLogic(CompareTaskLogic):
         return next(port for port in ports if port.name == name)
 
     # -- checks ----------------------------------------------------------------------------
-    def check_input(self, node) -> str:
-        """The NAC: a one-component volume, the emission rule (the backend's message) and the task's
-        limits; a DICOM NM or PT series is welcome (the shared check expects a CT series)."""
-        rule = rule_for(self.spec.rule)
-        modality = check_volume_node(node, select=self.select_input, expected=rule.expected)
-        rule.check(slicer.util.arrayFromVolume(node), name=node.GetName(), modality=modality)
-        dimensions = node.GetImageData().GetDimensions()
-        self.spec.limits.check(dimensions[::-1], node.GetSpacing(), name=node.GetName())
-        return modality
-
     def check(self, run) -> None:
         super().check(run)
         attenuation = run.attenuationVolume
