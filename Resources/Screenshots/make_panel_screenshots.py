@@ -4,7 +4,8 @@
 
 Each panel is shown as a user sees it after loading the module's bundled sample, with the
 models the catalogue lists: LDCT Denoise with the low-dose chest CT, Motion Correct with the
-non-gated chest CT, SPECT Attenuation with the NAC perfusion study.  CTK/qMRML widgets are drawn by the test
+non-gated chest CT, SPECT Attenuation with the NAC perfusion study, PET/MR Denoise with the
+low-count brain PET and its MR.  CTK/qMRML widgets are drawn by the test
 stand-ins in Testing/widgets/standins: the layout, labels and defaults are the module's own,
 the styling is plain Qt rather than Slicer's.
 
@@ -37,6 +38,8 @@ from MotionCorrectLib.panel import MotionCorrectPanel  # noqa: E402
 from ReaderStudyLib.logic import ReaderStudyLogic  # noqa: E402
 from SPECTAttenuationLib.logic import SPECTAttenuationLogic  # noqa: E402
 from SPECTAttenuationLib.panel import SPECTAttenuationPanel  # noqa: E402
+from PETMRDenoiseLib.logic import PETMRDenoiseLogic  # noqa: E402
+from PETMRDenoiseLib.panel import PETMRDenoisePanel  # noqa: E402
 from ReaderStudyLib.panel import ReaderStudyPanel  # noqa: E402
 
 
@@ -49,16 +52,20 @@ def grab(widget, name: str) -> None:
     widget.close()
 
 
-def screenshot(module: str, sample_name: str, logic_class, panel_class) -> None:
-    """The module's panel with the first two slices of its sample loaded (the selector shows it)."""
+def screenshot(module: str, sample_name: str, logic_class, panel_class, companions: dict | None = None) -> None:
+    """The module's panel with the first two slices of its sample loaded (the selector shows it);
+    ``companions`` maps further parameters to the samples selected in them (a PET's MR)."""
     with mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test:
-        sample = read_volume(REPO / "meddiffusion" / "data" / f"{sample_name}.nrrd")
-        node = mrml_fixtures.add_volume(test.scene, sample.array[:2], name=sample_name)
-        mrml_fixtures.put_in_study(test.scene, node)
+        loaded = {}
+        for parameter, name in {"inputVolume": sample_name, **(companions or {})}.items():
+            sample = read_volume(REPO / "meddiffusion" / "data" / f"{name}.nrrd")
+            loaded[parameter] = mrml_fixtures.add_volume(test.scene, sample.array[:2], name=name)
+            mrml_fixtures.put_in_study(test.scene, loaded[parameter])
         root = load_ui(REPO / module / "Resources" / "UI" / f"{module}.ui")
         logic = logic_class(test.scene)
         panel = panel_class(root, logic.parameters(), logic)
         panel.set_scene(test.scene)
+        panel.parameters.update(**loaded)
         grab(root, module)
         panel.cleanup()
 
@@ -153,6 +160,8 @@ def main() -> None:
     screenshot("LDCTDenoise", "sample_ldct_chest", LDCTDenoiseLogic, LDCTDenoisePanel)
     screenshot("MotionCorrect", "sample_nongated_chest_ct", MotionCorrectLogic, MotionCorrectPanel)
     screenshot("SPECTAttenuation", "sample_spect_nac", SPECTAttenuationLogic, SPECTAttenuationPanel)
+    screenshot("PETMRDenoise", "sample_petmr_brain_pet_drf10", PETMRDenoiseLogic, PETMRDenoisePanel,
+               companions={"mrVolume": "sample_petmr_brain_mr"})
     reader_study_screen()
 
 

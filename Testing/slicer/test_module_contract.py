@@ -21,6 +21,7 @@ import pytest
 import slicer
 
 import mrml_fixtures
+import pet_phantom
 import spect_phantom
 from meddiffusion.checks import rule_for
 from meddiffusion.tasks import registry
@@ -64,6 +65,10 @@ CASES = {
                   bad_array=lambda: mrml_fixtures.chest_array((24, 32, 32)).astype(np.float32),
                   extra=lambda scene, volume: {"polarMap": True, "shortAxis": True, "muEstimate": True},
                   ijk_to_ras=spect_phantom.ijk_to_ras(), off_grid=("png", "short_axis")),
+    "petmr": Case("PETMRDenoiseLib.logic:PETMRDenoiseLogic",
+                  make_array=lambda: pet_phantom.brain_pet((12, 24, 24)),
+                  bad_array=lambda: mrml_fixtures.chest_array((12, 24, 24)).astype(np.float32),
+                  ijk_to_ras=pet_phantom.ijk_to_ras()),
 }
 
 

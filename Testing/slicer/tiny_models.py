@@ -100,5 +100,36 @@ def spect_teacher_model(model_id: str = "tiny-spect-teacher"):
     return spect_model(model_id, variant="teacher")
 
 
+def petmr_model(model_id: str = "tiny-petmr", use_mr: bool = False):
+    """CSRD's 3D UNet at its "tiny" size with the card ``meddiff train petmr`` writes
+    (``model.architecture_of``), sampled in 2 Heun steps: PET only by default, the CPU default
+    among PET-only models, so the module contract (which gives no MR) runs it; ``use_mr`` gives
+    the MR-guided one, the CPU default among those, which the backend picks when an MR is given.
+
+    Untrained, its output is noise far from the input (the backend then rescales it to the
+    input's total activity): runs with it check files, grids, units and plumbing, not denoising.
+    """
+    import torch
+
+    from meddiffusion.catalog import ModelEntry
+    from meddiffusion.nets.csrd import CSRDUNet3D
+    from meddiffusion.tasks.petmr.model import architecture_of
+    from meddiffusion.tasks.petmr.recipe import network_kwargs
+
+    torch.manual_seed(0)
+    network = CSRDUNet3D(use_mr, **network_kwargs("tiny"))
+    architecture = architecture_of(use_mr, network_kwargs("tiny"), 16)
+    architecture["sampler"]["steps"] = {"cpu": 2, "cuda": 2}
+    kind = "MR-guided" if use_mr else "PET-only"
+    entry = ModelEntry(id=model_id, task="petmr", version="0.1", description=f"untrained tiny {kind} CSRD for tests",
+                       architecture=architecture, default_for={"cpu": 1})
+    return entry, network.state_dict()
+
+
+def petmr_mr_model(model_id: str = "tiny-petmr-mr"):
+    """The tiny MR-guided CSRD, for runs with an MR (registered by the tests that need it)."""
+    return petmr_model(model_id, use_mr=True)
+
+
 #: task name -> builder of its tiny model
-MODELS = {"ldct": ldct_model, "motion": motion_model, "spect": spect_model}
+MODELS = {"ldct": ldct_model, "motion": motion_model, "spect": spect_model, "petmr": petmr_model}

@@ -20,9 +20,11 @@ PANELS = {
     "MotionCorrect": ("MotionCorrectLib.logic:MotionCorrectLogic", "MotionCorrectLib.panel:MotionCorrectPanel"),
     "SPECTAttenuation": ("SPECTAttenuationLib.logic:SPECTAttenuationLogic",
                          "SPECTAttenuationLib.panel:SPECTAttenuationPanel"),
+    "PETMRDenoise": ("PETMRDenoiseLib.logic:PETMRDenoiseLogic", "PETMRDenoiseLib.panel:PETMRDenoisePanel"),
 }
 #: module -> an input its rule refuses, where the default (a CT without air, +500 HU) is not one
-BAD_INPUTS = {"SPECTAttenuation": lambda: mrml_fixtures.chest_array((2, 16, 16))}  # a CT: negative values
+BAD_INPUTS = {"SPECTAttenuation": lambda: mrml_fixtures.chest_array((2, 16, 16)),  # a CT: negative values
+              "PETMRDenoise": lambda: mrml_fixtures.chest_array((2, 16, 16))}
 
 
 def bad_input():
