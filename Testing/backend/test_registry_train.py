@@ -86,7 +86,7 @@ def test_the_recipes_declare_their_options_without_torch():
     code = ("import sys; from meddiffusion.commands.train import recipes; "
             "print([(r.name, len(r.options)) for r in recipes()], 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[('ldct', 12), ('motion', 12), ('spect', 7)] False"
+    assert result.stdout.strip() == "[('ldct', 12), ('motion', 12), ('spect', 8)] False"
 
 
 def test_one_ema_rule_for_every_task():

@@ -5,7 +5,11 @@ items (``training.cache``). Three layouts, by data source (``training.recipe``):
 
 - ``paired-folder``: ``DIR/input/`` and ``DIR/target/`` holding volumes matched by name (a file
   without its suffix, or a DICOM series folder), or a CSV manifest with columns
-  ``input,target[,patient]``;
+  ``input,target[,patient]``. A task whose pairs may come with further volumes of the same
+  patient (a CT beside a SPECT pair) names these ``extras``: a folder ``DIR/<extra>/`` matched
+  by name, or a manifest column, either covering any of the pairs. A task that names its roles'
+  files (``names``) also reads one folder per patient, ``DIR/<patient>/<name>.nrrd`` (or a
+  DICOM series folder of that name), which is how such studies are usually exported;
 - ``clean-folder`` / ``lowdose-folder``: the volumes directly in ``DIR``, or a CSV with columns
   ``volume[,patient]`` (clean volumes become targets, low-dose ones inputs).
 
@@ -38,8 +42,9 @@ from meddiffusion.checks import check_values, rule_for
 from meddiffusion.io.volume import VOLUME_SUFFIXES, Volume
 from meddiffusion.training.recipe import CLEAN_FOLDER, LOWDOSE_FOLDER, PAIRED_FOLDER
 
-__all__ = ["Entry", "list_entries", "split_patients", "split_slices", "SLICE_GAP", "check_grid", "check_alignment", "check_pair",
-           "read_checked", "file_sha256", "manifest_hash", "MIN_CORRELATION", "SHIFT_MARGIN"]
+__all__ = ["Entry", "list_entries", "volumes_in", "split_patients", "split_slices", "SLICE_GAP", "check_grid",
+           "check_alignment", "check_pair", "read_checked", "file_sha256", "manifest_hash", "MIN_CORRELATION",
+           "SHIFT_MARGIN"]
 
 #: an aligned pair correlates at least this much in the [-1000, 1000] HU window (noise at a quarter dose
 #: costs about 0.01 on a body; a few pixels of shift cost more than 0.1 at a body's edge)
@@ -53,16 +58,24 @@ USER_SOURCES = (PAIRED_FOLDER, CLEAN_FOLDER, LOWDOSE_FOLDER)
 
 @dataclass(frozen=True)
 class Entry:
-    """One volume or pair of the user's data: its patient and files (``input`` or ``target`` may be None)."""
+    """One volume or pair of the user's data: its patient and files (``input`` or ``target`` may be None).
+
+    ``extras``: (role, file) of the further volumes a task asked for, where the user gave them.
+    """
 
     name: str
     patient: str
     input: Path | None
     target: Path | None
+    extras: tuple[tuple[str, Path], ...] = ()
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return tuple(path for path in (self.input, self.target) if path is not None)
+        return tuple(path for path in (self.input, self.target) if path is not None) + tuple(p for _, p in self.extras)
+
+    def extra(self, role: str) -> Path | None:
+        """The file of the further volume ``role``, or None where the user gave none."""
+        return dict(self.extras).get(role)
 
 
 def volume_name(path: Path) -> str:
@@ -73,7 +86,8 @@ def volume_name(path: Path) -> str:
     return path.name
 
 
-def _volumes_in(folder: Path) -> dict[str, Path]:
+def volumes_in(folder: Path) -> dict[str, Path]:
+    """The volumes of a folder by name: files with a volume suffix and subfolders (DICOM series)."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         is_volume = path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES + (".dcm",))
@@ -87,19 +101,26 @@ def _volumes_in(folder: Path) -> dict[str, Path]:
     return found
 
 
-def list_entries(data: str | Path, source: str) -> list[Entry]:
-    """The volumes or pairs of ``--data`` for ``source`` (see the module docstring), sorted by name."""
+def list_entries(data: str | Path, source: str, extras: tuple[str, ...] = (),
+                 names: dict[str, str] | None = None) -> list[Entry]:
+    """The volumes or pairs of ``--data`` for ``source`` (see the module docstring), sorted by name.
+
+    ``extras``: the further roles a pair may bring; ``names``: the file name of each role
+    (``input``, ``target`` and the extras) in a per-patient folder, which is read only when given.
+    """
     if source not in USER_SOURCES:
         raise ValueError(f"--data is read for the sources {', '.join(USER_SOURCES)}, not '{source}'")
     path = Path(data)
     if not path.exists():
         raise ValueError(f"--data {path} does not exist; expected a folder or a CSV manifest")
     if path.is_file():
-        entries = _read_manifest(path, source)
+        entries = _read_manifest(path, source, extras if source == PAIRED_FOLDER else ())
+    elif source == PAIRED_FOLDER and names and not (path / "input").is_dir() and not (path / "target").is_dir():
+        entries = _patient_folders(path, names, extras)
     elif source == PAIRED_FOLDER:
-        entries = _paired_folder(path)
+        entries = _paired_folder(path, extras)
     else:
-        volumes = _volumes_in(path)
+        volumes = volumes_in(path)
         entries = [Entry(name, name, *((None, file) if source == CLEAN_FOLDER else (file, None)))
                    for name, file in volumes.items()]
     if not entries:
@@ -107,20 +128,54 @@ def list_entries(data: str | Path, source: str) -> list[Entry]:
     return sorted(entries, key=lambda entry: entry.name)
 
 
-def _paired_folder(folder: Path) -> list[Entry]:
+def _paired_folder(folder: Path, extras: tuple[str, ...] = ()) -> list[Entry]:
     if not (folder / "input").is_dir() or not (folder / "target").is_dir():
         raise ValueError(f"a paired folder holds input/ and target/ volumes matched by name; {folder} lacks "
                          f"{' and '.join(n + '/' for n in ('input', 'target') if not (folder / n).is_dir())} "
                          "(or pass a CSV manifest with columns input,target[,patient])")
-    inputs, targets = _volumes_in(folder / "input"), _volumes_in(folder / "target")
+    inputs, targets = volumes_in(folder / "input"), volumes_in(folder / "target")
     unmatched = sorted(set(inputs) ^ set(targets))
     if unmatched:
         raise ValueError(f"volumes without a partner in {folder}: {', '.join(unmatched[:5])}; every input/ volume "
                          "needs a target/ volume of the same name")
-    return [Entry(name, name, inputs[name], targets[name]) for name in inputs]
+    found = {}
+    for role in extras:
+        found[role] = volumes_in(folder / role) if (folder / role).is_dir() else {}
+        stray = sorted(set(found[role]) - set(inputs))
+        if stray:
+            raise ValueError(f"volumes in {folder / role} without a pair of the same name: {', '.join(stray[:5])}")
+    return [Entry(name, name, inputs[name], targets[name],
+                  tuple((role, found[role][name]) for role in extras if name in found[role])) for name in inputs]
 
 
-def _read_manifest(path: Path, source: str) -> list[Entry]:
+def _patient_folders(folder: Path, names: dict[str, str], extras: tuple[str, ...]) -> list[Entry]:
+    """One entry per subfolder of ``folder``: its volumes named by ``names`` (``{"input": "nac", ...}``)."""
+    roles = {names[role].lower(): role for role in ("input", "target", *extras)}
+    wanted = (f"{names['input']} and {names['target']}"
+              + (f" (and optionally {' or '.join(names[role] for role in extras)})" if extras else ""))
+    patients = [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and not sub.name.startswith(".")]
+    if not patients:
+        raise ValueError(f"a paired folder holds input/ and target/ volumes matched by name, or one folder per "
+                         f"patient with its {wanted} volumes; {folder} has neither (or pass a CSV manifest with "
+                         f"columns input,target[,patient])")
+    entries = []
+    for sub in patients:
+        files: dict[str, Path] = {}
+        for name, path in volumes_in(sub).items():
+            if name.lower() not in roles:
+                raise ValueError(f"patient folder {sub} holds '{path.name}'; a patient folder holds the volumes "
+                                 f"{wanted}, named so (a file with a volume suffix or a DICOM series folder)")
+            files[roles[name.lower()]] = path
+        missing = [names[role] for role in ("input", "target") if role not in files]
+        if missing:
+            raise ValueError(f"patient folder {sub} lacks its {' and '.join(missing)} volume; a patient folder "
+                             f"holds {wanted}")
+        entries.append(Entry(sub.name, sub.name, files["input"], files["target"],
+                             tuple((role, files[role]) for role in extras if role in files)))
+    return entries
+
+
+def _read_manifest(path: Path, source: str, extras: tuple[str, ...] = ()) -> list[Entry]:
     columns = ("input", "target") if source == PAIRED_FOLDER else ("volume",)
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
@@ -131,20 +186,21 @@ def _read_manifest(path: Path, source: str) -> list[Entry]:
                          f"{','.join(columns)}[,patient]")
     entries, names = [], set()
     for line, row in enumerate(rows, 2):
-        files = []
-        for column in columns:
+        files, more = [], []
+        for column in columns + tuple(extra for extra in extras if (row.get(extra) or "").strip()):
             file = Path(row[column].strip())
             file = file if file.is_absolute() else path.parent / file
             if not row[column].strip() or not file.exists():
                 raise ValueError(f"manifest {path}, line {line}: {column} '{row[column]}' does not exist")
-            files.append(file)
+            (files if column in columns else more).append((column, file))
+        files = [file for _, file in files]
         name = volume_name(files[0])
         while name in names:
             name += "+"
         names.add(name)
         patient = (row.get("patient") or "").strip() or name
         pair = files if source == PAIRED_FOLDER else ([None, files[0]] if source == CLEAN_FOLDER else [files[0], None])
-        entries.append(Entry(name, patient, *pair))
+        entries.append(Entry(name, patient, *pair, tuple(more)))
     return entries
 
 
@@ -190,8 +246,9 @@ def split_slices(slices: int, val: float | None, name: str) -> tuple[range, rang
     return range(0, train), range(train + SLICE_GAP, slices)
 
 
-def check_grid(a: Volume, b: Volume, name: str) -> None:
-    """A ValueError unless ``a`` and ``b`` share shape, spacing, origin and direction."""
+def check_grid(a: Volume, b: Volume, name: str, roles: tuple[str, str] = ("input", "target")) -> None:
+    """A ValueError unless ``a`` and ``b`` (named ``roles`` in the message) share shape, spacing, origin and
+    direction."""
     differs = []
     if a.shape != b.shape:
         differs.append(f"shape {a.shape} vs {b.shape} (z, y, x)")
@@ -200,8 +257,8 @@ def check_grid(a: Volume, b: Volume, name: str) -> None:
             values = [tuple(round(v, 4) for v in getattr(v_, field)) for v_ in (a, b)]
             differs.append(f"{field} {values[0]} vs {values[1]}")
     if differs:
-        raise ValueError(f"pair '{name}': input and target are on different grids: {'; '.join(differs)}; "
-                         "resample the target onto the input's grid first")
+        raise ValueError(f"pair '{name}': {roles[0]} and {roles[1]} are on different grids: {'; '.join(differs)}; "
+                         f"resample the {roles[1]} onto the {roles[0]}'s grid first")
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -209,15 +266,18 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
 
 
-def check_alignment(a: np.ndarray, b: np.ndarray, name: str, minimum: float = MIN_CORRELATION) -> float:
-    """The correlation of two (z, y, x) HU arrays clipped to [-1000, 1000]; a ValueError when they are not aligned.
+def check_alignment(a: np.ndarray, b: np.ndarray, name: str, minimum: float = MIN_CORRELATION, *,
+                    window: tuple[float, float] = ALIGN_WINDOW, units: str = "HU",
+                    roles: tuple[str, str] = ("input", "target")) -> float:
+    """The correlation of two (z, y, x) arrays clipped to ``window`` (by default HU in [-1000, 1000]); a ValueError
+    naming ``roles`` when they are not aligned.
 
     Aligned means: at least ``minimum`` at zero shift, and no in-plane shift of up to
     ``MAX_SHIFT`` voxels correlating better by more than ``SHIFT_MARGIN`` (measured on at most
     8 slices, the border left out so every shift compares the same voxels).
     """
     picks = np.unique(np.linspace(0, a.shape[0] - 1, min(8, a.shape[0])).round().astype(int))
-    a, b = (np.clip(x[picks], *ALIGN_WINDOW).astype(np.float64) for x in (a, b))
+    a, b = (np.clip(x[picks], *window).astype(np.float64) for x in (a, b))
     m = MAX_SHIFT
     if min(a.shape[1:]) <= 4 * m:
         raise ValueError(f"pair '{name}': slices of {a.shape[1:]} pixels are too small to check alignment")
@@ -227,9 +287,10 @@ def check_alignment(a: np.ndarray, b: np.ndarray, name: str, minimum: float = MI
     zero = scores[(0, 0)]
     shift, best = max(scores.items(), key=lambda item: item[1])
     if zero < minimum or best > zero + SHIFT_MARGIN:
-        raise ValueError(f"pair '{name}': input and target are not aligned: correlation {zero:.3f} in "
-                         f"[-1000, 1000] HU (at least {minimum:g} expected), {best:.3f} with the target shifted by "
-                         f"{shift} voxels (y, x); register the target to the input first")
+        raise ValueError(f"pair '{name}': {roles[0]} and {roles[1]} are not aligned: correlation {zero:.3f} in "
+                         f"[{window[0]:g}, {window[1]:g}] {units} (at least {minimum:g} expected), {best:.3f} with the "
+                         f"{roles[1]} shifted by {shift} voxels (y, x); register the {roles[1]} to the {roles[0]} "
+                         "first")
     return zero
 
 
@@ -271,5 +332,5 @@ def file_sha256(path: Path) -> str:
 def manifest_hash(entries: list[Entry], hashes: dict[Path, str]) -> str:
     """One sha256 over the data: each entry's name, patient and its files' sha256 (``hashes``), sorted."""
     lines = sorted(f"{e.name}\t{e.patient}\t" + "\t".join(hashes[p] if p else "-" for p in (e.input, e.target))
-                   for e in entries)
+                   + "".join(f"\t{role}={hashes[p]}" for role, p in e.extras) for e in entries)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()

@@ -79,17 +79,23 @@ class SpectSlices(Dataset):
     """2.5D slices of cached studies: ``{"nac": (3, H, W), "mu": (3, H, W), "ac": (1, H, W)}`` in [−1, 1].
 
     All studies are held in memory normalised (a 64² × 40 study is 2 MB); ``study`` (N,) says
-    which study each slice came from.
+    which study each slice came from. Studies of smaller matrices (the user's, each on its own
+    field of view) are padded with empty space (no counts, no attenuation) to the largest, at the
+    bottom and right, so a batch stacks and no pixel moves.
     """
 
     def __init__(self, paths: list[Path]):
         from meddiffusion.tasks.spect.infer import context_stack
 
-        nac, mu, ac, study = [], [], [], []
-        for number, path in enumerate(paths):
+        studies = []
+        for path in paths:
             n, a, m = cache.read_item(path, "nac", "ac", "mu")
             scale = study_scale(n)
-            n, a, m = normalize_nac(n, scale), normalize_ac(a, scale), normalize_mu(m)
+            studies.append((normalize_nac(n, scale), normalize_ac(a, scale), normalize_mu(m)))
+        size = tuple(max((n.shape[i] for n, _, _ in studies), default=0) for i in (1, 2))
+        nac, mu, ac, study = [], [], [], []
+        for number, arrays in enumerate(studies):
+            n, a, m = (_pad(x, size) for x in arrays)
             keep = np.flatnonzero((n + 1).reshape(n.shape[0], -1).max(axis=1) / 2 >= MIN_SLICE_SHARE)
             for k in keep:
                 nac.append(context_stack(n, k))
@@ -108,6 +114,12 @@ class SpectSlices(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"nac": self.nac[index], "mu": self.mu[index], "ac": self.ac[index]}
+
+
+def _pad(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A normalised (z, y, x) study padded to ``size`` in-plane with −1 (nothing) at the bottom and right."""
+    rows, cols = size[0] - array.shape[1], size[1] - array.shape[2]
+    return np.pad(array, ((0, 0), (0, rows), (0, cols)), constant_values=-1.0) if rows or cols else array
 
 
 def _jsonable(value):

@@ -23,7 +23,8 @@ from meddiffusion.tasks.job import Table
 from meddiffusion.tasks.spect.model import (CONTEXT_SLICES, SpectModel, default_teacher, denormalize_ac, is_teacher,
                                             normalize_mu, normalize_nac, study_scale)
 
-__all__ = ["check_arguments", "run", "correct_study", "context_stack", "POLAR_FIELDS"]
+__all__ = ["check_arguments", "run", "correct_study", "context_stack", "model_grid", "attenuation_on_grid",
+           "POLAR_FIELDS"]
 
 #: a CT or μ-map must cover at least this share of the SPECT's field of view
 MIN_OVERLAP = 0.5
@@ -60,17 +61,22 @@ def context_stack(array: np.ndarray, index: int) -> np.ndarray:
 
 def _attenuation_map(job, grid: Volume) -> Volume | None:
     """μ (1/cm) on ``grid`` from --ct or --mumap, checked to cover the SPECT."""
-    from meddiffusion.physics.spect import hu_to_mu140
-
     source = job.inputs.get("ct") if job.inputs.get("ct") is not None else job.inputs.get("mumap")
     if source is None:
         return None
     flag = "--ct" if job.inputs.get("ct") is not None else "--mumap"
+    return attenuation_on_grid(source, grid, flag == "--ct", f"{flag} volume")
+
+
+def attenuation_on_grid(source: Volume, grid: Volume, is_ct: bool, what: str) -> Volume:
+    """μ (1/cm) on ``grid`` from a CT in HU (``is_ct``) or a μ-map, which must cover at least half the SPECT."""
+    from meddiffusion.physics.spect import hu_to_mu140
+
     covered = overlap_fraction(source, grid)
     if covered < MIN_OVERLAP:
-        raise ValueError(f"the {flag} volume covers only {covered:.0%} of the SPECT's field of view; expected the "
+        raise ValueError(f"the {what} covers only {covered:.0%} of the SPECT's field of view; expected the "
                          "same patient and position (at least 50 % overlap in world coordinates)")
-    return hu_to_mu140(source, grid) if flag == "--ct" else resample_onto(source, grid)
+    return hu_to_mu140(source, grid) if is_ct else resample_onto(source, grid)
 
 
 def correct_study(model: SpectModel, nac: Volume, mu: Volume | None = None, *, steps: int | None = None,
@@ -96,14 +102,13 @@ def correct_study(model: SpectModel, nac: Volume, mu: Volume | None = None, *, s
     return ac, nac.with_array(mu_out, modality="", units="1/cm")
 
 
-def _model_grid(model: SpectModel, nac: Volume) -> Volume:
-    """The NAC at the model's pixel size (and a matrix the network can pool), or as it is when it already fits."""
+def model_grid(nac: Volume, pixel_mm: float, multiple: int = 1) -> Volume:
+    """The NAC at a model's pixel size (and a matrix its network can pool), or as it is when it already fits."""
     pixel = float(min(nac.spacing[:2]))
     height, width = nac.shape[1:]
-    if abs(pixel / model.pixel_mm - 1) <= PIXEL_TOLERANCE and height % model.multiple == 0 \
-            and width % model.multiple == 0:
+    if abs(pixel / pixel_mm - 1) <= PIXEL_TOLERANCE and height % multiple == 0 and width % multiple == 0:
         return nac
-    return resample_inplane(nac, model.pixel_mm, multiple=model.multiple)
+    return resample_inplane(nac, pixel_mm, multiple=multiple)
 
 
 def run(job) -> tuple[dict, dict]:
@@ -113,7 +118,7 @@ def run(job) -> tuple[dict, dict]:
     nac = job.inputs["nac"]
     started = time.perf_counter()
     with job.progress.stage("prepare", total=1) as step:
-        grid = _model_grid(model, nac)
+        grid = model_grid(nac, model.pixel_mm, model.multiple)
         mu = _attenuation_map(job, grid) if model.teacher else None
         step()
     with job.progress.stage("correct", total=nac.shape[0]) as step:

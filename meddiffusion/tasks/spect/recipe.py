@@ -1,4 +1,6 @@
-"""``meddiff train spect``: PADM's teacher and student, and the bench's ablations, on simulated phantom studies.
+"""``meddiff train spect``: PADM's teacher and student, and the bench's ablations, on simulated phantom studies
+or fine-tuned on the user's own NAC/AC studies (``--source paired-folder``, ``--data``, ``--from-model``; see
+``userdata``).
 
 The studies (``physics.spect``: phantom patients of both sexes and all habitus, rest or stress,
 with and without perfusion defects) are cached once (``data``) and read as 2.5D slices. The
@@ -10,9 +12,9 @@ shipped pair is made by two commands. This declaration imports nothing heavy (``
 from __future__ import annotations
 
 from meddiffusion.tasks.registry import Option
-from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, Score, TrainingData
+from meddiffusion.training.recipe import PAIRED_FOLDER, PHANTOM, Outcome, Recipe, Score, TrainingData
 
-__all__ = ["RECIPE", "model_id_of", "network_kwargs"]
+__all__ = ["RECIPE", "model_id_of", "network_kwargs", "variant_of"]
 
 #: PADM leaves λ of eq. 18 open; 0.1 keeps the attention term near a tenth of the L1 at the start
 DEFAULT_AT_WEIGHT = 0.1
@@ -37,19 +39,50 @@ def network_kwargs(variant: str, config: str) -> dict:
     return kwargs
 
 
+def variant_of(architecture: dict) -> str:
+    """The ``--variant`` that trains a card's network: teacher, unet (regression), bridge (no physics) or student."""
+    kwargs = architecture.get("kwargs", {})
+    if kwargs.get("teacher"):
+        return "teacher"
+    if architecture.get("objective") == "regression":
+        return "unet"
+    return "student" if float(kwargs.get("alpha", 0.0)) > 0 else "bridge"
+
+
 def _protocol(args):
     from meddiffusion.physics.spect import SpectProtocol
 
     return SpectProtocol()
 
 
+def _grid_multiple(args) -> int:
+    """What the run's network needs its slices' sides divisible by (its pooling, a teacher's token grid)."""
+    import torch
+
+    from meddiffusion.nets.padm import PADMNet
+
+    with torch.device("meta"):  # the sizes alone: no weights made
+        return PADMNet(**architecture(args)["kwargs"]).multiple
+
+
 def build_data(args, progress) -> TrainingData:
-    """Studies ``0 .. studies-1`` of dataset ``--seed`` train, the next ``--val-studies`` validate (by patient)."""
+    """Studies ``0 .. studies-1`` of dataset ``--seed`` train, the next ``--val-studies`` validate (by patient).
+
+    With ``--source paired-folder`` the user's studies instead (``userdata.build_user_data``), on the
+    grid of the run's network.
+    """
     from pathlib import Path
 
     from meddiffusion.tasks.spect.data import SpectSlices, build_cache
     from meddiffusion.training.cache import read_meta
 
+    if (getattr(args, "source", None) or PHANTOM) != PHANTOM:
+        from meddiffusion.tasks.spect.userdata import build_user_data
+
+        return build_user_data(args, progress, float(architecture(args)["pixel_mm"]), _grid_multiple(args))
+    if getattr(args, "val_patients", None) is not None:
+        raise ValueError("--val-patients is read with --source paired-folder; the phantom source validates on "
+                         "--val-studies studies")
     if args.studies < 1 or args.val_studies < 1:
         raise ValueError(f"--studies and --val-studies must be >= 1, got {args.studies} and {args.val_studies}")
     folder = Path(args.data) if args.data else Path(args.out) / "data"
@@ -109,9 +142,10 @@ def from_card(args, entry):
     if arch.get("network") != "PADMNet":
         raise ValueError(f"--from-model '{entry.id}' uses the network {arch.get('network')!r}; meddiff train spect "
                          "fine-tunes PADMNet models only")
-    if bool(arch.get("kwargs", {}).get("teacher")) != (args.variant == "teacher"):
-        raise ValueError(f"--from-model '{entry.id}' is {'a teacher' if arch['kwargs'].get('teacher') else 'CT-free'}"
-                         f"; pass the matching --variant")
+    variant = variant_of(arch)
+    if variant != args.variant:
+        raise ValueError(f"--from-model '{entry.id}' is a {variant} model, not --variant {args.variant}; a fine-tune "
+                         f"keeps its parent's kind: pass --variant {variant}")
     check_parent_schedule(entry, args.timesteps, NUM_TIMESTEPS, "bridge timesteps")
     model = build_model(arch, entry.state_dict(), entry)
     args.start_architecture = arch
@@ -124,8 +158,9 @@ def _as_inference_model(args, net):
 
     from meddiffusion.tasks.spect.model import DEFAULT_STEPS, SpectModel
 
+    steps = int(architecture(args).get("sampler", {}).get("steps", min(DEFAULT_STEPS, args.timesteps)))
     return SpectModel(copy.deepcopy(net).eval(), _bridge(args), "regression" if args.variant == "unet" else "bridge",
-                      args.variant == "teacher", min(DEFAULT_STEPS, args.timesteps))
+                      args.variant == "teacher", steps)
 
 
 def _sampled_psnr(args, net, data, device, limit: int = SCORE_SLICES) -> float:
@@ -147,6 +182,8 @@ def _sampled_psnr(args, net, data, device, limit: int = SCORE_SLICES) -> float:
 
 
 def score(args, net, data, device) -> Score:
+    """PSNR of the network sampled as ``spect-ac`` runs it (seeded noise) on the validation slices, the gate's metric:
+    the same slices and noise for the model and its parent, so the figures differ by the network alone."""
     return Score({"psnr": _sampled_psnr(args, net, data, device)}, "psnr", higher_is_better=True)
 
 
@@ -185,10 +222,32 @@ def model_id(args) -> str:
     return model_id_of(args.variant, args.config)
 
 
-def card(args, outcome: Outcome) -> dict:
-    """Network, variant, bridge, sampler; the studies in words; validation figures before and after."""
+def _normalization() -> dict:
     from meddiffusion.tasks.spect.model import ACF_SCALE, MU_SCALE, SCALE_PERCENTILE
 
+    return {"kind": "study_scale", "percentile": SCALE_PERCENTILE, "acf_scale": ACF_SCALE, "mu_scale_per_cm": MU_SCALE,
+            "range": [-1, 1]}
+
+
+def _val_metrics(outcome: Outcome) -> dict:
+    return {f"val_{name}_{when}": values.get(name)
+            for when, values in (("start", outcome.val_start), ("end", outcome.val_end))
+            for name in ("l1", "psnr", "at")}
+
+
+def _description(args) -> str:
+    return {"teacher": "PADM teacher: Brownian bridge with the physics (ACF) head, attends to the μ-map",
+            "student": "PADM student (CT-free): Brownian bridge with the physics (ACF) head"
+                       + (f", distilled from {args.teacher or model_id_of('teacher', args.config)} (attention "
+                          f"transfer λ = {args.at_weight:g})" if args.at_weight > 0 else ""),
+            "bridge": "Brownian bridge without the physics head (PADM's ablation), CT-free",
+            "unet": "plain UNet regressor (one network call), CT-free"}[args.variant]
+
+
+def card(args, outcome: Outcome) -> dict:
+    """Network, variant, bridge, sampler; the studies in words; validation figures before and after."""
+    if (getattr(args, "source", None) or PHANTOM) != PHANTOM:
+        return _user_card(args, outcome)
     patients = outcome.data.info["patients"]
     protocol = _protocol(args)
 
@@ -205,26 +264,35 @@ def card(args, outcome: Outcome) -> dict:
         f"sub-diaphragmatic uptake varied): {protocol.matrix}² × {protocol.pixel_mm:g} mm, {protocol.views} views "
         f"over {protocol.orbit_deg:g}°, Poisson counts, OSEM {protocol.iterations}×{protocol.subsets} without (NAC, "
         f"input) and with the true μ-map (AC, target); data seed {args.seed}")
-    description = {"teacher": "PADM teacher: Brownian bridge with the physics (ACF) head, attends to the μ-map",
-                   "student": f"PADM student (CT-free): Brownian bridge with the physics (ACF) head, distilled from "
-                              f"{args.teacher or model_id_of('teacher', args.config)} (attention transfer λ = "
-                              f"{args.at_weight:g})",
-                   "bridge": "Brownian bridge without the physics head (PADM's ablation), CT-free",
-                   "unet": "plain UNet regressor (one network call), CT-free"}[args.variant]
-    metrics = {**{f"val_{name}_{when}": values.get(name)
-                  for when, values in (("start", outcome.val_start), ("end", outcome.val_end))
-                  for name in ("l1", "psnr", "at")},
-               "studies": args.studies, "val_studies": args.val_studies, "slices": len(outcome.data.train)}
+    metrics = {**_val_metrics(outcome), "studies": args.studies, "val_studies": args.val_studies,
+               "slices": len(outcome.data.train)}
     return {"architecture": architecture(args), "training_data": training_data,
-            "description": f"{description} ({args.config}, T={args.timesteps})",
-            "normalization": {"kind": "study_scale", "percentile": SCALE_PERCENTILE, "acf_scale": ACF_SCALE,
-                              "mu_scale_per_cm": MU_SCALE, "range": [-1, 1]},
+            "description": f"{_description(args)} ({args.config}, T={args.timesteps})",
+            "normalization": _normalization(), "metrics": {k: v for k, v in metrics.items() if v is not None}}
+
+
+def _user_card(args, outcome: Outcome) -> dict:
+    """The card of a run on the user's studies: which data, split and parent, in words (the numbers are in
+    provenance)."""
+    facts, patients = outcome.data.info["provenance"], outcome.data.info["patients"]
+    with_mu = sorted({info["mu"] for info in patients.values() if info.get("mu")})
+    start = f"fine-tuned from {outcome.parent.id}" if outcome.parent is not None else f"trained ({args.config})"
+    training_data = (f"{len(outcome.data.train)} transaxial slices (with their two neighbours) of the user's NAC/AC "
+                     f"SPECT studies from {facts['data']} ({facts['volumes']} studies"
+                     + (f", μ from the patient's {' or '.join('CT' if m == 'ct' else 'μ-map' for m in with_mu)}"
+                        if with_mu else "") + f"); validation patients {', '.join(facts['split']['val'])}; manifest "
+                     f"sha256 {facts['manifest_sha256'][:12]}")
+    metrics = {**_val_metrics(outcome), "slices": len(outcome.data.train), "patients": len(facts["split"]["train"]),
+               "val_patients": len(facts["split"]["val"])}
+    return {"architecture": architecture(args), "training_data": training_data, "normalization": _normalization(),
+            "description": f"{_description(args)}, {start} on the user's studies ({args.source})",
             "metrics": {k: v for k, v in metrics.items() if v is not None}}
 
 
 RECIPE = Recipe(
     name="spect",
-    description="SPECT attenuation correction: PADM's teacher and student (and ablations) on simulated phantom studies",
+    description="SPECT attenuation correction: PADM's teacher and student (and ablations) on simulated phantom studies "
+                "or the user's NAC/AC pairs",
     configs={"paper": "GPU", "small": "CPU", "tiny": "tests"},
     options=(
         Option(("--variant",), {"choices": ("teacher", "student", "bridge", "unet"), "default": "student",
@@ -240,17 +308,26 @@ RECIPE = Recipe(
                                                                      "120)"}),
         Option(("--val-studies",), {"type": int, "default": 16, "help": "validation studies, the next patients "
                                                                         "(default: 16)"}),
-        Option(("--data",), {"metavar": "DIR", "help": "study cache to use and fill, shareable between runs with the "
-                                                       "same --seed (default: <out>/data)"}),
+        Option(("--data",), {"metavar": "DIR|CSV",
+                             "help": "phantom: the study cache to use and fill, shareable between runs with the same "
+                                     "--seed (default: <out>/data); --source paired-folder: DIR with one folder per "
+                                     "patient holding nac and ac volumes (and ct or mumap for the teacher), or "
+                                     "input/ (NAC) and target/ (AC) matched by name, or a CSV with columns "
+                                     "input,target[,patient][,ct][,mumap]"}),
+        Option(("--val-patients",), {"type": float, "metavar": "N", "default": None,
+                                     "help": "validation patients with --source paired-folder: a count, or a "
+                                             "fraction below 1 (default: 0.2, at least 1), drawn by --seed"}),
         Option(("--timesteps",), {"type": int, "default": 500, "help": "bridge timesteps T (default: 500, PADM's)"}),
     ),
     defaults={"steps": 4000, "batch_size": 16, "lr": 2e-4},
-    sources=(PHANTOM,),
+    sources=(PHANTOM, PAIRED_FOLDER),
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
     card=card, from_card=from_card, score=score, preview=preview,
     example="""  meddiff train spect --variant teacher --config small --data runs/spect-data --out runs/spect-teacher
   meddiff train spect --variant student --config small --data runs/spect-data --out runs/spect-student \\
       --teacher spect-padm-teacher-small
   meddiff train spect --variant bridge --config small --data runs/spect-data --out runs/spect-bbdm
-  meddiff train spect --variant unet --config small --data runs/spect-data --out runs/spect-unet""",
+  meddiff train spect --variant unet --config small --data runs/spect-data --out runs/spect-unet
+  meddiff train spect --source paired-folder --data my_studies/ --from-model spect-padm-student-small --at-weight 0 \\
+      --steps 300 --out runs/spect-mine --register spect-mine""",
 )
