@@ -83,10 +83,13 @@ def test_command_lines_reproduce_the_shipped_cards():
 
 
 def test_the_recipes_declare_their_options_without_torch():
-    code = ("import sys; from meddiffusion.commands.train import recipes; "
-            "print([(r.name, len(r.options)) for r in recipes()], 'torch' in sys.modules)")
+    code = ("import json, sys; from meddiffusion.commands.train import recipes; "
+            "print(json.dumps([{r.name: [o.flags[0] for o in r.options] for r in recipes()}, 'torch' in sys.modules]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[('ldct', 12), ('motion', 12), ('spect', 8)] False"
+    options, torch_loaded = json.loads(result.stdout)
+    assert list(options) == ["ldct", "motion", "spect", "petmr"] and not torch_loaded
+    assert [len(options[name]) for name in ("ldct", "motion", "spect")] == [12, 12, 8]
+    assert {"--no-mr", "--subjects", "--val-subjects", "--kind", "--patch", "--data"} <= set(options["petmr"])
 
 
 def test_one_ema_rule_for_every_task():

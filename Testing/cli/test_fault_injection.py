@@ -3,8 +3,8 @@
 For each task the suite writes a small valid input from the task's input rule and limits, then
 checks: bad and colliding paths, truncated and irregular inputs, an unwritable destination, an
 unknown suffix and an input outside the task's limits all exit 2 before any output appears, and
-SIGTERM at each stage of a real run (with the task's default model) ends all-or-nothing with
-an event that says which.
+SIGTERM at each stage of a real run (with the task's default model, or an untrained tiny one
+for a task that ships none) ends all-or-nothing with an event that says which.
 """
 
 from __future__ import annotations
@@ -25,12 +25,28 @@ from meddiffusion.tasks.registry import all_tasks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slicer"))
 import spect_phantom  # noqa: E402 - the synthetic perfusion study the SPECT module's tests share
+import tiny_models  # noqa: E402 - untrained tiny networks as catalogue cards
 
 TASKS = [spec for spec in all_tasks()]
+
+
+def pet_array(slices: int) -> np.ndarray:
+    """A small FDG PET in SUV: body 1.2, a liver 2.5, a lesion 8, with count noise (32² voxels a slice)."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:slices, :32, :32]
+    suv = np.where(((y - 16) / 13) ** 2 + ((x - 16) / 15) ** 2 < 1, 1.2, 0.02)
+    suv[((y - 20) / 6) ** 2 + ((x - 10) / 5) ** 2 < 1] = 2.5
+    suv[(z - slices // 2) ** 2 + (y - 12) ** 2 + (x - 20) ** 2 < 2 ** 2] = 8.0
+    return (rng.poisson(suv * 40) / 40).astype(np.float32)
+
+
+#: no trained PET model ships: the module registers an untrained tiny one (RUN_ARGUMENTS names it)
+TINY_MODELS = (tiny_models.petmr_model,)
 #: arguments a task needs to run on the small generic input (motion: where to look, since it holds no heart)
-RUN_ARGUMENTS = {"motion": ("--roi", 8, 40, 8, 40, 0, 4)}
+RUN_ARGUMENTS = {"motion": ("--roi", 8, 40, 8, 40, 0, 4), "petmr": ("--model", "tiny-petmr")}
 #: tasks whose outputs need anatomy the generic image lacks: (array maker by slice count, voxel mm, slices)
-SAMPLES = {"spect": (lambda slices: spect_phantom.heart_array((slices, 32, 32)), (6.4, 6.4, 6.4), 24)}
+SAMPLES = {"spect": (lambda slices: spect_phantom.heart_array((slices, 32, 32)), (6.4, 6.4, 6.4), 24),
+           "petmr": (pet_array, (3.0, 3.0, 3.0), 12)}
 
 
 def sample_array(rule: str, slices: int) -> np.ndarray:
@@ -89,6 +105,18 @@ def refused(spec, tmp_path, inputs, outputs, *extra, match: str) -> None:
     assert match in events[-1]["message"], events[-1]["message"]
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # nothing the user had changed, nothing new appeared
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model_folder(tmp_path_factory):
+    """The children inherit ``MEDDIFF_MODEL_DIR``; the shipped models stay visible beside these."""
+    from meddiffusion.catalog import register_user_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDDIFF_MODEL_DIR", str(tmp_path_factory.mktemp("models")))
+        for build in TINY_MODELS:
+            register_user_model(*build())
+        yield
 
 
 @pytest.fixture(params=TASKS, ids=[spec.name for spec in TASKS])

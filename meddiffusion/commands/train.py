@@ -17,6 +17,7 @@ import argparse
 import os
 import shlex
 import sys
+import textwrap
 
 from meddiffusion.tasks import registry
 from meddiffusion.tasks.registry import Option
@@ -76,7 +77,9 @@ def add_parser(subparsers) -> None:
                               description=__doc__, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", metavar="<task>", required=True)
     for recipe in found:
-        sub = tasks.add_parser(recipe.name, help=recipe.description, description=recipe.description)
+        sub = tasks.add_parser(recipe.name, help=recipe.description, description=textwrap.fill(recipe.description, 79),
+                               epilog="examples:\n" + recipe.example if recipe.example else None,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         for option in COMMON_OPTIONS + recipe.options + RUN_OPTIONS:
             sub.add_argument(*option.flags, **{**option.kwargs, **_task_help(recipe, option)})
         sub.set_defaults(**recipe.defaults)

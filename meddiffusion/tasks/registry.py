@@ -25,6 +25,7 @@ TASK_PACKAGES = (
     "meddiffusion.tasks.ldct",
     "meddiffusion.tasks.motion",
     "meddiffusion.tasks.spect",
+    "meddiffusion.tasks.petmr",
 )
 
 #: what an input or output can be, and the file suffixes each kind is written with

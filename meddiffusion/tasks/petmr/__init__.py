@@ -44,8 +44,8 @@ checked against the input's and kept within 1 %.""",
         Option(("--batch-size",), {"type": int, "default": 1, "help": "sliding windows per network call "
                                                                      "(default: 1)"}),
         Option(("--overlap",), {"type": float, "default": 0.25, "help": "overlap of the sliding windows for volumes "
-                                                                       "larger than the model's window, 0-0.9 "
-                                                                       "(default: 0.25)"}),
+                                                                       "larger than the model's window, from 0 "
+                                                                       "to below 1 (default: 0.25)"}),
         Option(("--seed",), {"type": int, "default": 0, "help": "seed of the sampler's starting noise (default: 0)"}),
     ),
     infer="meddiffusion.tasks.petmr.infer:run",
