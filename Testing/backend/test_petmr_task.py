@@ -124,11 +124,14 @@ def tiny_models(tmp_path, monkeypatch):
 
 
 def test_the_model_follows_whether_an_mr_is_given(tiny_models):
+    from meddiffusion.catalog import get_model
+    from meddiffusion.tasks.petmr.model import uses_mr
+
     guided, pet_only = tiny_models
-    for mr, expected in (("mr.nrrd", guided), (None, pet_only)):
+    for mr in ("mr.nrrd", None):        # the cards' first model of the right kind (shipped ones rank with them)
         args = argparse.Namespace(model=None, mr=mr, overlap=0.25, device="cpu")
         infer.check_arguments(args, frozenset())
-        assert args.model == expected
+        assert uses_mr(get_model(args.model)) == (mr is not None)
     with pytest.raises(ValueError, match="MR-guided"):
         infer.check_arguments(argparse.Namespace(model=guided, mr=None, overlap=0.25), frozenset())
     with pytest.raises(ValueError, match="PET only"):
@@ -151,7 +154,8 @@ def test_the_command_path_denoises_a_tiny_pet_on_its_grid_in_its_units(tiny_mode
     write_volume(pet, tmp_path / "pet.nrrd")
     write_volume(mr, tmp_path / "mr.nrrd")
     args = argparse.Namespace(_task=SPEC, pet=str(tmp_path / "pet.nrrd"), mr=str(tmp_path / "mr.nrrd") if with_mr
-                              else None, output=str(tmp_path / "out.nrrd"), model=None, steps=2, batch_size=2,
+                              else None, output=str(tmp_path / "out.nrrd"), model=tiny_models[0 if with_mr else 1],
+                              steps=2, batch_size=2,
                               overlap=0.25, seed=0, device="cpu", threads=1, precision="auto",
                               no_value_check=False)
     result = run_command(args, Progress())
@@ -169,7 +173,7 @@ def test_a_tiny_training_run_lowers_the_validation_loss(tmp_path, monkeypatch):
 
     monkeypatch.setattr(recipe, "_protocols", lambda args: dict(TINY))
     args = argparse.Namespace(config="tiny", no_mr=False, subjects=2, val_subjects=1, kind="both", patch=16,
-                              data=str(tmp_path / "data"), out=str(tmp_path / "run"), seed=0)
+                              data=str(tmp_path / "data"), out=str(tmp_path / "run"), seed=0, variant="csrd")
     data = recipe.build_data(args, Progress())
     torch.manual_seed(0)
     net = recipe.make_model(args)
@@ -194,6 +198,46 @@ def test_a_tiny_training_run_lowers_the_validation_loss(tmp_path, monkeypatch):
         optimizer.step()
     after = val_loss()
     assert after < 0.8 * before
+    # the gate's metric and the preview sample the validation patches as pet-denoise does
+    score = recipe.score(args, net, data, "cpu")
+    assert score.metric == "psnr" and math.isfinite(score.values["psnr"])
+    assert recipe.score(args, net, data, "cpu").values == score.values          # seeded: a model vs its parent
+    low, output, full = recipe.preview(args, net, data, "cpu")
+    assert low.shape == output.shape == full.shape == (1, 16, 16)
     assert recipe.model_id(args) == "petmr-csrd-tiny"
     args.no_mr = True
     assert recipe.model_id(args) == "petmr-csrd-nomr-tiny" and recipe.make_model(args).in_channels == 5
+
+
+def test_the_plain_unet_baseline_trains_by_regression_and_runs_in_one_pass(tmp_path, monkeypatch):
+    from meddiffusion.progress import Progress
+    from meddiffusion.tasks.petmr import recipe
+    from meddiffusion.tasks.petmr.model import build_model
+
+    monkeypatch.setattr(recipe, "_protocols", lambda args: dict(TINY))
+    args = argparse.Namespace(config="tiny", no_mr=False, subjects=2, val_subjects=1, kind="both", patch=32,
+                              data=str(tmp_path / "data"), out=str(tmp_path / "run"), seed=0, variant="unet")
+    data = recipe.build_data(args, Progress())
+    torch.manual_seed(0)
+    net = recipe.make_model(args)
+    loss_fn, val_fn = recipe.make_loss(args, lambda: 0), recipe.make_val(args)
+    batch = {key: torch.stack([data.train[i][key] for i in range(4)]) for key in data.train[0]}
+    with torch.no_grad():
+        before = float(val_fn(net, batch)["loss"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss, _ = loss_fn(net, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(val_fn(net, batch)["loss"]) < 0.8 * before
+    assert recipe.model_id(args) == "petmr-unet-tiny"
+    model = build_model(recipe.architecture(args), net.state_dict())
+    assert model.objective == "regression" and model.use_mr
+    pet = Volume(np.abs(np.random.default_rng(0).normal(2, 0.5, (10, 20, 20))).astype(np.float32), (3.0, 3.0, 3.0))
+    mr = pet.with_array(np.random.default_rng(1).random((10, 20, 20)).astype(np.float32))
+    calls = []
+    out, figures = infer.denoise(model, pet, mr, steps=8, callback=lambda done, total: calls.append(done))
+    assert out.shape == pet.shape and calls == [1]                    # one network pass, whatever the steps
+    assert abs(out.array.sum() / pet.array.sum() - 1) <= infer.TOTAL_TOLERANCE + 1e-4

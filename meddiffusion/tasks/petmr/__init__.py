@@ -3,7 +3,8 @@
 The task's declaration (torch-free). Its code: ``model`` (CSRD's normalisation, the network and
 sampler settings), ``infer`` (MR registration onto the PET, the Heun sampler over the whole
 volume through sliding windows with global coordinate channels, units and total activity),
-``data``, ``losses`` and ``recipe`` (training on simulated brain and thorax PET/MR subjects).
+``data``, ``losses`` and ``recipe`` (training on simulated brain and thorax PET/MR subjects),
+``bench`` (held-out subjects at the unseen DRF 10 against classical filters and a plain UNet).
 The simulation is ``meddiffusion.physics.pet`` (``meddiff simulate-pet``).
 """
 
@@ -52,6 +53,10 @@ checked against the input's and kept within 1 %.""",
     check_arguments="meddiffusion.tasks.petmr.infer:check_arguments",
     load_model="meddiffusion.tasks.petmr.model:load_model",
     recipe="meddiffusion.tasks.petmr.recipe",
+    bench="meddiffusion.tasks.petmr.bench",
+    bench_summary="PET denoising at the unseen DRF 10 on held-out simulated brains and thoraces: PSNR/SSIM, lesion "
+                  "SUVmax/SUVmean bias, contrast recovery, background CoV, s per volume; Gaussian, NLM, BM4D, UNet "
+                  "and CSRD with and without MR",
     simulate_pair="meddiffusion.physics.pet:simulate_pet_subject",
     commands=("meddiffusion.commands.simulate_pet",),
     module="PETMRDenoise",

@@ -127,7 +127,7 @@ def conditions(model: PetmrModel, low_n: np.ndarray, mr_n: np.ndarray | None, de
     """(1, C, D', H', W') [MR, PET_low, x, y, z], zero-padded to the network's multiple.
 
     The coordinates are those of the whole (unpadded) volume, so every window cut from it
-    carries its own position.
+    carries its own position. The plain UNet baseline reads [MR, PET_low] only.
     """
     from meddiffusion.nets.csrd import global_coordinates
 
@@ -137,6 +137,8 @@ def conditions(model: PetmrModel, low_n: np.ndarray, mr_n: np.ndarray | None, de
     channels = torch.zeros((len(images), *padded), dtype=torch.float32)
     for k, image in enumerate(images):
         channels[k, : shape[0], : shape[1], : shape[2]] = torch.from_numpy(np.asarray(image, np.float32))
+    if model.objective == "regression":
+        return channels[None].to(device)
     coords = global_coordinates(padded, shape)
     return torch.cat([channels, coords])[None].to(device)
 
@@ -150,6 +152,12 @@ def sample_residual(model: PetmrModel, cond: torch.Tensor, *, steps: int, overla
     window = max(model.multiple, window // model.multiple * model.multiple)
     roi = tuple(min(window, s) for s in cond.shape[2:])
     inferer = SlidingWindowInferer(roi, sw_batch_size=batch_size, overlap=overlap, mode="gaussian")
+    if model.objective == "regression":
+        with torch.inference_mode():
+            r = inferer(cond, model.net)
+        if callback is not None:
+            callback(1, 1)
+        return r
     precond = EDMPreconditioning(model.sigma_data)
 
     def net_fn(x_in: torch.Tensor, c: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
@@ -191,7 +199,7 @@ def denoise(model: PetmrModel, pet: Volume, mr: Volume | None = None, *, steps: 
 def run(job) -> tuple[dict, dict]:
     """The task's ``infer``: the denoised PET on the input's grid, with the registration and activity figures."""
     model: PetmrModel = job.model
-    steps = model.check_steps(job.steps)
+    steps = model.check_steps(job.steps) if model.objective == "edm" else 1
     pet = job.inputs["pet"]
     started = time.perf_counter()
     info: dict = {"model": model.id, "steps": steps, "mr_guided": model.use_mr}
@@ -212,7 +220,7 @@ def run(job) -> tuple[dict, dict]:
     where = ("" if reg is None else
              f"; MR {'registered' if reg['registered'] else 'aligned'} (measured {reg['shift_mm']:.1f} mm, "
              f"{reg['rotation_deg']:.1f}°)")
-    info["summary"] = (f"denoised a {'×'.join(map(str, pet.shape[::-1]))} PET with {model.id} ({steps} Heun steps, "
+    info["summary"] = (f"denoised a {'×'.join(map(str, pet.shape[::-1]))} PET with {model.id} ({f'{steps} Heun steps' if model.objective == 'edm' else 'one pass'}, "
                        f"{'MR-guided' if model.use_mr else 'PET only'}) in {info['seconds']:.1f} s{where}; total "
                        f"activity × {figures['total_activity_ratio']:.3f}"
                        + (" (rescaled to the input's)" if figures["total_rescaled"] else ""))

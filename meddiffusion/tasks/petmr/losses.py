@@ -6,6 +6,9 @@ preconditioned denoiser D (``diffusion.edm``, σ_data = 0.5) is scored by
 sample; here they are averaged over its voxels instead, which only divides the loss by the
 patch volume and keeps it near 1 whatever the patch size (the trainer clips the gradient norm,
 so its scale matters). The network sees [c_in r_σ, (MR), PET_low, x, y, z].
+
+The plain 3D UNet baseline (``--variant unet``) regresses r from [(MR), PET_low] with an L1
+loss, the usual choice for image-to-image denoisers (less blur than L2).
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from meddiffusion.diffusion.edm import EDMPreconditioning
 from meddiffusion.tasks.petmr.model import P_MEAN, P_STD, SIGMA_DATA
 from meddiffusion.training.sampler import fixed_noise_val
 
-__all__ = ["conditions_of", "make_loss_fn", "make_val_fn"]
+__all__ = ["conditions_of", "make_loss_fn", "make_val_fn", "make_regression_loss_fn"]
 
 
-def conditions_of(batch: dict[str, torch.Tensor], use_mr: bool, device) -> torch.Tensor:
-    """(B, 4 or 5, P, P, P): [MR, PET_low, x, y, z] or [PET_low, x, y, z]."""
-    parts = ([batch["mr"]] if use_mr else []) + [batch["low"], batch["coords"]]
+def conditions_of(batch: dict[str, torch.Tensor], use_mr: bool, device, coords: bool = True) -> torch.Tensor:
+    """(B, 4 or 5, P, P, P): [MR, PET_low, x, y, z] or [PET_low, x, y, z] (without x, y, z: ``coords=False``)."""
+    parts = ([batch["mr"]] if use_mr else []) + [batch["low"]] + ([batch["coords"]] if coords else [])
     return torch.cat([part.to(device) for part in parts], dim=1)
 
 
@@ -46,3 +49,14 @@ def make_loss_fn(use_mr: bool, p_mean: float = P_MEAN, p_std: float = P_STD, sig
 def make_val_fn(use_mr: bool, seed: int = 0):
     """Validation loss with the same σ and noise at every validation."""
     return fixed_noise_val(make_loss_fn(use_mr), seed)
+
+
+def make_regression_loss_fn(use_mr: bool):
+    """``loss_fn`` of the plain UNet baseline: mean |UNet([MR], PET_low) − r|; also its validation."""
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator=None):  # noqa: ARG001
+        device = next(model.parameters()).device
+        loss = (model(conditions_of(batch, use_mr, device, coords=False)) - batch["r"].to(device)).abs().mean()
+        return loss, {"l1": loss.detach()}
+
+    return loss_fn

@@ -10,7 +10,9 @@
   noise ln σ ~ N(−1.2, 1.2²), Heun sampling from σ_max = 80 to σ_min = 0.002, ρ = 7).
 
 A model is a :class:`~meddiffusion.nets.csrd.CSRDUNet3D` with (``use_mr``) or without the MR
-channel; the second runs on PET alone and is the ablation of the first.
+channel; the second runs on PET alone and is the ablation of the first. The bench's plain 3D
+UNet baseline (MONAI's ``BasicUNet``, ``objective="regression"``) reads the same normalised PET
+and MR, without coordinates or noise, and predicts the residual in one pass.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from meddiffusion.catalog import ModelEntry, list_models, load_task_model
 
 __all__ = ["TASK", "SIGMA_DATA", "P_MEAN", "P_STD", "DEFAULT_STEPS", "PATCH", "WINDOW", "MR_PERCENTILE",
-           "normalize_mr", "pet_range", "normalize_pet", "denormalize_pet", "PetmrModel", "build_model",
+           "normalize_mr", "pet_range", "normalize_pet", "denormalize_pet", "PetmrModel", "build_model", "plain_unet",
            "load_model", "default_model_for", "architecture_of"]
 
 TASK = "petmr"
@@ -86,6 +88,7 @@ class PetmrModel:
     sigma_max: float = SIGMA_MAX
     rho: float = RHO
     entry: ModelEntry | None = None
+    objective: str = "edm"
 
     @property
     def id(self) -> str:
@@ -121,10 +124,18 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
     """A :class:`PetmrModel` from a card's ``architecture`` and, optionally, its tensors."""
     from meddiffusion.nets.csrd import CSRDUNet3D
 
-    if not isinstance(architecture, dict) or architecture.get("network") != "CSRDUNet3D":
-        raise ValueError(f"a PET/MR model must use the CSRDUNet3D network, got {architecture.get('network')!r}"
-                         if isinstance(architecture, dict) else "architecture must be the model card's dict")
+    if not isinstance(architecture, dict) or architecture.get("network") not in ("CSRDUNet3D", "BasicUNet"):
+        raise ValueError(f"a PET/MR model must use the CSRDUNet3D (or BasicUNet) network, got "
+                         f"{architecture.get('network')!r}" if isinstance(architecture, dict)
+                         else "architecture must be the model card's dict")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in architecture.get("kwargs", {}).items()}
+    if architecture["network"] == "BasicUNet":
+        net = plain_unet(**kwargs)
+        if state is not None:
+            net.load_state_dict(dict(state))
+        return PetmrModel(net.eval(), bool(kwargs.get("use_mr", True)), {"cpu": 1, "cuda": 1},
+                          int(architecture.get("sampler", {}).get("window", WINDOW)), entry=entry,
+                          objective="regression")
     diffusion = architecture.get("diffusion", {})
     if float(diffusion.get("sigma_data", SIGMA_DATA)) != SIGMA_DATA:
         raise ValueError(f"this task's EDM uses sigma_data = {SIGMA_DATA}; the card says {diffusion['sigma_data']}")
@@ -137,6 +148,15 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
     return PetmrModel(net.eval(), net.use_mr, steps, int(sampler.get("window", WINDOW)), SIGMA_DATA,
                       float(sampler.get("sigma_min", SIGMA_MIN)), float(sampler.get("sigma_max", SIGMA_MAX)),
                       float(sampler.get("rho", RHO)), entry)
+
+
+def plain_unet(use_mr: bool = True, features=(16, 16, 32, 64, 128, 16)) -> torch.nn.Module:
+    """The plain 3D UNet baseline: MONAI's BasicUNet on [MR, PET_low] (or PET_low) → residual."""
+    from monai.networks.nets import BasicUNet
+
+    net = BasicUNet(spatial_dims=3, in_channels=2 if use_mr else 1, out_channels=1, features=tuple(features))
+    net.use_mr, net.multiple = bool(use_mr), 32  # four poolings, and instance norm needs 2³ at the bottom
+    return net
 
 
 def uses_mr(entry: ModelEntry) -> bool:

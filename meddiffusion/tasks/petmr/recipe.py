@@ -3,13 +3,14 @@
 Subjects (``physics.pet``: MNI152 brains and phantom thoraces with lesions, full count and DRF
 4, 6, 8; DRF 10 stays out for the bench) are cached once (``data``) and read as random patches
 with their coordinates. ``--no-mr`` trains the PET-only model, CSRD's ablation and the model
-for PET without an MR. This declaration imports nothing heavy (``meddiff --help`` reads it).
+for PET without an MR; ``--variant unet`` the bench's plain 3D UNet baseline (MONAI's BasicUNet
+regressing the residual on the same patches). This declaration imports nothing heavy (``meddiff --help`` reads it).
 """
 
 from __future__ import annotations
 
 from meddiffusion.tasks.registry import Option
-from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, TrainingData
+from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, Score, TrainingData
 
 __all__ = ["RECIPE", "model_id_of", "network_kwargs"]
 
@@ -17,14 +18,21 @@ __all__ = ["RECIPE", "model_id_of", "network_kwargs"]
 PER_VOLUME, VAL_PER_VOLUME = 32, 2
 
 
-def model_id_of(use_mr: bool, config: str) -> str:
-    """``petmr-csrd-<config>`` (MR-guided) or ``petmr-csrd-nomr-<config>`` (PET only)."""
-    return f"petmr-csrd-{config}" if use_mr else f"petmr-csrd-nomr-{config}"
+#: the plain UNet baseline's BasicUNet features per --config
+UNET_FEATURES = {"paper": (32, 32, 64, 128, 256, 32), "small": (16, 16, 32, 64, 128, 16), "tiny": (4, 4, 8, 8, 16, 4)}
 
 
-def network_kwargs(config: str) -> dict:
+def model_id_of(use_mr: bool, config: str, variant: str = "csrd") -> str:
+    """``petmr-csrd-<config>`` (MR-guided), ``petmr-csrd-nomr-<config>`` (PET only), ``petmr-unet-<config>``."""
+    name = "csrd" if variant == "csrd" else "unet"
+    return f"petmr-{name}-{config}" if use_mr else f"petmr-{name}-nomr-{config}"
+
+
+def network_kwargs(config: str, variant: str = "csrd") -> dict:
     from meddiffusion.nets.csrd import CSRD_CONFIGS
 
+    if variant == "unet":
+        return {"features": list(UNET_FEATURES[config])}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in CSRD_CONFIGS[config].items()}
 
 
@@ -41,7 +49,7 @@ def _check(args) -> None:
 
     if args.subjects < 1 or args.val_subjects < 1:
         raise ValueError(f"--subjects and --val-subjects must be >= 1, got {args.subjects} and {args.val_subjects}")
-    multiple = 2 ** (len(network_kwargs(args.config)["channel_mult"]) - 1)
+    multiple = 32 if args.variant == "unet" else 2 ** (len(network_kwargs(args.config)["channel_mult"]) - 1)
     if args.patch < multiple or args.patch % multiple:
         raise ValueError(f"--patch must be a multiple of {multiple} for the {args.config} network, got {args.patch} "
                          f"(CSRD: {PATCH})")
@@ -69,19 +77,25 @@ def build_data(args, progress) -> TrainingData:
 
 def make_model(args):
     from meddiffusion.nets.csrd import CSRDUNet3D
+    from meddiffusion.tasks.petmr.model import plain_unet
 
+    if args.variant == "unet":
+        return plain_unet(not args.no_mr, **network_kwargs(args.config, "unet"))
     return CSRDUNet3D(use_mr=not args.no_mr, **network_kwargs(args.config))
 
 
 def make_loss(args, step):  # noqa: ARG001 - no schedule over the steps
-    from meddiffusion.tasks.petmr.losses import make_loss_fn
+    from meddiffusion.tasks.petmr.losses import make_loss_fn, make_regression_loss_fn
 
-    return make_loss_fn(not args.no_mr)
+    return make_regression_loss_fn(not args.no_mr) if args.variant == "unet" else make_loss_fn(not args.no_mr)
 
 
 def make_val(args):
-    from meddiffusion.tasks.petmr.losses import make_val_fn
+    from meddiffusion.tasks.petmr.losses import make_regression_loss_fn, make_val_fn
+    from meddiffusion.training.sampler import fixed_noise_val
 
+    if args.variant == "unet":
+        return fixed_noise_val(make_regression_loss_fn(not args.no_mr), args.seed)
     return make_val_fn(not args.no_mr, args.seed)
 
 
@@ -90,9 +104,10 @@ def from_card(args, entry):
     from meddiffusion.tasks.petmr.model import build_model
 
     arch = entry.architecture
-    if arch.get("network") != "CSRDUNet3D":
-        raise ValueError(f"--from-model '{entry.id}' uses the network {arch.get('network')!r}; meddiff train petmr "
-                         "fine-tunes CSRDUNet3D models only")
+    wanted = "BasicUNet" if args.variant == "unet" else "CSRDUNet3D"
+    if arch.get("network") != wanted:
+        raise ValueError(f"--from-model '{entry.id}' uses the network {arch.get('network')!r}; --variant "
+                         f"{args.variant} fine-tunes {wanted} models")
     model = build_model(arch, entry.state_dict(), entry)
     if model.use_mr == bool(args.no_mr):
         raise ValueError(f"--from-model '{entry.id}' {'reads' if model.use_mr else 'does not read'} the MR; "
@@ -101,16 +116,75 @@ def from_card(args, entry):
     return model.net.train()
 
 
+def _as_inference_model(args, net):
+    """A copy of ``net`` wrapped as ``pet-denoise`` runs it (EDM Heun sampler or one regression pass)."""
+    import copy
+
+    from meddiffusion.tasks.petmr.model import PetmrModel
+
+    return PetmrModel(copy.deepcopy(net).eval(), use_mr=bool(net.use_mr),
+                      objective="regression" if args.variant == "unet" else "edm")
+
+
+def _sampled(args, net, item: dict, device):
+    """(x̂_full, x_full) of one validation patch in the low-count image's scale, sampled as at inference."""
+    from meddiffusion.tasks.petmr.infer import sample_residual
+    from meddiffusion.tasks.petmr.losses import conditions_of
+
+    model = _as_inference_model(args, net)
+    batch = {key: value[None] for key, value in item.items()}
+    cond = conditions_of(batch, model.use_mr, device, coords=model.objective == "edm")
+    r = sample_residual(model, cond, steps=model.default_steps("cpu"), seed=0, window=cond.shape[-1])
+    low = batch["low"].to(device)
+    return (low + r).float().cpu(), (low + batch["r"].to(device)).float().cpu()
+
+
+def score(args, net, data, device) -> Score:
+    """PSNR of the validation patches sampled as ``pet-denoise`` runs (seeded, CPU default steps), in the
+    low-count image's [0, 1] scale: the registration gate's metric, the same patches and noise for a
+    model and its parent."""
+    import math
+
+    import torch
+
+    errors = []
+    with torch.inference_mode():
+        for index in range(len(data.val)):
+            estimate, target = _sampled(args, net, data.val[index], device)
+            errors.append(float(((estimate - target) ** 2).mean()))
+    mse = sum(errors) / len(errors)
+    return Score({"psnr": math.inf if mse == 0 else 10 * math.log10(1.0 / mse)}, "psnr", higher_is_better=True)
+
+
+def preview(args, net, data, device):
+    """The middle slice of the first validation patch: low count, the network's output and the full count."""
+    import numpy as np
+
+    from meddiffusion.io import Volume
+
+    item = data.val[0]
+    estimate, target = _sampled(args, net, item, device)
+    middle = item["low"].shape[1] // 2
+    as_volume = lambda a: Volume(np.asarray(a, np.float32)[None], modality="PT")  # noqa: E731
+    return (as_volume(item["low"][0, middle]), as_volume(estimate[0, 0, middle]),
+            as_volume(target[0, 0, middle]))
+
+
 def architecture(args) -> dict:
     from meddiffusion.tasks.petmr.model import architecture_of
 
     if getattr(args, "start_architecture", None):
         return args.start_architecture
+    if args.variant == "unet":
+        from meddiffusion.tasks.petmr.model import WINDOW
+
+        return {"network": "BasicUNet", "kwargs": {**network_kwargs(args.config, "unet"), "use_mr": not args.no_mr},
+                "objective": "regression", "sampler": {"window": WINDOW}, "patch": int(args.patch)}
     return architecture_of(not args.no_mr, network_kwargs(args.config), args.patch)
 
 
 def model_id(args) -> str:
-    return model_id_of(not args.no_mr, args.config)
+    return model_id_of(not args.no_mr, args.config, args.variant)
 
 
 def card(args, outcome: Outcome) -> dict:
@@ -135,12 +209,15 @@ def card(args, outcome: Outcome) -> dict:
         f"seed {args.seed}")
     inputs = "low-count PET, T1 MR and x/y/z coordinates" if not args.no_mr else \
         "low-count PET and x/y/z coordinates (no MR: PET only, CSRD's ablation)"
+    description = f"CSRD: EDM residual diffusion (r = full − low) with a 3D DDPM++-style UNet on {inputs} ({args.config})"
+    if args.variant == "unet":
+        description = (f"plain 3D UNet baseline (MONAI BasicUNet, L1 regression of r = full − low) on low-count PET"
+                       f"{' and T1 MR' if not args.no_mr else ''} ({args.config})")
     metrics = {**{f"val_{name}_{when}": values.get(name)
                   for when, values in (("start", outcome.val_start), ("end", outcome.val_end)) for name in ("loss",)},
                "subjects": args.subjects, "val_subjects": args.val_subjects, "patches": len(outcome.data.train)}
     return {"architecture": architecture(args), "training_data": training_data,
-            "description": f"CSRD: EDM residual diffusion (r = full − low) with a 3D DDPM++-style UNet on {inputs} "
-                           f"({args.config})",
+            "description": description,
             "normalization": {"kind": "csrd", "pet": "full and low scaled by the low-count min and max",
                               "mr": f"(x - min) / (p{MR_PERCENTILE:g} - min), clipped to [0, 1]",
                               "residual": "full - low in the PET's scaled space"},
@@ -152,6 +229,9 @@ RECIPE = Recipe(
     description="MR-guided PET denoising: CSRD (3D EDM residual diffusion) on simulated brain and thorax PET/MR",
     configs={"paper": "GPU", "small": "CPU", "tiny": "tests"},
     options=(
+        Option(("--variant",), {"choices": ("csrd", "unet"), "default": "csrd",
+                                "help": "csrd: the diffusion model (default); unet: the plain 3D UNet baseline "
+                                        "(regression, for the bench)"}),
         Option(("--no-mr",), {"action": "store_true", "help": "train the PET-only model (CSRD's ablation; for PET "
                                                                "without an MR)"}),
         Option(("--subjects",), {"type": int, "default": 24, "help": "training subjects (default: 24)"}),
@@ -167,7 +247,7 @@ RECIPE = Recipe(
     defaults={"steps": 4000, "batch_size": 4, "lr": 2e-4},
     sources=(PHANTOM,),
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
-    card=card, from_card=from_card,
+    card=card, from_card=from_card, score=score, preview=preview,
     example="""  meddiff train petmr --config small --data runs/petmr-data --out runs/petmr-csrd
   meddiff train petmr --config small --no-mr --data runs/petmr-data --out runs/petmr-csrd-nomr""",
 )
