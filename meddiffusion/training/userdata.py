@@ -334,3 +334,14 @@ def manifest_hash(entries: list[Entry], hashes: dict[Path, str]) -> str:
     lines = sorted(f"{e.name}\t{e.patient}\t" + "\t".join(hashes[p] if p else "-" for p in (e.input, e.target))
                    + "".join(f"\t{role}={hashes[p]}" for role, p in e.extras) for e in entries)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def by_patient(paths: list[Path], entries: list[Entry], ids: list[str]) -> list[Path]:
+    """The cached items (``paths``, in the order of ``entries``) of the patients ``ids``: one side of a split."""
+    return [path for path, entry in zip(paths, entries) if entry.patient in ids]
+
+
+def provenance(args, entries: list[Entry], hashes: dict[Path, str], split: dict) -> dict:
+    """What a fine-tune's card records of its data: source, folder, volume count, manifest hash and split."""
+    return {"source": args.source, "data": str(args.data), "volumes": len(entries),
+            "manifest_sha256": manifest_hash(entries, hashes), "split": split}

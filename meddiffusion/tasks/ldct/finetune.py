@@ -97,9 +97,6 @@ def build_user_data(args, progress) -> TrainingData:
         progress.log(f"warning: the noise of adjacent slices correlates in {', '.join(overlapping)}: overlapping "
                      "slices share noise, which a self-supervised fine-tune learns to keep")
 
-    def side(ids: list[str]) -> list[Path]:
-        return [path for path, entry in zip(paths, entries) if entry.patient in ids]
-
     dataset = NeighbourPairs if lowdose else LDCTPairs
     split = {"train": train_ids, "val": val_ids}
     if single:
@@ -107,10 +104,10 @@ def build_user_data(args, progress) -> TrainingData:
         split |= {"by": "slices", "slices": blocks, "gap": userdata.SLICE_GAP,
                   "note": "validation on held-out slices of the only patient"}
     else:
-        train_paths, val_paths = side(train_ids), side(val_ids)
+        train_paths = userdata.by_patient(paths, entries, train_ids)
+        val_paths = userdata.by_patient(paths, entries, val_ids)
     data = TrainingData(dataset(train_paths), dataset(val_paths))
-    data.info["provenance"] = {"source": args.source, "data": str(args.data), "volumes": len(entries),
-                               "manifest_sha256": userdata.manifest_hash(entries, hashes), "split": split}
+    data.info["provenance"] = userdata.provenance(args, entries, hashes, split)
     if single:
         progress.log(f"one patient ({patients[0]}): {len(data.train)} training slices, and {len(data.val)} "
                      f"validation slices held out at the end of each volume, {userdata.SLICE_GAP} slices away "

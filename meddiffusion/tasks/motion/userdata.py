@@ -146,13 +146,9 @@ def build_user_data(args, progress, options: MotionDataOptions | None = None) ->
             progress.log(f"{entry.name}: no calcium found; its {info['patches']} patches are random places of the "
                          f"{'heart' if info['searched'] == 'heart' else info['searched']}")
 
-    def side(ids: list[str]) -> list[Path]:
-        return [path for path, entry in zip(paths, entries) if entry.patient in ids]
-
-    data = TrainingData(MotionPatches(side(train_ids)), MotionPatches(side(val_ids)))
-    data.info["provenance"] = {"source": args.source, "data": str(args.data), "volumes": len(entries),
-                               "manifest_sha256": userdata.manifest_hash(entries, hashes),
-                               "split": {"train": train_ids, "val": val_ids}}
+    data = TrainingData(MotionPatches(userdata.by_patient(paths, entries, train_ids)),
+                        MotionPatches(userdata.by_patient(paths, entries, val_ids)))
+    data.info["provenance"] = userdata.provenance(args, entries, hashes, {"train": train_ids, "val": val_ids})
     data.info["patients"] = {entry.name: info for entry, info in zip(entries, infos)}
     progress.log(f"{len(data.train)} training patches ({int(data.train.calcium.sum())} on calcium) of "
                  f"{len(train_ids)} patients and {len(data.val)} validation patches of {len(val_ids)} "

@@ -184,13 +184,9 @@ def build_user_data(args, progress, pixel_mm: float, multiple: int) -> TrainingD
         for warning in info["warnings"]:
             progress.log(f"warning: {warning}")
 
-    def side(ids: list[str]) -> list[Path]:
-        return [path for path, entry in zip(paths, entries) if entry.patient in ids]
-
-    data = TrainingData(SpectSlices(side(train_ids)), SpectSlices(side(val_ids)))
-    data.info["provenance"] = {"source": args.source, "data": str(args.data), "volumes": len(entries),
-                               "manifest_sha256": userdata.manifest_hash(entries, hashes),
-                               "split": {"train": train_ids, "val": val_ids}}
+    data = TrainingData(SpectSlices(userdata.by_patient(paths, entries, train_ids)),
+                        SpectSlices(userdata.by_patient(paths, entries, val_ids)))
+    data.info["provenance"] = userdata.provenance(args, entries, hashes, {"train": train_ids, "val": val_ids})
     data.info["patients"] = {entry.name: info for entry, info in zip(entries, infos)}
     progress.log(f"{len(data.train)} training slices of {len(train_ids)} patients and {len(data.val)} validation "
                  f"slices of {len(val_ids)} ({', '.join(val_ids)}) from {args.data} in {folder}")
