@@ -12,8 +12,8 @@ import torch
 from meddiffusion.io import Volume
 from meddiffusion.physics.pet import PetProtocol
 from meddiffusion.tasks.petmr import SPEC, infer
-from meddiffusion.tasks.petmr.model import (architecture_of, denormalize_pet, normalize_mr, normalize_pet,
-                                            pet_range)
+from meddiffusion.tasks.petmr.model import (RESIDUAL_SCALE, architecture_of, denormalize_pet, normalize_mr,
+                                            normalize_pet, pet_range)
 
 #: subjects small enough for tests: 8 mm voxels, 32 views, OSEM 2 × 8
 TINY = {"brain": PetProtocol.for_kind("brain", voxel_mm=8.0, matrix=32, slices=24, views=32, subsets=8,
@@ -93,8 +93,8 @@ def test_the_cache_holds_training_doses_only_and_patches_carry_their_place(tmp_p
     assert volume == 4 and data.volumes[volume][2] == 6
     scale = pet_range(low[1])
     cut = tuple(slice(s, s + 16) for s in start)
-    assert torch.allclose(item["r"][0], torch.from_numpy(normalize_pet(full[cut], scale) - normalize_pet(low[1][cut],
-                                                                                                          scale)))
+    residual = normalize_pet(full[cut], scale) - normalize_pet(low[1][cut], scale)
+    assert torch.allclose(item["r"][0], torch.from_numpy(residual * RESIDUAL_SCALE))   # EDM's σ_data-sized r
     assert torch.equal(item["coords"], global_coordinates((16, 16, 16), full.shape, start))
     assert item["mr"].min() >= 0 and item["mr"].max() <= 1
 

@@ -8,7 +8,7 @@ DRF 10 is never simulated into the cache), the MR and the lesion labels, all on 
 
 Training reads patches (CSRD: 64³) at random places: per subject and DRF, the low-count and
 full-count images scaled by the low-count image's min/max, the residual r = full − low in
-that space, the MR scaled by its min/p99, and the patch's x, y, z coordinates in the whole
+that space times ``model.RESIDUAL_SCALE``, the MR scaled by its min/p99, and the patch's x, y, z coordinates in the whole
 volume (``nets.csrd.global_coordinates``). Volumes smaller than a patch are zero-padded
 (CSRD pads to multiples of 8), the coordinates continuing beyond the volume.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from meddiffusion.tasks.petmr.model import normalize_mr, normalize_pet, pet_range
+from meddiffusion.tasks.petmr.model import RESIDUAL_SCALE, normalize_mr, normalize_pet, pet_range
 from meddiffusion.training import cache
 
 __all__ = ["STEM", "KIND_CHOICES", "subject_kind", "subject_seed", "describe", "make_subject", "build_cache",
@@ -136,6 +136,6 @@ class PetmrPatches(Dataset):
         number, k, _, scale = self.volumes[volume]
         subject = self.subjects[number]
         low, full = self._cut(subject["low"][k], start, scale), self._cut(subject["full"], start, scale)
-        return {"r": torch.from_numpy(full - low)[None], "low": torch.from_numpy(low)[None],
+        return {"r": torch.from_numpy((full - low) * RESIDUAL_SCALE)[None], "low": torch.from_numpy(low)[None],
                 "mr": torch.from_numpy(self._cut(subject["mr"], start))[None],
                 "coords": global_coordinates((self.patch,) * 3, subject["full"].shape, start)}

@@ -6,7 +6,7 @@
    resampled. The measured translation and rotation are reported either way;
 2. both images are normalised as CSRD does (``model``), padded to the network's multiple and
    given x, y, z channels of their position in the whole volume;
-3. the residual r = full − low is sampled by the deterministic Heun sampler; each network
+3. the (scaled) residual r = full − low is sampled by the deterministic Heun sampler; each network
    pass runs through MONAI's sliding window (``--overlap``, Gaussian blending), and because
    the coordinate channels are cut from the whole volume, overlapping windows see the same
    input where they overlap;
@@ -184,7 +184,7 @@ def denoise(model: PetmrModel, pet: Volume, mr: Volume | None = None, *, steps: 
     r = sample_residual(model, cond, steps=steps, overlap=overlap, batch_size=batch_size, seed=seed,
                         callback=callback)
     depth, height, width = pet.shape
-    full_n = low_n + r[0, 0, :depth, :height, :width].float().cpu().numpy()
+    full_n = low_n + r[0, 0, :depth, :height, :width].float().cpu().numpy() / model.residual_scale
     out = np.clip(denormalize_pet(full_n, scale), 0.0, None).astype(np.float32)
     total_in = float(np.clip(pet.array, 0.0, None).sum(dtype=np.float64))
     ratio = float(out.sum(dtype=np.float64) / total_in) if total_in > 0 else 1.0

@@ -6,8 +6,12 @@
   (x − min_low) / (max_low − min_low): at inference only the low-count image exists, so the
   target must be expressed in its scale (CSRD's choice), and x̂_full = x_low + r̂ maps back
   with the same two numbers;
-- **residual**: r = full − low in that space is what EDM diffuses (σ_data = 0.5, training
-  noise ln σ ~ N(−1.2, 1.2²), Heun sampling from σ_max = 80 to σ_min = 0.002, ρ = 7).
+- **residual**: r = full − low in that space, times ``RESIDUAL_SCALE``, is what EDM diffuses
+  (σ_data = 0.5, training noise ln σ ~ N(−1.2, 1.2²), Heun sampling from σ_max = 80 to
+  σ_min = 0.002, ρ = 7). The scale is ours: in this space the residual of a clinical PET is
+  small (std 0.01-0.03 inside the body against CSRD's σ_data = 0.5), and EDM's
+  preconditioning assumes data of σ_data's size; unscaled, the network learns the noise levels
+  above the residual's size poorly and the sampler's first steps add more than they remove.
 
 A model is a :class:`~meddiffusion.nets.csrd.CSRDUNet3D` with (``use_mr``) or without the MR
 channel; the second runs on PET alone and is the ablation of the first. The bench's plain 3D
@@ -24,7 +28,7 @@ import torch
 
 from meddiffusion.catalog import ModelEntry, list_models, load_task_model
 
-__all__ = ["TASK", "SIGMA_DATA", "P_MEAN", "P_STD", "DEFAULT_STEPS", "PATCH", "WINDOW", "MR_PERCENTILE",
+__all__ = ["TASK", "SIGMA_DATA", "P_MEAN", "P_STD", "DEFAULT_STEPS", "PATCH", "WINDOW", "MR_PERCENTILE", "RESIDUAL_SCALE",
            "normalize_mr", "pet_range", "normalize_pet", "denormalize_pet", "PetmrModel", "build_model", "plain_unet",
            "load_model", "default_model_for", "architecture_of"]
 
@@ -35,10 +39,13 @@ SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 #: Heun steps by device: on a CPU 4 steps (7 network passes) keep a 128³ volume within ~2 min
 #: with the ``small`` network (one 128³ pass: 17 s on 2 busy cores); CSRD samples with 100
 DEFAULT_STEPS = {"cpu": 4, "cuda": 32}
-#: training patch (CSRD: 64³) and inference window: volumes up to 128³ go through the network
-#: in one window (as CSRD runs whole volumes); larger ones slide with the coordinate channels
+#: the residual's factor in the diffused space (about σ_data over its std inside the body)
+RESIDUAL_SCALE = 20.0
+#: training patch (CSRD: 64³). The inference window is the patch a model was trained on: its
+#: group and instance norms take statistics over what they see, so a whole volume (mostly air)
+#: is not what a patch of the body taught them; the windows slide with the coordinate channels.
 PATCH = 64
-WINDOW = 128
+WINDOW = PATCH
 MR_PERCENTILE = 99.0
 
 
@@ -89,6 +96,7 @@ class PetmrModel:
     rho: float = RHO
     entry: ModelEntry | None = None
     objective: str = "edm"
+    residual_scale: float = RESIDUAL_SCALE
 
     @property
     def id(self) -> str:
@@ -115,8 +123,8 @@ def architecture_of(use_mr: bool, network_kwargs: dict, patch: int = PATCH) -> d
     return {"network": "CSRDUNet3D", "kwargs": {**network_kwargs, "use_mr": bool(use_mr)},
             "diffusion": {"kind": "edm_residual", "sigma_data": SIGMA_DATA, "p_mean": P_MEAN, "p_std": P_STD},
             "sampler": {"kind": "heun", "steps": dict(DEFAULT_STEPS), "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
-                        "rho": RHO, "window": WINDOW},
-            "patch": int(patch)}
+                        "rho": RHO, "window": int(patch)},
+            "patch": int(patch), "residual_scale": RESIDUAL_SCALE}
 
 
 def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None,
@@ -135,7 +143,7 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
             net.load_state_dict(dict(state))
         return PetmrModel(net.eval(), bool(kwargs.get("use_mr", True)), {"cpu": 1, "cuda": 1},
                           int(architecture.get("sampler", {}).get("window", WINDOW)), entry=entry,
-                          objective="regression")
+                          objective="regression", residual_scale=float(architecture.get("residual_scale", 1.0)))
     diffusion = architecture.get("diffusion", {})
     if float(diffusion.get("sigma_data", SIGMA_DATA)) != SIGMA_DATA:
         raise ValueError(f"this task's EDM uses sigma_data = {SIGMA_DATA}; the card says {diffusion['sigma_data']}")
@@ -147,7 +155,8 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
     steps = dict(steps) if isinstance(steps, dict) else {"cpu": int(steps)}
     return PetmrModel(net.eval(), net.use_mr, steps, int(sampler.get("window", WINDOW)), SIGMA_DATA,
                       float(sampler.get("sigma_min", SIGMA_MIN)), float(sampler.get("sigma_max", SIGMA_MAX)),
-                      float(sampler.get("rho", RHO)), entry)
+                      float(sampler.get("rho", RHO)), entry,
+                      residual_scale=float(architecture.get("residual_scale", 1.0)))
 
 
 def plain_unet(use_mr: bool = True, features=(16, 16, 32, 64, 128, 16)) -> torch.nn.Module:

@@ -109,6 +109,11 @@ def from_card(args, entry):
         raise ValueError(f"--from-model '{entry.id}' uses the network {arch.get('network')!r}; --variant "
                          f"{args.variant} fine-tunes {wanted} models")
     model = build_model(arch, entry.state_dict(), entry)
+    from meddiffusion.tasks.petmr.model import RESIDUAL_SCALE
+
+    if model.residual_scale != RESIDUAL_SCALE:
+        raise ValueError(f"--from-model '{entry.id}' diffuses the residual × {model.residual_scale:g}; this version "
+                         f"trains on × {RESIDUAL_SCALE:g}: train a new model instead of fine-tuning this one")
     if model.use_mr == bool(args.no_mr):
         raise ValueError(f"--from-model '{entry.id}' {'reads' if model.use_mr else 'does not read'} the MR; "
                          f"{'drop' if model.use_mr else 'pass'} --no-mr to match")
@@ -122,7 +127,7 @@ def _as_inference_model(args, net):
 
     from meddiffusion.tasks.petmr.model import PetmrModel
 
-    return PetmrModel(copy.deepcopy(net).eval(), use_mr=bool(net.use_mr),
+    return PetmrModel(copy.deepcopy(net).eval(), use_mr=bool(net.use_mr), window=int(args.patch),
                       objective="regression" if args.variant == "unet" else "edm")
 
 
@@ -135,8 +140,8 @@ def _sampled(args, net, item: dict, device):
     batch = {key: value[None] for key, value in item.items()}
     cond = conditions_of(batch, model.use_mr, device, coords=model.objective == "edm")
     r = sample_residual(model, cond, steps=model.default_steps("cpu"), seed=0, window=cond.shape[-1])
-    low = batch["low"].to(device)
-    return (low + r).float().cpu(), (low + batch["r"].to(device)).float().cpu()
+    low, scale = batch["low"].to(device), model.residual_scale
+    return (low + r / scale).float().cpu(), (low + batch["r"].to(device) / scale).float().cpu()
 
 
 def score(args, net, data, device) -> Score:
@@ -176,10 +181,11 @@ def architecture(args) -> dict:
     if getattr(args, "start_architecture", None):
         return args.start_architecture
     if args.variant == "unet":
-        from meddiffusion.tasks.petmr.model import WINDOW
+        from meddiffusion.tasks.petmr.model import RESIDUAL_SCALE
 
         return {"network": "BasicUNet", "kwargs": {**network_kwargs(args.config, "unet"), "use_mr": not args.no_mr},
-                "objective": "regression", "sampler": {"window": WINDOW}, "patch": int(args.patch)}
+                "objective": "regression", "sampler": {"window": int(args.patch)}, "patch": int(args.patch),
+                "residual_scale": RESIDUAL_SCALE}
     return architecture_of(not args.no_mr, network_kwargs(args.config), args.patch)
 
 
@@ -189,7 +195,7 @@ def model_id(args) -> str:
 
 def card(args, outcome: Outcome) -> dict:
     """Network, inputs, EDM settings; the subjects in words; validation losses before and after."""
-    from meddiffusion.tasks.petmr.model import MR_PERCENTILE
+    from meddiffusion.tasks.petmr.model import MR_PERCENTILE, RESIDUAL_SCALE
 
     subjects = outcome.data.info["subjects"]
     protocols = _protocols(args)
@@ -220,7 +226,7 @@ def card(args, outcome: Outcome) -> dict:
             "description": description,
             "normalization": {"kind": "csrd", "pet": "full and low scaled by the low-count min and max",
                               "mr": f"(x - min) / (p{MR_PERCENTILE:g} - min), clipped to [0, 1]",
-                              "residual": "full - low in the PET's scaled space"},
+                              "residual": f"(full - low) x {RESIDUAL_SCALE:g} in the PET's scaled space"},
             "metrics": {k: v for k, v in metrics.items() if v is not None}}
 
 
