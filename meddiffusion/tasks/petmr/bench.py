@@ -306,7 +306,7 @@ def _table(rows: dict, count: int, missing: list[str], tuned: dict, seconds_128,
     lines = [f"PET denoising at the unseen DRF 10, {count} held-out simulated subjects (brain and thorax, dataset "
              f"seed {HELDOUT_SEED}, {lesions} lesions); reference: the full-count reconstruction", ""]
     lines += markdown_table(
-        ("method", "PSNR dB ↑", "SSIM ↑", "SUVmax bias % (hyper)", "|SUVmax bias| %", "SUVmean bias %",
+        ("method", "PSNR dB ↑", "SSIM ↑", "SUVmax bias % (hyper)", "mean absolute SUVmax bias %", "SUVmean bias %",
          "contrast recovery %", "background CoV % ↓", "s / volume"),
         [(label, "–" if label.startswith("full") else cell(r["psnr"], ".2f"),
           "–" if label.startswith("full") else cell(r["ssim"], ".4f"),
