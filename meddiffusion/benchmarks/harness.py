@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-__all__ = ["machine", "timed", "clocked", "each_case", "markdown_table", "result", "write"]
+__all__ = ["machine", "timed", "clocked", "each_case", "installed", "markdown_table", "result", "write"]
 
 Case = TypeVar("Case")
 
@@ -62,6 +62,13 @@ def clocked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, flo
     start = time.perf_counter()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - start
+
+
+def installed(task: str, model_id: str) -> bool:
+    """Whether the catalogue holds ``model_id`` for ``task`` (a bench leaves out the rows it lacks)."""
+    from meddiffusion.catalog import list_models
+
+    return any(m.id == model_id for m in list_models(task))
 
 
 def each_case(progress, stage: str, items: Iterable[Case]) -> Iterator[Case]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meddiffusion.benchmarks.harness import clocked, each_case, markdown_table, result
+from meddiffusion.benchmarks.harness import clocked, each_case, installed, markdown_table, result
 
 OPTIONS = ("models",)
 HELDOUT_SEED = 9002
@@ -40,11 +40,13 @@ BM4D_SIGMA = (0.02, 0.04, 0.08)
 #: Heun steps compared on the tuning subjects (the CPU default is chosen from this sweep)
 SWEEP_STEPS = (1, 2, 4, 8)
 SWEEP_CROP = 64
+#: the model the Heun-steps sweep and the 128³ timing use
+GUIDED = "petmr-csrd-small"
 #: (label, model id) of the network rows
 NETWORKS = (
     ("plain 3D UNet (PET + MR)", "petmr-unet-small"),
     ("CSRD without MR", "petmr-csrd-nomr-small"),
-    ("CSRD with MR", "petmr-csrd-small"),
+    ("CSRD with MR", GUIDED),
 )
 #: the paper's setting, beside ours in the table
 PAPER_SETTING = ("CSRD (MICCAI 2024): real 7T brain PET/MR, 160³ volumes, trained at DRF 4/6/8, tested at DRF 10, "
@@ -171,33 +173,34 @@ def volume_figures(output: np.ndarray, subject) -> dict:
 
 
 # -- rows ----------------------------------------------------------------------------------
+def _mr_for(model, low, mr):
+    """The MR on the PET grid as ``pet-denoise`` brings it (registered), or None for a PET-only model."""
+    from meddiffusion.tasks.petmr.infer import register_mr
+
+    return register_mr(low, mr)[0] if model.use_mr else None
+
+
 def _network_fn(model_id: str, device):
-    from meddiffusion.tasks.petmr.infer import denoise, register_mr
+    from meddiffusion.tasks.petmr.infer import denoise
     from meddiffusion.tasks.petmr.model import load_model
 
     model = load_model(model_id, device)
 
     def fn(subject):
         low = subject.low[DRF]
-        mr = register_mr(low, subject.mr)[0] if model.use_mr else None
-        return denoise(model, low, mr, steps=model.default_steps(device), device=device)[0].array
+        return denoise(model, low, _mr_for(model, low, subject.mr), steps=model.default_steps(device),
+                       device=device)[0].array
 
     return fn
-
-
-def _installed(model_id: str) -> bool:
-    from meddiffusion.catalog import list_models
-
-    return any(m.id == model_id for m in list_models("petmr"))
 
 
 def speed_128(model_id: str, device) -> float | None:
     """Seconds for the MR-guided model on a 128³ brain-like volume at its default steps (registration included)."""
     from meddiffusion.io import Volume
-    from meddiffusion.tasks.petmr.infer import denoise, register_mr
+    from meddiffusion.tasks.petmr.infer import denoise
     from meddiffusion.tasks.petmr.model import load_model
 
-    if not _installed(model_id):
+    if not installed("petmr", model_id):
         return None
     subject = heldout_subject(0)
     pad = lambda a: np.pad(a, ((12, 12), (0, 0), (0, 0)), mode="edge")[:128]  # noqa: E731 - 104 → 128 slices
@@ -206,8 +209,7 @@ def speed_128(model_id: str, device) -> float | None:
     model = load_model(model_id, device)
 
     def run():
-        on_pet = register_mr(low, mr)[0]
-        return denoise(model, low, on_pet, steps=model.default_steps(device), device=device)
+        return denoise(model, low, _mr_for(model, low, mr), steps=model.default_steps(device), device=device)
 
     return clocked(run)[1]
 
@@ -218,14 +220,14 @@ def steps_sweep(model_id: str, subjects: list, device, steps=SWEEP_STEPS) -> dic
     minutes)."""
     from meddiffusion.io import Volume
     from meddiffusion.metrics.image import psnr_minmax, ssim_minmax
-    from meddiffusion.tasks.petmr.infer import denoise, register_mr
+    from meddiffusion.tasks.petmr.infer import denoise
     from meddiffusion.tasks.petmr.model import load_model
 
     model = load_model(model_id, device)
     cases = []
     for subject in subjects:
         low = subject.low[DRF]
-        mr = register_mr(low, subject.mr)[0] if model.use_mr else None
+        mr = _mr_for(model, low, subject.mr)
         crop = lambda volume: Volume(_crop(volume.array, SWEEP_CROP), low.spacing, low.origin,  # noqa: E731
                                      low.direction, modality=volume.modality, units=volume.units)
         cases.append((crop(low), None if mr is None else crop(mr), _crop(subject.full.array, SWEEP_CROP)))
@@ -241,13 +243,13 @@ def steps_sweep(model_id: str, subjects: list, device, steps=SWEEP_STEPS) -> dic
 
 def run(device: torch.device, quick: bool = False, progress=None, models: list[str] | None = None) -> dict:
     networks = list(NETWORKS) + [(m, m) for m in (models or [])]
-    missing = [m for _, m in networks if not _installed(m)]
+    missing = [m for _, m in networks if not installed("petmr", m)]
     networks = [(label, m) for label, m in networks if m not in missing]
     tune = [heldout_subject(i, dataset_seed=0) for i in TUNE_SUBJECTS]
     tuned = tune_classical(tune, progress)
-    sweep_model = "petmr-csrd-small"
-    sweep = None if quick or not _installed(sweep_model) else steps_sweep(sweep_model, tune, device)
+    sweep = None if quick or not installed("petmr", GUIDED) else steps_sweep(GUIDED, tune, device)
     del tune
+
     def classical(name):
         fn = CLASSICAL[name][0]
         return lambda s: fn(s.low[DRF].array, s.full.spacing[::-1], tuned[name])
@@ -272,11 +274,10 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
             per_method[label].append({**volume_figures(np.asarray(output, np.float32), subject),
                                       "seconds": seconds, "kind": subject.info["kind"]})
     rows = {label: _summary(values) for label, values in per_method.items()}
-    speed_model = "petmr-csrd-small"
-    seconds_128 = None if quick else speed_128(speed_model, device)
-    lines = _table(rows, count, missing, tuned, seconds_128, speed_model)
+    seconds_128 = None if quick else speed_128(GUIDED, device)
+    lines = _table(rows, count, missing, tuned, seconds_128)
     if sweep:
-        lines += ["", f"{sweep_model} by Heun steps on the central {SWEEP_CROP}³ of the tuning subjects: "
+        lines += ["", f"{GUIDED} by Heun steps on the central {SWEEP_CROP}³ of the tuning subjects: "
                   + "; ".join(f"{n}: {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}, {v['seconds']:.0f} s"
                               for n, v in sweep.items())]
     return result(lines, device, rows=rows, subjects=subjects, per_subject=per_method, tuned=tuned,
@@ -298,7 +299,7 @@ def _summary(values: list[dict]) -> dict:
             "lesions": len(lesions)}
 
 
-def _table(rows: dict, count: int, missing: list[str], tuned: dict, seconds_128, speed_model) -> list[str]:
+def _table(rows: dict, count: int, missing: list[str], tuned: dict, seconds_128) -> list[str]:
     def cell(value, fmt):
         return "–" if value is None else format(value, fmt)
 
@@ -313,9 +314,11 @@ def _table(rows: dict, count: int, missing: list[str], tuned: dict, seconds_128,
           cell(r["suvmax_bias"], "+.1f"), cell(r["suvmax_bias_abs"], ".1f"), cell(r["suvmean_bias"], "+.1f"),
           cell(r["contrast_recovery"], ".0f"), cell(r["cov"], ".1f"), cell(r["seconds"], ".1f"))
          for label, r in rows.items()])
-    lines += ["", f"Classical filters tuned by PSNR on training subjects at DRF 10: {tuned['scores']}"]
+    lines += ["", "Classical filters tuned by PSNR on training subjects at DRF 10 (strength: dB): " + "; ".join(
+        f"{name} {', '.join(f'{value}: {psnr:.2f}' for value, psnr in scores.items())}"
+        for name, scores in tuned["scores"].items())]
     if seconds_128 is not None:
-        lines += [f"{speed_model} on a 128³ volume at its default steps (MR registration included): "
+        lines += [f"{GUIDED} on a 128³ volume at its default steps (MR registration included): "
                   f"{seconds_128:.0f} s"]
     lines += ["", PAPER_SETTING]
     if missing:

@@ -29,7 +29,8 @@ import torch
 from meddiffusion.catalog import ModelEntry, list_models, load_task_model
 
 __all__ = ["TASK", "SIGMA_DATA", "P_MEAN", "P_STD", "DEFAULT_STEPS", "PATCH", "WINDOW", "MR_PERCENTILE", "RESIDUAL_SCALE",
-           "normalize_mr", "pet_range", "normalize_pet", "denormalize_pet", "PetmrModel", "build_model", "plain_unet",
+           "normalize_mr", "pet_range", "normalize_pet", "denormalize_pet", "PetmrModel", "build_model", "plain_unet", "UNET_MULTIPLE",
+           "unet_architecture_of",
            "load_model", "default_model_for", "architecture_of"]
 
 TASK = "petmr"
@@ -159,13 +160,24 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
                       residual_scale=float(architecture.get("residual_scale", 1.0)))
 
 
+#: the UNet baseline's size multiple: four poolings, and instance norm needs 2³ at the bottom
+UNET_MULTIPLE = 32
+
+
 def plain_unet(use_mr: bool = True, features=(16, 16, 32, 64, 128, 16)) -> torch.nn.Module:
     """The plain 3D UNet baseline: MONAI's BasicUNet on [MR, PET_low] (or PET_low) → residual."""
     from monai.networks.nets import BasicUNet
 
     net = BasicUNet(spatial_dims=3, in_channels=2 if use_mr else 1, out_channels=1, features=tuple(features))
-    net.use_mr, net.multiple = bool(use_mr), 32  # four poolings, and instance norm needs 2³ at the bottom
+    net.use_mr, net.multiple = bool(use_mr), UNET_MULTIPLE
     return net
+
+
+def unet_architecture_of(use_mr: bool, features, patch: int) -> dict:
+    """The card's ``architecture`` of the UNet baseline (what ``meddiff train petmr --variant unet`` writes)."""
+    return {"network": "BasicUNet", "kwargs": {"features": list(features), "use_mr": bool(use_mr)},
+            "objective": "regression", "sampler": {"window": int(patch)}, "patch": int(patch),
+            "residual_scale": RESIDUAL_SCALE}
 
 
 def uses_mr(entry: ModelEntry) -> bool:

@@ -45,11 +45,11 @@ def _protocols(args) -> dict:
 
 
 def _check(args) -> None:
-    from meddiffusion.tasks.petmr.model import PATCH
+    from meddiffusion.tasks.petmr.model import PATCH, UNET_MULTIPLE
 
     if args.subjects < 1 or args.val_subjects < 1:
         raise ValueError(f"--subjects and --val-subjects must be >= 1, got {args.subjects} and {args.val_subjects}")
-    multiple = 32 if args.variant == "unet" else 2 ** (len(network_kwargs(args.config)["channel_mult"]) - 1)
+    multiple = UNET_MULTIPLE if args.variant == "unet" else 2 ** (len(network_kwargs(args.config)["channel_mult"]) - 1)
     if args.patch < multiple or args.patch % multiple:
         raise ValueError(f"--patch must be a multiple of {multiple} for the {args.config} network, got {args.patch} "
                          f"(CSRD: {PATCH})")
@@ -181,11 +181,9 @@ def architecture(args) -> dict:
     if getattr(args, "start_architecture", None):
         return args.start_architecture
     if args.variant == "unet":
-        from meddiffusion.tasks.petmr.model import RESIDUAL_SCALE
+        from meddiffusion.tasks.petmr.model import unet_architecture_of
 
-        return {"network": "BasicUNet", "kwargs": {**network_kwargs(args.config, "unet"), "use_mr": not args.no_mr},
-                "objective": "regression", "sampler": {"window": int(args.patch)}, "patch": int(args.patch),
-                "residual_scale": RESIDUAL_SCALE}
+        return unet_architecture_of(not args.no_mr, UNET_FEATURES[args.config], args.patch)
     return architecture_of(not args.no_mr, network_kwargs(args.config), args.patch)
 
 

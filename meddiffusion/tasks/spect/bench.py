@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meddiffusion.benchmarks.harness import clocked, each_case, markdown_table, result
+from meddiffusion.benchmarks.harness import clocked, each_case, installed, markdown_table, result
 
 OPTIONS = ("models",)
 HELDOUT_SEED = 9001
@@ -140,7 +140,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     from meddiffusion.tasks.spect.reorient import fit_lv
 
     methods = list(METHODS) + [(m, m, is_teacher(m)) for m in (models or [])]
-    missing = [m for _, m, _ in methods if m is not None and not _installed(m)]
+    missing = [m for _, m, _ in methods if m is not None and not installed("spect", m)]
     methods = [row for row in methods if row[1] not in missing]
     fns = [(label, _method_fn(label, model_id, guided, device)) for label, model_id, guided in methods]
     count = QUICK_STUDIES if quick else STUDIES
@@ -163,12 +163,6 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     rows = {label: _summary(values) for label, values in per_method.items()}
     lines = _table(rows, count, missing)
     return result(lines, device, rows=rows, studies=studies, per_study=per_method, paper=PAPER, missing=missing)
-
-
-def _installed(model_id: str) -> bool:
-    from meddiffusion.catalog import list_models
-
-    return any(m.id == model_id for m in list_models("spect"))
 
 
 def _summary(values: list[dict]) -> dict:
