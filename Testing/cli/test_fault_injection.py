@@ -42,8 +42,14 @@ def pet_array(slices: int) -> np.ndarray:
 
 #: no trained PET model ships: the module registers an untrained tiny one (RUN_ARGUMENTS names it)
 TINY_MODELS = (tiny_models.petmr_model,)
-#: arguments a task needs to run on the small generic input (motion: where to look, since it holds no heart)
-RUN_ARGUMENTS = {"motion": ("--roi", 8, 40, 8, 40, 0, 4), "petmr": ("--model", "tiny-petmr")}
+TINY_CARDS = tuple(tiny_models.cardiac4d_models())
+#: arguments a task needs to run on the small generic input (motion: where to look, since it holds no heart;
+#: cardiac4d: its request, and the untrained cascade's implausible hearts kept)
+RUN_ARGUMENTS = {"motion": ("--roi", 8, 40, 8, 40, 0, 4), "petmr": ("--model", "tiny-petmr"),
+                 "cardiac4d": ("--model", "tiny-c4d-motion", "--diagnosis", "NOR", "--edv", 140, "--ef", 60,
+                               "--slices", 8, "--frames", 10, "--keep-implausible", "--max-attempts", 1)}
+#: tasks that generate from a request (no required input): the input faults do not apply
+GENERATIVE = {spec.name for spec in TASKS if not any(port.required for port in spec.inputs)}
 #: tasks whose outputs need anatomy the generic image lacks: (array maker by slice count, voxel mm, slices)
 SAMPLES = {"spect": (lambda slices: spect_phantom.heart_array((slices, 32, 32)), (6.4, 6.4, 6.4), 24),
            "petmr": (pet_array, (3.0, 3.0, 3.0), 12)}
@@ -116,6 +122,8 @@ def tiny_model_folder(tmp_path_factory):
         patch.setenv("MEDDIFF_MODEL_DIR", str(tmp_path_factory.mktemp("models")))
         for build in TINY_MODELS:
             register_user_model(*build())
+        for entry, state in TINY_CARDS:
+            register_user_model(entry, state)
         yield
 
 
@@ -124,7 +132,21 @@ def spec(request):
     return request.param
 
 
-def test_missing_input_and_outputs_over_inputs_or_each_other(spec, tmp_path):
+@pytest.fixture
+def reading_spec(spec):
+    """A task that reads an input: the input faults apply."""
+    if spec.name in GENERATIVE:
+        pytest.skip(f"{spec.name} generates from a request; it reads no required input")
+    return spec
+
+
+def main_output(spec):
+    """The first output: the one every run writes."""
+    return next(p for p in spec.outputs if p.required)
+
+
+def test_missing_input_and_outputs_over_inputs_or_each_other(reading_spec, tmp_path):
+    spec = reading_spec
     inputs = write_inputs(spec, tmp_path)
     outputs = all_outputs(spec, tmp_path)
     first = next(iter(inputs))
@@ -143,7 +165,17 @@ def test_missing_input_and_outputs_over_inputs_or_each_other(spec, tmp_path):
             refused(spec, tmp_path, inputs, clash, match="must")
 
 
-def test_truncated_and_irregular_inputs(spec, tmp_path):
+def test_outputs_over_each_other(spec, tmp_path):
+    inputs = write_inputs(spec, tmp_path)
+    outputs = all_outputs(spec, tmp_path)
+    main = main_output(spec)
+    for port in spec.outputs:
+        if port is not main:
+            refused(spec, tmp_path, inputs, {**outputs, port.name: outputs[main.name]}, match="must")
+
+
+def test_truncated_and_irregular_inputs(reading_spec, tmp_path):
+    spec = reading_spec
     inputs = write_inputs(spec, tmp_path, suffix=".nii.gz")
     outputs = all_outputs(spec, tmp_path)
     first = next(iter(inputs))
@@ -163,13 +195,15 @@ def test_truncated_and_irregular_inputs(spec, tmp_path):
 def test_unwritable_destination_and_unknown_suffix(spec, tmp_path):
     inputs = write_inputs(spec, tmp_path)
     outputs = all_outputs(spec, tmp_path)
-    main = next(p for p in spec.outputs if p.kind == "volume")
+    main = main_output(spec)
     (tmp_path / "afile").write_text("x")
     refused(spec, tmp_path, inputs, {**outputs, main.name: tmp_path / "afile" / "out.nrrd"}, match="not a folder")
-    refused(spec, tmp_path, inputs, {**outputs, main.name: tmp_path / "out.jpg"}, match="use one of .nrrd")
+    expected = "use one of .nrrd" if main.kind == "volume" else "must end in"
+    refused(spec, tmp_path, inputs, {**outputs, main.name: tmp_path / "out.jpg"}, match=expected)
 
 
-def test_input_outside_the_task_limits(spec, tmp_path):
+def test_input_outside_the_task_limits(reading_spec, tmp_path):
+    spec = reading_spec
     if spec.limits is None or spec.limits.min_slices <= 1:
         pytest.skip(f"{spec.name} takes a single slice")
     inputs = write_inputs(spec, tmp_path, slices=spec.limits.min_slices - 1)
@@ -182,7 +216,7 @@ def test_sigterm_at_every_stage_is_all_or_nothing(spec, tmp_path):
     code, events = run(command(spec, inputs, outputs))
     assert code == 0 and events[-1]["event"] == "result", events[-2:]
     stages = list(dict.fromkeys(e["stage"] for e in events if e["event"] == "progress"))
-    assert stages[0] == "read" and stages[-1] == "write"
+    assert stages[0] == "read" and stages[-1] == "write" and len(stages) >= 3
     for stage in stages:
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
         child = subprocess.Popen(command(spec, inputs, outputs), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

@@ -133,3 +133,40 @@ def petmr_mr_model(model_id: str = "tiny-petmr-mr"):
 
 #: task name -> builder of its tiny model
 MODELS = {"ldct": ldct_model, "motion": motion_model, "spect": spect_model, "petmr": petmr_model}
+
+
+def cardiac4d_models(prefix: str = "tiny-c4d"):
+    """The three cards of an untrained tiny 4D cardiac cascade (VAE, anatomy and motion LDMs), as
+    ``meddiff train cardiac4d`` writes them, on a 32² × 16 grid, sampled in 2 DDIM steps; the motion
+    card is the CPU default. Untrained, its labels fail the plausibility checks: runs with it pass
+    ``--keep-implausible`` and check files, grids, sequences and plumbing, not hearts.
+    """
+    import torch
+
+    from meddiffusion.catalog import ModelEntry
+    from meddiffusion.nets.cardiac4d import AnatomyLDM, DualDecoderVAE, MotionLDM
+    from meddiffusion.tasks.cardiac4d.recipe import NETWORKS
+
+    torch.manual_seed(0)
+    vae_kwargs = dict(NETWORKS["vae"]["tiny"])
+    ldm_kwargs = {"latent_channels": vae_kwargs["latent_channels"], **NETWORKS["ldm"]["tiny"]}
+    diffusion = {"kind": "ddpm", "num_train_timesteps": 1000, "schedule": "scaled_linear_beta",
+                 "prediction": "epsilon"}
+    sampler = {"kind": "ddim", "steps": {"cpu": 2, "cuda": 2}, "guidance": 3.0}
+    ids = {name: f"{prefix}-{name}" for name in ("vae", "anatomy", "motion")}
+    cards = [
+        (ModelEntry(id=ids["vae"], task="cardiac4d", version="0.1", description="untrained tiny cardiac VAE for tests",
+                    architecture={"network": "DualDecoderVAE", "kwargs": vae_kwargs, "latent_scale": 1.0,
+                                  "grid": {"matrix": 32, "pixel_mm": 5.0, "slice_mm": 10.0, "depth": 16}}),
+         DualDecoderVAE(**vae_kwargs).state_dict()),
+        (ModelEntry(id=ids["anatomy"], task="cardiac4d", version="0.1", description="untrained tiny anatomy LDM",
+                    architecture={"network": "AnatomyLDM", "kwargs": ldm_kwargs, "vae": ids["vae"],
+                                  "diffusion": diffusion, "sampler": sampler}),
+         AnatomyLDM(**ldm_kwargs).state_dict()),
+        (ModelEntry(id=ids["motion"], task="cardiac4d", version="0.1", description="untrained tiny motion LDM",
+                    architecture={"network": "MotionLDM", "kwargs": ldm_kwargs, "vae": ids["vae"],
+                                  "anatomy": ids["anatomy"], "motion_scale": 1.0, "diffusion": diffusion,
+                                  "sampler": sampler}, default_for={"cpu": 1}),
+         MotionLDM(**ldm_kwargs).state_dict()),
+    ]
+    return cards

@@ -62,6 +62,11 @@ def check_output(label: str, path: str | os.PathLike, kind: str) -> None:
                 and (not target.is_dir() or any(target.iterdir()))):
             raise ValueError(f"{label}: DICOM output folder {target} exists and is not empty; choose a new folder")
         return
+    if kind == "sequence" and not lowered.endswith(OUTPUT_SUFFIXES[kind]) and not Path(path).suffix:
+        target = Path(path)  # a folder: a generated dataset (the task says whether it takes one)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise ValueError(f"{label}: output folder {target} exists and is not empty; choose a new folder")
+        return
     if not lowered.endswith(OUTPUT_SUFFIXES[kind]):
         raise ValueError(f"{label} must end in {' or '.join(OUTPUT_SUFFIXES[kind])}, got '{path}'")
 

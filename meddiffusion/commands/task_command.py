@@ -126,7 +126,8 @@ def write_outputs(spec: TaskSpec, values: dict, paths: dict[str, str], step=lamb
 def _write(port: Port, value, path: Path) -> None:
     from meddiffusion.figures import write_png
     from meddiffusion.io import Volume, write_segmentation, write_volume
-    from meddiffusion.tasks.job import Segmentation, Table, VolumeOutput
+    from meddiffusion.io.sequences import write_sequence
+    from meddiffusion.tasks.job import FolderOutput, Segmentation, Sequence, Table, VolumeOutput
 
     if port.kind == "volume":
         output = value if isinstance(value, VolumeOutput) else VolumeOutput(value)
@@ -143,5 +144,14 @@ def _write(port: Port, value, path: Path) -> None:
         value.write(path)
     elif port.kind == "picture":
         write_png(path, value)
+    elif port.kind == "sequence" and isinstance(value, FolderOutput):
+        path.mkdir(parents=True, exist_ok=True)
+        value.write(path)
+    elif port.kind == "sequence":
+        if not isinstance(value, Sequence):
+            raise TypeError(f"output '{port.name}' must be a Sequence, got {type(value).__name__}")
+        frames = value.frames if value.dtype is None else [f.with_array(f.array.astype(value.dtype)) for f in value.frames]
+        write_sequence(frames, path, index_name=value.index_name, index_unit=value.index_unit,
+                       index_values=value.index_values)
     else:
         raise ValueError(f"output '{port.name}': writing {port.kind} outputs is not supported")

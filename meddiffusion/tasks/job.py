@@ -8,6 +8,8 @@ outputs to their values, ``info`` holds the figures of the result event (with a 
 - volume: a :class:`~meddiffusion.io.Volume`, or a :class:`VolumeOutput` to choose the stored type;
 - segmentation: a :class:`Segmentation` (layers on the reference grid, segment descriptions);
 - table: a :class:`Table` (field names and rows), written as CSV;
+- sequence: a :class:`Sequence` (frames on one grid, their index values), written as a 4D NRRD, or
+  a :class:`FolderOutput` where the port also takes a folder (a generated dataset);
 - picture: an RGB ``uint8`` array (H, W, 3), written as PNG.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "VolumeOutput", "Segmentation", "Table"]
+__all__ = ["Job", "VolumeOutput", "Segmentation", "Table", "Sequence", "FolderOutput"]
 
 
 @dataclass
@@ -75,3 +77,21 @@ class Table:
                 writer.writerows(self.rows)
 
         return atomic_write(path, write)
+
+
+@dataclass
+class Sequence:
+    """Frames (``Volume`` s on one grid) and their index values (e.g. the time of each frame in ms)."""
+
+    frames: list
+    index_values: list
+    index_name: str = "time"
+    index_unit: str = "ms"
+    dtype: str | None = None
+
+
+@dataclass
+class FolderOutput:
+    """A folder of files made by ``write(folder)`` into a new, empty folder (staged like every output)."""
+
+    write: Any

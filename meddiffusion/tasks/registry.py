@@ -26,6 +26,7 @@ TASK_PACKAGES = (
     "meddiffusion.tasks.motion",
     "meddiffusion.tasks.spect",
     "meddiffusion.tasks.petmr",
+    "meddiffusion.tasks.cardiac4d",
 )
 
 #: what an input or output can be, and the file suffixes each kind is written with

@@ -1,0 +1,249 @@
+"""The cascade of the 4D cardiac synthesis: VAE, anatomy LDM, motion LDM, and how one cine is drawn.
+
+Three cards make one model. The motion card is the one a user runs (``--model``); it names its
+anatomy card and both name their VAE, so a cascade is always the three networks it was trained
+with. The VAE card carries the grid the networks learned (matrix, voxel size, stack depth) and
+the latent scale (1 / std of its training latents, as in latent diffusion); the motion card the
+scale of the residual Δz = z_t − z_ED (the paper's "flow scale").
+
+Drawing one cine (:meth:`Cardiac4DModel.generate`):
+
+1. the clinical token from diagnosis, EF, EDV, ESV and slice count; the slice mask;
+2. the end-diastolic latent z_ED from the anatomy LDM (guided DDIM from seeded noise), or the
+   encoded ED frame of a given stack;
+3. every frame's Δz from the motion LDM, conditioned on z_ED and the phase τ of the frame, all
+   frames from **the same** initial noise (one heart, smooth in time);
+4. z_t = z_ED + Δz decoded by both decoders: image and labels (argmax), the central slices kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from meddiffusion.catalog import ModelEntry, get_model, list_models, load_task_model
+
+__all__ = ["TASK", "DEFAULT_STEPS", "SYSTOLIC_FRACTION", "Cardiac4DModel", "Generated", "load_model",
+           "load_vae", "build_network", "frame_phases", "decode_frames"]
+
+TASK = "cardiac4d"
+#: DDIM steps by device: the paper's 30 on a GPU; fewer on a CPU keep a 10 × 25 cine within a minute
+DEFAULT_STEPS = {"cpu": 20, "cuda": 30}
+#: share of the cycle in systole at generation (the training phantoms draw 0.32-0.38)
+SYSTOLIC_FRACTION = 0.35
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def build_network(architecture: dict, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """The network a card's ``architecture`` names, with its weights (eval mode)."""
+    from meddiffusion.nets import cardiac4d as nets
+
+    name = architecture.get("network")
+    if name not in ("DualDecoderVAE", "AnatomyLDM", "MotionLDM"):
+        raise ValueError(f"a cardiac4d card must name DualDecoderVAE, AnatomyLDM or MotionLDM, got {name!r}")
+    net = getattr(nets, name)(**architecture.get("kwargs", {}))
+    if state is not None:
+        net.load_state_dict(state)
+    return net.eval()
+
+
+def load_vae(model_id: str, device="cpu") -> tuple[torch.nn.Module, ModelEntry]:
+    entry = get_model(model_id)
+    if entry.task != TASK or entry.architecture.get("network") != "DualDecoderVAE":
+        raise ValueError(f"'{model_id}' is not a cardiac4d VAE (its card names {entry.architecture.get('network')!r})")
+    return build_network(entry.architecture, entry.state_dict()).to(device), entry
+
+
+def frame_phases(frames: int, systolic_fraction: float = SYSTOLIC_FRACTION) -> np.ndarray:
+    """τ of ``frames`` equally spaced frames from end-diastole (the acquisition's own rule)."""
+    from meddiffusion.tasks.cardiac4d.cine import phase_of_frames
+
+    return phase_of_frames(frames, systolic_fraction)
+
+
+@torch.no_grad()
+def decode_frames(vae, z: torch.Tensor, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, D, H, W) in [-1, 1] and argmax labels (uint8) of latents (N, C, D, h, w), ``batch`` at a time."""
+    images, labels = [], []
+    for start in range(0, len(z), batch):
+        chunk = z[start : start + batch]
+        images.append(vae.decode_image(chunk)[:, 0].clamp(-1, 1).cpu())
+        labels.append(vae.decode_labels(chunk).argmax(1).to(torch.uint8).cpu())
+    return torch.cat(images), torch.cat(labels)
+
+
+@dataclass
+class Generated:
+    """One drawn cine: images (F, S, H, W) in [-1, 1], labels (F, S, H, W) uint8, phase τ per frame."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    tau: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+class Cardiac4DModel:
+    """The three networks of a cascade with their scales, the DDPM schedule and the learned grid."""
+
+    def __init__(self, entry: ModelEntry, vae, anatomy, motion, vae_entry: ModelEntry, anatomy_entry: ModelEntry):
+        from meddiffusion.diffusion.latent import LatentDiffusion
+
+        self.entry, self.vae_entry, self.anatomy_entry = entry, vae_entry, anatomy_entry
+        self.vae, self.anatomy, self.motion = vae, anatomy, motion
+        self.latent_scale = float(vae_entry.architecture["latent_scale"])
+        self.motion_scale = float(entry.architecture["motion_scale"])
+        self.grid = dict(vae_entry.architecture["grid"])
+        schedule = entry.architecture.get("diffusion", {})
+        self.diffusion = LatentDiffusion(int(schedule.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)))
+        self.steps = dict(entry.architecture.get("sampler", {}).get("steps", DEFAULT_STEPS))
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def depth(self) -> int:
+        return int(self.grid["depth"])
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return (float(self.grid["pixel_mm"]), float(self.grid["pixel_mm"]), float(self.grid["slice_mm"]))
+
+    def default_steps(self, device="cpu") -> int:
+        kind = str(device).split(":")[0]
+        return int(self.steps.get(kind, self.steps.get("cpu", DEFAULT_STEPS["cpu"])))
+
+    def to(self, device) -> "Cardiac4DModel":
+        for net in (self.vae, self.anatomy, self.motion):
+            net.to(device)
+        return self
+
+    # ------------------------------------------------------------------ conditions
+    def condition(self, request, device, batch: int = 1) -> dict[str, torch.Tensor]:
+        """The anatomy LDM's condition of ``request`` (a ``clinical.Request``), ``batch`` copies."""
+        from meddiffusion.nets.cardiac4d import clinical_scalars, slice_mask
+        from meddiffusion.tasks.cardiac4d.clinical import DIAGNOSIS_IDS
+
+        h = w = int(self.grid["matrix"]) // self.vae.factor
+        scalars = clinical_scalars(request.ef_percent, request.edv_ml, request.esv_ml, request.slices)
+        return {"diagnosis": torch.full((batch,), DIAGNOSIS_IDS[request.diagnosis], dtype=torch.long, device=device),
+                "scalars": scalars.reshape(1, 4).expand(batch, 4).to(device=device, dtype=torch.float32),
+                "mask": slice_mask(request.slices, self.depth, h, w).expand(batch, -1, -1, -1, -1).to(device)}
+
+    # ------------------------------------------------------------------ stages
+    @torch.no_grad()
+    def encode_anatomy(self, images: np.ndarray, device) -> torch.Tensor:
+        """The scaled latent (1, C, D, h, w) of a normalised ED stack (S, H, W) on the model's grid."""
+        from meddiffusion.nets.cardiac4d import pad_slices
+
+        x = torch.from_numpy(pad_slices(images.astype(np.float32), self.depth, -1.0))[None, None].to(device)
+        mu, _ = self.vae.encode(x)
+        return mu * self.latent_scale
+
+    @torch.no_grad()
+    def draw_anatomy(self, cond, steps: int, guidance: float, generator: torch.Generator, device,
+                     callback=None) -> torch.Tensor:
+        from meddiffusion.nets.cardiac4d import null_condition
+
+        h = w = int(self.grid["matrix"]) // self.vae.factor
+        shape = (1, self.vae.latent_channels, self.depth, h, w)
+        noise = torch.randn(shape, generator=generator, device=generator.device).to(device)
+        return self.diffusion.ddim_sample(self.anatomy, noise, cond, null_condition(cond), num_steps=steps,
+                                          guidance_scale=guidance, callback=callback)
+
+    @torch.no_grad()
+    def draw_motion(self, z_ed: torch.Tensor, cond, tau: np.ndarray, steps: int, guidance: float,
+                    generator: torch.Generator, device, callback=None, batch: int = 16) -> torch.Tensor:
+        """Scaled Δz (F, C, D, h, w) of every frame, all from one initial noise; ED (τ = 0) keeps Δz = 0."""
+        from meddiffusion.nets.cardiac4d import null_condition
+
+        noise = torch.randn(z_ed.shape, generator=generator, device=generator.device).to(device)
+        frames = len(tau)
+        out = torch.zeros((frames, *z_ed.shape[1:]), device=device)
+        chunks = [list(range(s, min(s + batch, frames))) for s in range(0, frames, batch)]
+        done = [0]
+
+        def step(i: int, total: int) -> None:
+            if callback is not None and i == total:
+                done[0] += 1
+                callback(done[0], len(chunks))
+
+        for chunk in chunks:
+            n = len(chunk)
+            c = {key: value[:1].expand(n, *value.shape[1:]) for key, value in cond.items()}
+            c["z_ed"] = z_ed.expand(n, -1, -1, -1, -1)
+            c["tau"] = torch.as_tensor(tau[chunk], dtype=torch.float32, device=device)
+            out[chunk] = self.diffusion.ddim_sample(self.motion, noise.expand(n, -1, -1, -1, -1).clone(), c,
+                                                    null_condition(c), num_steps=steps, guidance_scale=guidance,
+                                                    callback=step)
+        out[torch.as_tensor(tau) == 0] = 0.0
+        return out
+
+    @torch.no_grad()
+    def generate(self, request, *, seed: int = 0, steps: int | None = None, guidance: float = 3.0, device="cpu",
+                 anatomy: torch.Tensor | None = None, progress=None) -> Generated:
+        """One cine of ``request`` (see the module docstring); ``anatomy`` a scaled ED latent to keep."""
+        from meddiffusion.nets.cardiac4d import crop_slices
+
+        steps = self.default_steps(device) if steps is None else int(steps)
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        cond = self.condition(request, device)
+        stage = (lambda name, total: progress.stage(name, total=total)) if progress is not None else None
+        if anatomy is None:
+            if stage is None:
+                z_ed = self.draw_anatomy(cond, steps, guidance, generator, device)
+            else:
+                with stage("anatomy", steps) as tick:
+                    z_ed = self.draw_anatomy(cond, steps, guidance, generator, device, callback=lambda i, n: tick())
+        else:
+            z_ed = anatomy.to(device)
+            torch.randn(z_ed.shape, generator=generator)  # the same motion noise as a drawn anatomy of this seed
+        tau = frame_phases(request.frames)
+        if stage is None:
+            dz = self.draw_motion(z_ed, cond, tau, steps, guidance, generator, device)
+        else:
+            chunks = -(-request.frames // 16)
+            with stage("motion", chunks) as tick:
+                dz = self.draw_motion(z_ed, cond, tau, steps, guidance, generator, device,
+                                      callback=lambda i, n: tick())
+        z = (z_ed + dz / self.motion_scale) / self.latent_scale
+        images, labels = decode_frames(self.vae, z)
+        images = crop_slices(images, request.slices).numpy()
+        labels = crop_slices(labels, request.slices).numpy()
+        return Generated(images.astype(np.float32), labels.astype(np.uint8), tau,
+                         {"seed": int(seed), "steps": steps, "guidance": float(guidance)})
+
+
+def _motion_cards() -> list[ModelEntry]:
+    return [m for m in list_models(TASK) if m.architecture.get("network") == "MotionLDM"]
+
+
+def load_model(model_id: str | None = None, device="cpu") -> Cardiac4DModel:
+    """The cascade of motion card ``model_id`` (or the cards' default for ``device``) with its anatomy card and VAE."""
+    if model_id is None:
+        cards = _motion_cards()
+        if not cards:
+            raise ValueError("no cardiac4d motion model is installed; train the cascade with 'meddiff train "
+                             "cardiac4d --variant vae|anatomy|motion' or pass --model")
+        kind = str(device).split(":")[0]
+        entry = min(cards, key=lambda m: m.default_for.get(kind, m.default_for.get("cpu", 1_000_000)))
+    else:
+        entry = load_task_model(TASK, model_id, device, title="4D cardiac synthesis")
+    network = entry.architecture.get("network")
+    if network != "MotionLDM":
+        stage = {"DualDecoderVAE": "the VAE", "AnatomyLDM": "the anatomy LDM"}.get(network, f"a {network}")
+        known = ", ".join(m.id for m in _motion_cards()) or "none installed"
+        raise ValueError(f"'{entry.id}' is {stage} of a cascade; synth-cardiac runs a motion model, which names its "
+                         f"anatomy model and VAE (installed: {known})")
+    anatomy_entry = get_model(entry.architecture["anatomy"])
+    if anatomy_entry.architecture.get("network") != "AnatomyLDM":
+        raise ValueError(f"motion model '{entry.id}' names '{anatomy_entry.id}' as its anatomy model, which is not one")
+    if anatomy_entry.architecture.get("vae") != entry.architecture.get("vae"):
+        raise ValueError(f"motion model '{entry.id}' and its anatomy model '{anatomy_entry.id}' were trained on "
+                         f"different VAEs ({entry.architecture.get('vae')} and {anatomy_entry.architecture.get('vae')})")
+    vae, vae_entry = load_vae(entry.architecture["vae"], device)
+    anatomy = build_network(anatomy_entry.architecture, anatomy_entry.state_dict()).to(device)
+    motion = build_network(entry.architecture, entry.state_dict()).to(device)
+    return Cardiac4DModel(entry, vae, anatomy, motion, vae_entry, anatomy_entry)

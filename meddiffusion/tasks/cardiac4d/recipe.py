@@ -1,0 +1,268 @@
+"""``meddiff train cardiac4d``: the three stages of the cascade on simulated short-axis cine studies.
+
+Train in order, each stage naming the one before:
+
+1. ``--variant vae``: the dual-decoder VAE on every frame (image and labels);
+2. ``--variant anatomy --vae ID``: the static anatomy LDM on the VAE's end-diastolic latents;
+3. ``--variant motion --vae ID --anatomy ID``: the residual-motion LDM on Δz = z_t − z_ED of
+   every frame (``--anatomy`` only names the anatomy card the motion card runs with).
+
+Studies ``0 .. studies-1`` of dataset ``--seed`` train and the next ``--val-studies`` validate;
+the stages share the cache (``--data``). The LDM stages encode the studies once with the VAE
+into ``latents-<vae sha256>.npz`` beside the cache. The paper's deterministic latent-motion
+teacher (its stage 2) is not trained: the phantom labels every frame, so Δz is taken directly
+from the VAE's mean latents of each frame, which is the target that teacher approximates.
+"""
+
+from __future__ import annotations
+
+from meddiffusion.tasks.registry import Option
+from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, TrainingData
+
+__all__ = ["RECIPE", "NETWORKS", "network_kwargs", "model_id_of"]
+
+#: network sizes by variant and config (small: the shipped CPU models; tiny: tests)
+NETWORKS = {
+    "vae": {"paper": dict(channels=(32, 64, 128), latent_channels=8, num_res_blocks=2, norm_num_groups=32),
+            "small": dict(channels=(16, 32, 64), latent_channels=4, num_res_blocks=1, norm_num_groups=8),
+            "tiny": dict(channels=(8, 8, 8), latent_channels=2, num_res_blocks=1, norm_num_groups=4)},
+    "ldm": {"paper": dict(channels=(256, 512, 768), attention_levels=(False, True, True), num_res_blocks=2,
+                          num_head_channels=32, context_dim=512, norm_num_groups=32),
+            "small": dict(channels=(64, 128, 192), attention_levels=(False, True, True), num_res_blocks=1,
+                          num_head_channels=32, context_dim=128, norm_num_groups=32),
+            "tiny": dict(channels=(8, 16, 16), attention_levels=(False, False, True), num_res_blocks=1,
+                         num_head_channels=8, context_dim=16, norm_num_groups=8)},
+}
+
+
+def model_id_of(variant: str, config: str) -> str:
+    return f"cardiac4d-{variant}-{config}"
+
+
+def _protocol(args):
+    from meddiffusion.tasks.cardiac4d.cine import CineProtocol
+
+    return CineProtocol(frames=args.frames)
+
+
+def _vae_id(args) -> str:
+    return args.vae or model_id_of("vae", args.config)
+
+
+def network_kwargs(args) -> dict:
+    if args.variant == "vae":
+        return dict(NETWORKS["vae"][args.config])
+    return {"latent_channels": _vae_entry(args).architecture["kwargs"]["latent_channels"],
+            **NETWORKS["ldm"][args.config]}
+
+
+def _vae_entry(args):
+    from meddiffusion.catalog import get_model
+
+    entry = get_model(_vae_id(args))
+    if entry.task != "cardiac4d" or entry.architecture.get("network") != "DualDecoderVAE":
+        raise ValueError(f"--vae '{entry.id}' is not a cardiac4d VAE; train one first with 'meddiff train cardiac4d "
+                         "--variant vae --register ID'")
+    return entry
+
+
+def build_data(args, progress) -> TrainingData:
+    """Cine studies (cached) as VAE frames, or encoded by ``--vae`` as the LDM stage's latents."""
+    from pathlib import Path
+
+    from meddiffusion.tasks.cardiac4d import data
+
+    if args.studies < 1 or args.val_studies < 1:
+        raise ValueError(f"--studies and --val-studies must be >= 1, got {args.studies} and {args.val_studies}")
+    if args.variant == "vae" and args.anatomy:
+        raise ValueError("--anatomy names the anatomy model a motion model runs with; it is read with --variant "
+                         "motion only")
+    folder = Path(args.data) if args.data else Path(args.out) / "data"
+    protocol = _protocol(args)
+    total = args.studies + args.val_studies
+    paths = data.build_cache(folder, range(total), args.seed, protocol, progress.callback("simulate", total))
+    studies = data.load_studies(paths)
+    info = {"groups": _groups(studies[: args.studies]), "protocol": protocol.to_dict(),
+            "spacing": data.spacing_of(studies)}
+    if args.variant == "vae":
+        train, val = data.CineFrames(studies[: args.studies], protocol.depth), data.CineFrames(
+            studies[args.studies :], protocol.depth)
+        progress.log(f"{len(train)} training frames from {args.studies} studies, {len(val)} validation frames")
+        return TrainingData(train, val, info)
+    latents, vae_entry = _latents(args, studies, folder, protocol, progress)
+    scale = float(vae_entry.architecture["latent_scale"])
+    info |= {"vae": vae_entry.id, "latent_scale": scale}
+    if args.variant == "anatomy":
+        train = data.AnatomyLatents(studies[: args.studies], latents[: args.studies], scale)
+        val = data.AnatomyLatents(studies[args.studies :], latents[args.studies :], scale)
+    else:
+        motion_scale = 1.0 / data.motion_std(latents[: args.studies], scale)
+        info["motion_scale"] = motion_scale
+        train = data.MotionLatents(studies[: args.studies], latents[: args.studies], scale, motion_scale)
+        val = data.MotionLatents(studies[args.studies :], latents[args.studies :], scale, motion_scale)
+    progress.log(f"{len(train)} training and {len(val)} validation latents ({args.variant}) from {folder}")
+    return TrainingData(train, val, info)
+
+
+def _latents(args, studies, folder, protocol, progress):
+    """Every study's latents under the VAE, cached per VAE (its sha256) beside the studies."""
+    import numpy as np
+    import torch
+
+    from meddiffusion.files import atomic_write
+    from meddiffusion.tasks.cardiac4d.data import encode_studies
+    from meddiffusion.tasks.cardiac4d.model import build_network
+
+    entry = _vae_entry(args)
+    if entry.architecture["grid"]["matrix"] != protocol.matrix:
+        raise ValueError(f"--vae '{entry.id}' learned a {entry.architecture['grid']['matrix']}² grid; the studies are "
+                         f"{protocol.matrix}²")
+    path = folder / f"latents-{entry.sha256[:12]}.npz"
+    names = [s.path.name for s in studies]
+    if path.exists():
+        with np.load(path) as stored:
+            if all(name in stored for name in names):
+                return [stored[name] for name in names], entry
+    vae = build_network(entry.architecture, entry.state_dict())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with progress.stage("encode", total=1) as step:
+        latents = encode_studies(vae.to(device), studies, protocol.depth, device)
+        step()
+    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **dict(zip(names, latents))))
+    return latents, entry
+
+
+def _groups(studies) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in studies:
+        counts[s.preset] = counts.get(s.preset, 0) + 1
+    return counts
+
+
+def make_model(args):
+    from meddiffusion.nets import cardiac4d as nets
+
+    name = {"vae": "DualDecoderVAE", "anatomy": "AnatomyLDM", "motion": "MotionLDM"}[args.variant]
+    return getattr(nets, name)(**network_kwargs(args))
+
+
+def _diffusion(args):
+    from meddiffusion.diffusion.latent import LatentDiffusion
+
+    return LatentDiffusion(args.timesteps)
+
+
+def make_loss(args, step):
+    from meddiffusion.tasks.cardiac4d import losses
+
+    if args.variant == "vae":
+        from meddiffusion.nets.cardiac4d import make_discriminator
+
+        weights = losses.VaeWeights(args.perceptual_weight, args.adv_weight, args.dice_weight, args.kl_weight)
+        critic = make_discriminator() if args.adv_weight > 0 else None
+        return losses.vae_loss_fn(weights, args.steps, step, critic)
+    return losses.ldm_loss_fn(args.variant, _diffusion(args), args.cfg_dropout)
+
+
+def make_val(args):
+    from meddiffusion.tasks.cardiac4d import losses
+
+    if args.variant == "vae":
+        return losses.vae_val_fn()
+    return losses.ldm_val_fn(args.variant, _diffusion(args), args.seed)
+
+
+def architecture(args, outcome: Outcome | None = None) -> dict:
+    from meddiffusion.tasks.cardiac4d.model import DEFAULT_STEPS
+
+    name = {"vae": "DualDecoderVAE", "anatomy": "AnatomyLDM", "motion": "MotionLDM"}[args.variant]
+    arch = {"network": name, "kwargs": network_kwargs(args)}
+    info = outcome.data.info if outcome is not None else {}
+    if args.variant == "vae":
+        protocol = _protocol(args)
+        arch["grid"] = {"matrix": protocol.matrix, "pixel_mm": protocol.pixel_mm, "slice_mm": protocol.slice_mm,
+                        "depth": protocol.depth}
+        std = (outcome.val_end.get("latent_std") if outcome is not None else None) or 1.0
+        arch["latent_scale"] = 1.0 / std
+        return arch
+    arch |= {"vae": info.get("vae", _vae_id(args)),
+             "diffusion": {"kind": "ddpm", "num_train_timesteps": args.timesteps, "schedule": "scaled_linear_beta",
+                           "prediction": "epsilon"},
+             "sampler": {"kind": "ddim", "steps": dict(DEFAULT_STEPS), "guidance": 3.0}}
+    if args.variant == "motion":
+        arch |= {"anatomy": args.anatomy or model_id_of("anatomy", args.config),
+                 "motion_scale": info.get("motion_scale", 1.0)}
+    return arch
+
+
+def model_id(args) -> str:
+    return model_id_of(args.variant, args.config)
+
+
+def card(args, outcome: Outcome) -> dict:
+    """Network and scales; the studies in words; validation figures before and after."""
+    info = outcome.data.info
+    groups = ", ".join(f"{n} {g}" for g, n in sorted(info["groups"].items()))
+    p = info["protocol"]
+    what = {"vae": f"{len(outcome.data.train)} frames", "anatomy": f"{len(outcome.data.train)} end-diastolic latents",
+            "motion": f"{len(outcome.data.train)} frame latents"}[args.variant]
+    training_data = (f"{what} of {args.studies} simulated short-axis cine studies of thorax-phantom patients "
+                     f"({groups}): bSSFP magnitude with coil shading, Rician noise and contrast varied, {p['matrix']}² × "
+                     f"{p['pixel_mm']:g} mm, {p['slice_mm']:g} mm slices, 8-16 slices covering the LV, "
+                     f"{p['frames']} frames per cycle, ACDC labels; data seed {args.seed}")
+    description = {
+        "vae": "dual-decoder VAE (image and labels) of short-axis cine frames, anisotropic (slices never pooled)",
+        "anatomy": f"static anatomy LDM (end-diastolic latent from diagnosis, EF, EDV, ESV, slices), VAE "
+                   f"{info.get('vae')}",
+        "motion": f"residual-motion LDM (Δz of each cardiac phase from the end-diastolic latent), VAE {info.get('vae')}",
+    }[args.variant]
+    metrics = {f"val_{name}_{when}": values.get(name)
+               for when, values in (("start", outcome.val_start), ("end", outcome.val_end))
+               for name in ("l1", "psnr", "dice_rv", "dice_myo", "dice_lv", "eps_mse")}
+    metrics |= {"studies": args.studies, "val_studies": args.val_studies}
+    return {"architecture": architecture(args, outcome), "training_data": training_data,
+            "description": f"{description} ({args.config})",
+            "normalization": {"kind": "cine_percentiles", "percentiles": [0.5, 99.5], "range": [-1, 1]},
+            "metrics": {k: v for k, v in metrics.items() if v is not None}}
+
+
+RECIPE = Recipe(
+    name="cardiac4d",
+    description="4D cardiac cine synthesis: the dual-decoder VAE, then the anatomy and motion LDMs, on simulated "
+                "short-axis cine studies",
+    configs={"paper": "GPU", "small": "CPU", "tiny": "tests"},
+    options=(
+        Option(("--variant",), {"choices": ("vae", "anatomy", "motion"), "default": "vae",
+                                "help": "vae: the dual-decoder VAE (train first); anatomy: the static anatomy LDM; "
+                                        "motion: the residual-motion LDM (default: vae)"}),
+        Option(("--vae",), {"metavar": "ID", "help": "VAE of the LDM stages (default: cardiac4d-vae-<config>)"}),
+        Option(("--anatomy",), {"metavar": "ID", "help": "anatomy model a motion model runs with (default: "
+                                                         "cardiac4d-anatomy-<config>)"}),
+        Option(("--studies",), {"type": int, "default": 360, "help": "training studies (phantom patients, balanced "
+                                                                     "over the five groups; default: 360)"}),
+        Option(("--val-studies",), {"type": int, "default": 40, "help": "validation studies, the next patients "
+                                                                        "(default: 40)"}),
+        Option(("--frames",), {"type": int, "default": 20, "help": "frames per cycle of the studies (default: 20)"}),
+        Option(("--data",), {"metavar": "DIR", "help": "the study cache to use and fill, shareable between stages and "
+                                                       "runs with the same --seed (default: <out>/data)"}),
+        Option(("--timesteps",), {"type": int, "default": 1000, "help": "DDPM timesteps of the LDMs (default: 1000)"}),
+        Option(("--cfg-dropout",), {"type": float, "default": 0.1, "help": "share of LDM samples trained without "
+                                                                           "the clinical condition (default: 0.1)"}),
+        Option(("--perceptual-weight",), {"type": float, "default": 0.3,
+                                          "help": "VAE: weight of the per-slice 1 − SSIM term (default: 0.3)"}),
+        Option(("--adv-weight",), {"type": float, "default": 0.1, "help": "VAE: weight of the LSGAN term, from half "
+                                                                         "the run (default: 0.1; 0 turns it off)"}),
+        Option(("--dice-weight",), {"type": float, "default": 20.0, "help": "VAE: weight of the labels' DiceCE "
+                                                                           "(default: 20)"}),
+        Option(("--kl-weight",), {"type": float, "default": 1e-7, "help": "VAE: KL weight, ramped in from 20 %% of "
+                                                                         "the run (default: 1e-7)"}),
+    ),
+    defaults={"steps": 3000, "batch_size": 4, "lr": 1e-4},
+    sources=(PHANTOM,),
+    build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
+    card=card,
+    example="""  meddiff train cardiac4d --variant vae --config small --data runs/c4d-data --out runs/c4d-vae \\
+      --register cardiac4d-vae-small
+  meddiff train cardiac4d --variant anatomy --config small --data runs/c4d-data --out runs/c4d-anatomy
+  meddiff train cardiac4d --variant motion --config small --data runs/c4d-data --out runs/c4d-motion""",
+)
