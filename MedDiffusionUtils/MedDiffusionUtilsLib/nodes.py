@@ -359,11 +359,12 @@ def write_sequence(sequence_node, path: str | os.PathLike) -> Path:
 
 
 def read_sequence(path: str | os.PathLike, *, scene=None, name: str | None = None,
-                  reference=None, tolerance_mm: float = GEOMETRY_TOLERANCE_MM):
+                  reference=None, tolerance_mm: float = GEOMETRY_TOLERANCE_MM, browse: bool = True):
     """Read a ``.seq.nrrd`` file into a new sequence node plus a browser to play it.
 
-    Returns ``(sequence_node, browser_node)``.  With ``reference`` every frame must lie on
-    the reference's grid and takes its exact IJKToRAS.
+    Returns ``(sequence_node, browser_node)``; the browser is None with ``browse=False`` (the
+    caller plays the sequence in a browser of its own, see :func:`sequence_browser`).  With
+    ``reference`` every frame must lie on the reference's grid and takes its exact IJKToRAS.
     """
     scene = _scene(scene)
     path = Path(path)
@@ -378,13 +379,15 @@ def read_sequence(path: str | os.PathLike, *, scene=None, name: str | None = Non
     except Exception:
         scene.RemoveNode(sequence)
         raise
-    return sequence, sequence_browser(sequence)
+    return sequence, (sequence_browser(sequence) if browse else None)
 
 
-def sequence_browser(sequence_node, name: str | None = None):
-    """A browser node that plays ``sequence_node`` through a proxy node (first item shown).
+def sequence_browser(sequence_node, name: str | None = None, *, synchronized=()):
+    """A browser node that plays ``sequence_node`` through a proxy node (first item shown),
+    and the sequences of ``synchronized`` with it (one item of each per index value, e.g. a
+    cine and its labels).
 
-    The proxy node comes from the Sequences module's logic (``slicer.modules.sequences``,
+    The proxy nodes come from the Sequences module's logic (``slicer.modules.sequences``,
     always there in Slicer; the test fixtures provide it too).
     """
     scene = sequence_node.GetScene()
@@ -394,13 +397,16 @@ def sequence_browser(sequence_node, name: str | None = None):
         browser.SetAndObservePrimarySequenceNodeID(sequence_node.GetID())
     else:
         browser.SetAndObserveMasterSequenceNodeID(sequence_node.GetID())
+    for other in synchronized:
+        browser.AddSynchronizedSequenceNode(other)
     browser.SetSelectedItemNumber(0)
     logic = _sequences_logic()
     if logic is not None:
         logic.UpdateProxyNodesFromSequences(browser)
-        proxy = browser.GetProxyNode(sequence_node)
-        if proxy is not None and proxy.GetDisplayNode() is None:
-            proxy.CreateDefaultDisplayNodes()
+        for sequence in (sequence_node, *synchronized):
+            proxy = browser.GetProxyNode(sequence)
+            if proxy is not None and proxy.GetDisplayNode() is None:
+                proxy.CreateDefaultDisplayNodes()
     return browser
 
 

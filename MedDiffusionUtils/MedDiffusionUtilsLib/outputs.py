@@ -55,11 +55,12 @@ def output_name(reference, suffix: str) -> str:
 
 # -- subject hierarchy -----------------------------------------------------------------------
 def place_in_study(node, reference) -> None:
-    """Put ``node`` under the study that holds ``reference`` (else beside ``reference``)."""
+    """Put ``node`` under the study that holds ``reference`` (else beside ``reference``; with
+    no reference, at the top of the scene: a generated result)."""
     scene = node.GetScene()
     hierarchy = scene.GetSubjectHierarchyNode()
     parent = hierarchy.GetSceneItemID()
-    reference_item = hierarchy.GetItemByDataNode(reference)
+    reference_item = hierarchy.GetItemByDataNode(reference) if reference is not None else 0
     if reference_item:
         parent = hierarchy.GetItemParent(reference_item)
         study_level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()

@@ -17,8 +17,13 @@ Before anything starts the input is checked with the task's rule (the backend's 
 and message).  Each input is written to the run's folder with its geometry; each output
 port the module imports (volume, segmentation, table, sequence) gets its flag and a file in
 that folder; after a clean run each file becomes a new node "<input> <suffix>" under the
-input's study, returned by port name.  The input node is never modified, and a cancelled or
-failed run adds no node.  No Qt.
+input's study, returned by port name; the sequences of a run play together in one browser.
+The input node is never modified, and a cancelled or failed run adds no node.  No Qt.
+
+A *generative* task (every input optional, e.g. a synthesis from a request) runs without an
+input: Apply needs none, the optional input is checked by its rule only when it is given, and
+the outputs, on grids of their own, are named from the request: "<Suffix> <request>" (see
+:meth:`TaskLogic.request_name`).
 """
 
 from __future__ import annotations
@@ -89,6 +94,29 @@ class TaskLogic:
     def suffix(self, port: registry.Port) -> str:
         return port.suffix or port.name
 
+    @property
+    def generative(self) -> bool:
+        """Whether the task makes its outputs from a request alone: none of its inputs is
+        required (each has a flag and is optional), e.g. a synthesis task."""
+        return all(port.flags and not port.required for port in self.spec.inputs)
+
+    def input_volume(self, run: Snapshot):
+        """The volume the run gives the task's input port: ``inputVolume`` (None when a
+        generative task runs without its optional input)."""
+        return getattr(run, "inputVolume", None)
+
+    def request_name(self, run: Snapshot) -> str:
+        """What names a generative run's outputs ("DCM EDV 230"); a module says what its
+        request is."""
+        return ""
+
+    def output_name(self, run: Snapshot, port: registry.Port) -> str:
+        """A new node's name: "<input> <suffix>", or for a generative task "<Suffix> <request>"."""
+        suffix = self.suffix(port)
+        if self.generative:
+            return f"{suffix[:1].upper()}{suffix[1:]} {self.request_name(run)}".strip()
+        return outputs.output_name(self.input_volume(run), suffix)
+
     # -- checks ----------------------------------------------------------------------------
     def check_input(self, node) -> str:
         """Raise ``ValueError`` unless ``node`` may be the task's input (the backend's rule, limits
@@ -101,11 +129,15 @@ class TaskLogic:
         return modality
 
     def check(self, run: Snapshot) -> None:
-        """Raise ``ValueError`` naming what is wrong before anything is started."""
+        """Raise ``ValueError`` naming what is wrong before anything is started (a generative
+        task's optional input only when it is given)."""
         if not self.task:
             return
-        self.check_input(run.inputVolume)
-        inputs.check_output_volume(getattr(run, "outputVolume", None), run.inputVolume)
+        volume = self.input_volume(run)
+        if volume is None and self.generative:
+            return
+        self.check_input(volume)
+        inputs.check_output_volume(getattr(run, "outputVolume", None), volume)
 
     # -- what a module may add ---------------------------------------------------------------
     def prepare(self, run: Snapshot) -> Snapshot:
@@ -129,24 +161,29 @@ class TaskLogic:
     def write_inputs(self, run: Snapshot, workdir: Path) -> list:
         """Write the input files into ``workdir``; return the command's arguments."""
         spec = self.spec
-        if len(spec.inputs) != 1 or spec.inputs[0].kind != "volume":
+        if len(spec.inputs) > 1 or any(port.kind != "volume" for port in spec.inputs) \
+                or (not spec.inputs and not self.generative):
             raise NotImplementedError(f"task '{spec.name}': write_inputs handles one input volume")
-        path = workdir / spec.inputs[0].file
-        # uncompressed: the file lives for one run, and gzip would cost seconds on a full CT
-        nodes.write_volume(run.inputVolume, path, compress=False)
-        arguments: list = [path]
+        volume = self.input_volume(run)
+        arguments: list = []
+        if volume is not None and spec.inputs:
+            port = spec.inputs[0]
+            path = workdir / port.file
+            # uncompressed: the file lives for one run, and gzip would cost seconds on a full CT
+            nodes.write_volume(volume, path, compress=False)
+            arguments += [port.flags[0], path] if port.flags else [path]
         for port in self.imported_outputs():
             arguments += [port.flags[0], workdir / port.file]
         rule = rule_for(spec.rule)
-        if rule.skip_flag and inputs.dicom_modality(run.inputVolume).upper() == "CT":
+        if volume is not None and rule.skip_flag and inputs.dicom_modality(volume).upper() == "CT":
             # a CT series may be cropped to soft tissue: the rule accepted it without air
             arguments.append(rule.skip_flag)
         return arguments + self.options(run)
 
     def import_results(self, run: Snapshot, result: dict, workdir: Path) -> dict:
-        """Every output file as a new node, by port name, then the derived ones."""
-        reference = run.inputVolume
-        for node in (reference, getattr(run, "outputVolume", None)):
+        """Every output file as a new node, by port name (the sequences in one browser), then
+        the derived ones."""
+        for node in (self.input_volume(run), getattr(run, "outputVolume", None)):
             if node is not None and node.GetScene() is None:
                 raise ValueError(f"'{node.GetName()}' was removed from the scene during the run")
         created = {}
@@ -155,12 +192,17 @@ class TaskLogic:
             if not path.exists():
                 raise ValueError(f"the backend reported success but wrote no {self.suffix(port)} {port.kind}")
             created[port.name] = self.import_output(port, path, run)
+        self.import_sequences(run, [created[port.name] for port in self.imported_outputs() if port.kind == "sequence"])
         created.update(self.derived_outputs(run, result, created))
         self.record_provenance(run, result, created)
         return created
 
     def import_output(self, port: registry.Port, path: Path, run: Snapshot):
-        """One output file as a new node on the input's grid, named "<input> <suffix>"."""
+        """One output file as a new node on the input's grid, named "<input> <suffix>" (a
+        generative task's on its own grid, named from the request); a sequence without its
+        browser (see :meth:`import_sequences`)."""
+        if self.generative:
+            return self.import_generated(port, path, run)
         reference, suffix = run.inputVolume, self.suffix(port)
         if port.kind == "volume":
             node = outputs.volume_from_file(path, reference, suffix)
@@ -170,17 +212,58 @@ class TaskLogic:
             return outputs.segmentation_from_seg_file(path, reference, suffix)
         if port.kind == "table":
             return outputs.table_from_csv(path, outputs.output_name(reference, suffix), reference=reference)
-        sequence, _browser = outputs.sequence_from_file(path, reference, suffix)
+        sequence, _browser = nodes.read_sequence(path, scene=self.scene, reference=reference,
+                                                 name=outputs.output_name(reference, suffix), browse=False)
+        outputs.place_in_study(sequence, reference)
         return sequence
 
+    def import_generated(self, port: registry.Port, path: Path, run: Snapshot):
+        """A generative task's output file as a new node on the grid it was made on, named
+        from the request, under the optional input's study (else at the top of the scene)."""
+        name, study = self.output_name(run, port), self.input_volume(run)
+        if port.kind == "volume":
+            node = nodes.read_volume(path, scene=self.scene, name=name)
+        elif port.kind == "segmentation":
+            node = nodes.read_segmentation(path, scene=self.scene, name=name)
+        elif port.kind == "table":
+            node = nodes.read_table(path, scene=self.scene, name=name)
+        else:
+            node, _browser = nodes.read_sequence(path, scene=self.scene, name=name, browse=False)
+        outputs.place_in_study(node, study)
+        return node
+
+    def import_sequences(self, run: Snapshot, sequences: list):
+        """One browser playing a run's sequence outputs together, named after the first
+        ("<first> browser"), beside it in Subject Hierarchy; None without sequences."""
+        if not sequences:
+            return None
+        browser = nodes.sequence_browser(sequences[0], synchronized=sequences[1:])
+        outputs.place_in_study(browser, self.input_volume(run))
+        return browser
+
+    @staticmethod
+    def browser_of(sequence):
+        """The browser that plays ``sequence`` (None if none does)."""
+        scene = sequence.GetScene() if sequence is not None else None
+        if scene is None:
+            return None
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+            browser = scene.GetNthNodeByClass(index, "vtkMRMLSequenceBrowserNode")
+            if browser.IsSynchronizedSequenceNodeID(sequence.GetID(), True):
+                return browser
+        return None
+
     def record_provenance(self, run: Snapshot, result: dict, created: dict) -> None:
-        """Link every output to the input; the main output keeps how it was made."""
-        for node in created.values():
-            node.SetNodeReferenceID(INPUT_REFERENCE_ROLE, run.inputVolume.GetID())
+        """Link every output to the input (when there is one); the main output keeps how it
+        was made."""
+        volume = self.input_volume(run)
+        if volume is not None:
+            for node in created.values():
+                node.SetNodeReferenceID(INPUT_REFERENCE_ROLE, volume.GetID())
         main = created.get("output")
         if main is None:
             return
-        values = {"task": self.spec.command, "input": run.inputVolume.GetName(),
+        values = {"task": self.spec.command, "input": volume.GetName() if volume is not None else "none",
                   "model": result.get("model", getattr(run, "model", "")),
                   "steps": result.get("steps", getattr(run, "steps", "")), "seconds": result.get("seconds", ""),
                   **self.provenance(run, result)}

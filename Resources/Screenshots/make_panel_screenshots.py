@@ -1,11 +1,15 @@
 """Render module panels from their real .ui files (PySide6 offscreen) for the README.
 
-    python Resources/Screenshots/make_panel_screenshots.py
+    python Resources/Screenshots/make_panel_screenshots.py [NAME ...]
+
+(NAME: a module, or ReaderStudyScreen; by default every picture.)
 
 Each panel is shown as a user sees it after loading the module's bundled sample, with the
 models the catalogue lists: LDCT Denoise with the low-dose chest CT, Motion Correct with the
 non-gated chest CT, SPECT Attenuation with the NAC perfusion study, PET/MR Denoise with the
-low-count brain PET and its MR.  CTK/qMRML widgets are drawn by the test
+low-count brain PET and its MR.  Cardiac 4D Synth generates from a request and has no sample:
+its panel holds the README's request (DCM, EDV 230 ml, ESV 170 ml), with the models that ship
+(models registered in the user's own model folder are left out).  CTK/qMRML widgets are drawn by the test
 stand-ins in Testing/widgets/standins: the layout, labels and defaults are the module's own,
 the styling is plain Qt rather than Slicer's.
 
@@ -41,6 +45,8 @@ from SPECTAttenuationLib.panel import SPECTAttenuationPanel  # noqa: E402
 from PETMRDenoiseLib.logic import PETMRDenoiseLogic  # noqa: E402
 from PETMRDenoiseLib.panel import PETMRDenoisePanel  # noqa: E402
 from ReaderStudyLib.panel import ReaderStudyPanel  # noqa: E402
+from Cardiac4DSynthLib.logic import Cardiac4DSynthLogic  # noqa: E402
+from Cardiac4DSynthLib.panel import Cardiac4DSynthPanel  # noqa: E402
 
 
 
@@ -68,6 +74,29 @@ def screenshot(module: str, sample_name: str, logic_class, panel_class, companio
         panel.parameters.update(**loaded)
         grab(root, module)
         panel.cleanup()
+
+
+def generator_screenshot(module: str, logic_class, panel_class, request: dict) -> None:
+    """A generative module's panel (nothing to load) with ``request`` in its form, listing the models
+    that ship (an empty user model folder)."""
+    import tempfile
+
+    saved = os.environ.get("MEDDIFF_MODEL_DIR")
+    with tempfile.TemporaryDirectory() as models, mrml_fixtures.slicer_globals(mrml_fixtures.make_scene()) as test:
+        os.environ["MEDDIFF_MODEL_DIR"] = models
+        try:
+            root = load_ui(REPO / module / "Resources" / "UI" / f"{module}.ui")
+            logic = logic_class(test.scene)
+            panel = panel_class(root, logic.parameters(), logic)
+            panel.set_scene(test.scene)
+            panel.parameters.update(**request)
+            grab(root, module)
+            panel.cleanup()
+        finally:
+            if saved is None:
+                os.environ.pop("MEDDIFF_MODEL_DIR", None)
+            else:
+                os.environ["MEDDIFF_MODEL_DIR"] = saved
 
 
 def sample_study(folder: Path) -> Path:
@@ -155,15 +184,30 @@ def reader_study_screen() -> None:
         root.close()
 
 
-def main() -> None:
+PICTURES = {
+    "LDCTDenoise": lambda: screenshot("LDCTDenoise", "sample_ldct_chest", LDCTDenoiseLogic, LDCTDenoisePanel),
+    "MotionCorrect": lambda: screenshot("MotionCorrect", "sample_nongated_chest_ct", MotionCorrectLogic,
+                                        MotionCorrectPanel),
+    "SPECTAttenuation": lambda: screenshot("SPECTAttenuation", "sample_spect_nac", SPECTAttenuationLogic,
+                                           SPECTAttenuationPanel),
+    "PETMRDenoise": lambda: screenshot("PETMRDenoise", "sample_petmr_brain_pet_drf10", PETMRDenoiseLogic,
+                                       PETMRDenoisePanel, companions={"mrVolume": "sample_petmr_brain_mr"}),
+    "Cardiac4DSynth": lambda: generator_screenshot(
+        "Cardiac4DSynth", Cardiac4DSynthLogic, Cardiac4DSynthPanel,
+        {"diagnosis": "DCM", "edv": 230.0, "esv": 170.0, "ef": 26.1, "systole": "ESV", "seed": 3}),
+    "ReaderStudyScreen": reader_study_screen,
+}
+
+
+def main(names=()) -> None:
     app = QApplication.instance() or QApplication([])  # noqa: F841 - keeps Qt alive
-    screenshot("LDCTDenoise", "sample_ldct_chest", LDCTDenoiseLogic, LDCTDenoisePanel)
-    screenshot("MotionCorrect", "sample_nongated_chest_ct", MotionCorrectLogic, MotionCorrectPanel)
-    screenshot("SPECTAttenuation", "sample_spect_nac", SPECTAttenuationLogic, SPECTAttenuationPanel)
-    screenshot("PETMRDenoise", "sample_petmr_brain_pet_drf10", PETMRDenoiseLogic, PETMRDenoisePanel,
-               companions={"mrVolume": "sample_petmr_brain_mr"})
-    reader_study_screen()
+    unknown = sorted(set(names) - set(PICTURES))
+    if unknown:
+        raise SystemExit(f"unknown pictures {unknown}; known: {', '.join(PICTURES)}")
+    for name, make in PICTURES.items():
+        if not names or name in names:
+            make()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -79,8 +79,9 @@ def tiny_model_dir(tmp_path_factory):
     try:
         ids = {}
         for task, build in tiny_models.MODELS.items():
-            entry, weights = build()
-            ids[task] = catalog.register_user_model(entry, weights).id
+            cards = build()  # one (entry, weights), or several of a cascade, the one to run last
+            for entry, weights in cards if isinstance(cards, list) else [cards]:
+                ids[task] = catalog.register_user_model(entry, weights).id
     finally:
         if saved is None:
             os.environ.pop(catalog.ENV_MODEL_DIR)

@@ -6,6 +6,11 @@ Apply waits for the inputs; a run adds new nodes on the input's grid, one per de
 and leaves the input untouched; Cancel leaves no node and no file; a bad input is refused,
 before anything starts, with the message of the task's input rule (the backend's own).
 
+A task with no required input (a generative task: every input optional, e.g. a synthesis from
+a request) keeps the same contract without an input: Apply needs none, a run adds one new node
+per declared output named from the request and linked to no input, Cancel leaves nothing, and
+its optional input, once given, is refused by the rule's message when bad.
+
 A new task module adds one line to ``CASES`` (its logic, a small valid input, what else a
 run needs) and one tiny model to tiny_models.MODELS.
 """
@@ -35,9 +40,10 @@ SPECS = [spec for spec in registry.all_tasks() if spec.module]
 @dataclass(frozen=True)
 class Case:
     """What the contract needs of one task module: its logic ("package.module:Class"), a small
-    valid input array (k, j, i), further parameters for a run (scene, input -> values), an
-    input its rule refuses, the input's IJKToRAS (None: an oblique CT-like grid) and the
-    outputs that by design lie on a grid of their own (a picture, a reoriented volume)."""
+    valid input array (k, j, i), further parameters for a run (scene, input -> values; the input
+    is None for a generative task), an input its rule refuses, the input's IJKToRAS (None: an
+    oblique CT-like grid), the outputs that by design lie on a grid of their own (a picture, a
+    reoriented volume) and the parameters that give a run its input volume."""
 
     logic: str
     make_array: Callable[[], np.ndarray]
@@ -45,6 +51,7 @@ class Case:
     extra: Callable = field(default=lambda scene, volume: {})
     ijk_to_ras: np.ndarray | None = None
     off_grid: tuple[str, ...] = ()
+    input: Callable = field(default=lambda volume: {"inputVolume": volume})
 
 
 def whole_volume_roi(scene, volume):
@@ -69,6 +76,14 @@ CASES = {
                   make_array=lambda: pet_phantom.brain_pet((12, 24, 24)),
                   bad_array=lambda: mrml_fixtures.chest_array((12, 24, 24)).astype(np.float32),
                   ijk_to_ras=pet_phantom.ijk_to_ras()),
+    "cardiac4d": Case("Cardiac4DSynthLib.logic:Cardiac4DSynthLogic",
+                      make_array=lambda: np.random.default_rng(0).uniform(50.0, 150.0, (8, 24, 24)).astype(np.float32),
+                      bad_array=lambda: mrml_fixtures.chest_array((8, 24, 24)).astype(np.float32),
+                      extra=lambda scene, volume: {"diagnosis": "NOR", "edv": 140.0, "ef": 60.0, "systole": "EF",
+                                                   "slices": 8, "frames": 10, "maxAttempts": 1,
+                                                   "keepImplausible": True},
+                      ijk_to_ras=np.diag([-1.75, -1.75, 10.0, 1.0]),
+                      input=lambda volume: {"useAnatomy": True, "anatomyVolume": volume}),
 }
 
 
@@ -101,6 +116,11 @@ def test_every_task_module_has_a_contract_case():
 def test_apply_waits_for_the_inputs(spec, case, scene):
     logic = make_logic(case, scene)
     parameters = logic.parameters()
+    if logic.generative:  # no required input: Apply needs none, and the optional one is taken
+        assert parameters.missing() == []
+        parameters.update(**case.input(add_input(scene, case.make_array(), ijk_to_ras=case.ijk_to_ras)))
+        assert parameters.missing() == []
+        return
     assert parameters.missing() == ["inputVolume"]
     with pytest.raises(ValueError, match="no input volume: select "):
         logic.start(parameters)
@@ -110,35 +130,47 @@ def test_apply_waits_for_the_inputs(spec, case, scene):
 
 def test_a_run_adds_new_nodes_on_the_input_grid_and_leaves_the_input_alone(spec, case, scene, real_backend,
                                                                              run_folder):
-    volume = add_input(scene, case.make_array(), ijk_to_ras=case.ijk_to_ras)
-    checksum = mrml_fixtures.volume_checksum(volume)
-    before = mrml_fixtures.node_ids(scene)
     logic = make_logic(case, scene)
+    generative = logic.generative  # then the run has no input
+    volume = None if generative else add_input(scene, case.make_array(), ijk_to_ras=case.ijk_to_ras)
+    checksum = None if generative else mrml_fixtures.volume_checksum(volume)
+    before = mrml_fixtures.node_ids(scene)
     parameters = logic.parameters()
-    parameters.update(inputVolume=volume, model=real_backend[spec.name], steps=1, device="cpu",
-                      **case.extra(scene, volume))
+    parameters.update(**({} if generative else case.input(volume)), model=real_backend[spec.name], steps=1,
+                      device="cpu", **case.extra(scene, volume))
 
     created = logic.run(parameters, timeout=120)
 
-    declared = [port.name for port in spec.outputs if port.kind in IMPORTED_KINDS]
-    assert set(declared) <= set(created)
+    declared = [port for port in spec.outputs if port.kind in IMPORTED_KINDS]
+    assert {port.name for port in declared} <= set(created)
     for name, node in created.items():
         assert node.GetID() not in before, name
+        if generative:
+            assert logic.input_of(node) is None, name
+            continue
         assert node.GetName().startswith("Chest "), name
         assert logic.input_of(node) is volume, name
         if node.IsA("vtkMRMLVolumeNode") and name not in case.off_grid:
             nodes.check_same_geometry(node, volume, name)
-    assert mrml_fixtures.volume_checksum(volume) == checksum
+    if generative:  # named from the request
+        run = parameters.snapshot()
+        assert logic.request_name(run)
+        names = [logic.output_name(run, port) for port in declared]
+        assert [created[port.name].GetName() for port in declared] == names
+    else:
+        assert mrml_fixtures.volume_checksum(volume) == checksum
+    sequences = [created[port.name] for port in declared if port.kind == "sequence"]
+    assert len({logic.browser_of(sequence).GetID() for sequence in sequences}) == min(len(sequences), 1)
     assert created["output"].GetAttribute("MedDiffusion.model") == real_backend[spec.name]
     assert list(run_folder.iterdir()) == []
 
 
 def test_cancel_leaves_no_node_and_no_file(spec, case, scene, real_backend, run_folder):
-    volume = add_input(scene, case.make_array(), ijk_to_ras=case.ijk_to_ras)
     logic = make_logic(case, scene)
+    volume = None if logic.generative else add_input(scene, case.make_array(), ijk_to_ras=case.ijk_to_ras)
     parameters = logic.parameters()
-    parameters.update(inputVolume=volume, model=real_backend[spec.name], steps=1, device="cpu",
-                      **case.extra(scene, volume))
+    parameters.update(**({} if volume is None else case.input(volume)), model=real_backend[spec.name], steps=1,
+                      device="cpu", **case.extra(scene, volume))
     before = mrml_fixtures.node_ids(scene)
 
     task = logic.start(parameters)
@@ -156,7 +188,7 @@ def test_a_bad_input_gets_the_task_rule_message(spec, case, scene, run_folder):
         rule_for(spec.rule).check(array, name="Not CT")
     logic = make_logic(case, scene)
     parameters = logic.parameters()
-    parameters.inputVolume = volume
+    parameters.update(**case.input(volume))  # a generative task's optional input: checked once given
     before = mrml_fixtures.node_ids(scene)
 
     with pytest.raises(ValueError) as refused:

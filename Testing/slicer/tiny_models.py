@@ -1,7 +1,9 @@
 """Untrained tiny networks of every registered task, as catalogue cards, for real backend runs.
 
-``MODELS[task]()`` returns ``(ModelEntry, state_dict)``; ``catalog.register_user_model`` puts
-them in ``$MEDDIFF_MODEL_DIR``, where the ``python -m meddiffusion`` child finds them.  Each
+``MODELS[task]()`` returns ``(ModelEntry, state_dict)``, or a list of them for a task whose
+model is a cascade of cards (registered in order, the one to run last);
+``catalog.register_user_model`` puts them in ``$MEDDIFF_MODEL_DIR``, where the ``python -m
+meddiffusion`` child finds them.  Each
 card is the CPU default of its task (``default_for={"cpu": 1}``) and runs in a second or two.
 A new task adds one builder here.
 """
@@ -170,3 +172,7 @@ def cardiac4d_models(prefix: str = "tiny-c4d"):
          MotionLDM(**ldm_kwargs).state_dict()),
     ]
     return cards
+
+
+#: the cardiac cascade: its three cards, the motion card (the one run) last
+MODELS["cardiac4d"] = cardiac4d_models

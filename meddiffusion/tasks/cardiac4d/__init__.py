@@ -86,7 +86,7 @@ only the motion is generated.""",
     bench="meddiffusion.tasks.cardiac4d.bench",
     bench_summary="4D cardiac synthesis on unseen requests: controllability (r, MAE of EDV/ESV/EF measured on the "
                   "labels), validity, Dice gain of a segmentation UNet, Fréchet distance, s per cine",
-    module="",  # the Slicer module Cardiac4DSynth registers itself here when it lands
+    module="Cardiac4DSynth",
     limits=Limits(min_slices=4, slice_mm=(4.0, 15.0), slice_mm_usual=(6.0, 12.0), pixel_mm=(0.5, 4.0),
                   pixel_mm_usual=(1.2, 2.2), why="the models learned short-axis cine stacks of 1.75 mm pixels and "
                   "10 mm slices"),
