@@ -147,29 +147,39 @@ def cardiac4d_models(prefix: str = "tiny-c4d"):
 
     from meddiffusion.catalog import ModelEntry
     from meddiffusion.nets.cardiac4d import AnatomyLDM, DualDecoderVAE, MotionLDM
-    from meddiffusion.tasks.cardiac4d.recipe import NETWORKS
+    from meddiffusion.nets.cardiac4d import CARDIAC4D_CONFIGS
 
     torch.manual_seed(0)
-    vae_kwargs = dict(NETWORKS["vae"]["tiny"])
-    ldm_kwargs = {"latent_channels": vae_kwargs["latent_channels"], **NETWORKS["ldm"]["tiny"]}
+    vae_kwargs = dict(CARDIAC4D_CONFIGS["tiny"]["vae"])
+    ldm_kwargs = dict(CARDIAC4D_CONFIGS["tiny"]["anatomy"])
     diffusion = {"kind": "ddpm", "num_train_timesteps": 1000, "schedule": "scaled_linear_beta",
                  "prediction": "epsilon"}
     sampler = {"kind": "ddim", "steps": {"cpu": 2, "cuda": 2}, "guidance": 3.0}
     ids = {name: f"{prefix}-{name}" for name in ("vae", "anatomy", "motion")}
+
+    def untrained(net):
+        """MONAI zero-initialises the UNet's last convolution and attention outputs, so a fresh LDM ignores its
+        condition; small random weights there let the tests see conditions reach the output."""
+        with torch.no_grad():
+            for parameter in net.parameters():
+                if parameter.ndim > 1 and not parameter.any():
+                    parameter.normal_(0.0, 0.05)
+        return net.state_dict()
+
     cards = [
         (ModelEntry(id=ids["vae"], task="cardiac4d", version="0.1", description="untrained tiny cardiac VAE for tests",
                     architecture={"network": "DualDecoderVAE", "kwargs": vae_kwargs, "latent_scale": 1.0,
-                                  "grid": {"matrix": 32, "pixel_mm": 5.0, "slice_mm": 10.0, "depth": 16}}),
+                                  "grid": {"matrix": 32, "pixel_mm": 3.0, "slice_mm": 10.0, "depth": 16}}),
          DualDecoderVAE(**vae_kwargs).state_dict()),
         (ModelEntry(id=ids["anatomy"], task="cardiac4d", version="0.1", description="untrained tiny anatomy LDM",
                     architecture={"network": "AnatomyLDM", "kwargs": ldm_kwargs, "vae": ids["vae"],
                                   "diffusion": diffusion, "sampler": sampler}),
-         AnatomyLDM(**ldm_kwargs).state_dict()),
+         untrained(AnatomyLDM(**ldm_kwargs))),
         (ModelEntry(id=ids["motion"], task="cardiac4d", version="0.1", description="untrained tiny motion LDM",
                     architecture={"network": "MotionLDM", "kwargs": ldm_kwargs, "vae": ids["vae"],
                                   "anatomy": ids["anatomy"], "motion_scale": 1.0, "diffusion": diffusion,
                                   "sampler": sampler}, default_for={"cpu": 1}),
-         MotionLDM(**ldm_kwargs).state_dict()),
+         untrained(MotionLDM(**ldm_kwargs))),
     ]
     return cards
 

@@ -43,12 +43,12 @@ def write_sequence(frames: list[Volume], path: str | os.PathLike, *, index_name:
         "kinds": ["list", "domain", "domain", "domain"],
         "space directions": directions, "space origin": np.asarray(ref.origin),
         "axis 0 index type": "numeric", "axis 0 index values": " ".join(f"{v:g}" for v in values),
-        "axis 0 quantity": index_name, "axis 0 unit": index_unit,
+        # Slicer's sequence reader takes the index name and unit from the list axis' label and unit
+        "labels": [index_name, "", "", ""], "units": [index_unit, "", "", ""],
     }
     if ref.modality:
         header["modality"] = ref.modality
-    custom = {k: "string" for k in ("axis 0 index type", "axis 0 index values", "axis 0 quantity",
-                                    "axis 0 unit", "modality") if k in header}
+    custom = {k: "string" for k in ("axis 0 index type", "axis 0 index values", "modality") if k in header}
     path = Path(path)
     return atomic_write(path, lambda tmp: nrrd.write(str(tmp), data, header, custom_field_map=custom,
                                                       index_order="F"))

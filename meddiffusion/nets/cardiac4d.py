@@ -81,7 +81,7 @@ CARDIAC4D_CONFIGS: dict[str, dict[str, dict]] = {
                    "context_dim": 512, "norm_num_groups": 32},
     },
     "small": {
-        "vae": {"channels": (16, 32, 64), "latent_channels": 4, "num_res_blocks": 1, "norm_num_groups": 8},
+        "vae": {"channels": (8, 16, 32), "latent_channels": 4, "num_res_blocks": 1, "norm_num_groups": 4},
         "anatomy": {"latent_channels": 4, "channels": (16, 32, 64), "attention_levels": (False, True, True),
                     "num_res_blocks": 1, "num_head_channels": 32, "context_dim": 128, "norm_num_groups": 8},
         "motion": {"latent_channels": 4, "channels": (16, 32, 64), "attention_levels": (False, True, True),
@@ -175,8 +175,8 @@ class DualDecoderVAE(nn.Module):
         norm_eps: GroupNorm epsilon.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 4, channels=(16, 32, 64), latent_channels: int = 4,
-                 num_res_blocks: int = 1, norm_num_groups: int = 8, norm_eps: float = 1e-6):
+    def __init__(self, in_channels: int = 1, num_classes: int = 4, channels=(8, 16, 32), latent_channels: int = 4,
+                 num_res_blocks: int = 1, norm_num_groups: int = 4, norm_eps: float = 1e-6):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if any(c % norm_num_groups for c in channels):

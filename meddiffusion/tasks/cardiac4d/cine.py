@@ -53,7 +53,7 @@ class CineProtocol:
         checks = [
             (32 <= self.matrix <= 256 and self.matrix % 8 == 0, f"cine matrix must be 32-256 and a multiple of 8, "
                                                                 f"got {self.matrix}"),
-            (0.5 <= self.pixel_mm <= 4.0, f"cine pixel must be 0.5-4 mm, got {self.pixel_mm}"),
+            (0.5 <= self.pixel_mm <= 6.0, f"cine pixel must be 0.5-6 mm, got {self.pixel_mm}"),
             (4.0 <= self.slice_mm <= 15.0, f"slice spacing must be 4-15 mm, got {self.slice_mm}"),
             (4 <= self.frames <= 60, f"frames per cycle must be 4-60, got {self.frames}"),
             (self.min_slices <= self.depth <= 32, f"stack depth must be {self.min_slices}-32, got {self.depth}"),

@@ -73,7 +73,8 @@ def build_cache(folder: str | Path, indices, dataset_seed: int, protocol: CinePr
 
 
 class Study:
-    """A cached study in memory: images (F, S, H, W) float32, labels uint8, τ, geometry, group and clinical values."""
+    """A cached study in memory: images (F, S, H, W) float16 in [-1, 1], labels uint8, τ, geometry, group and clinical
+    values."""
 
     def __init__(self, path: str | Path):
         from meddiffusion.tasks.cardiac4d.measure import clinical_values
@@ -81,7 +82,7 @@ class Study:
         images, labels, tau, spacing, origin, direction = cache.read_item(
             path, "images", "labels", "tau", "spacing", "origin", "direction")
         self.path = Path(path)
-        self.images = images.astype(np.float32)
+        self.images = images  # float16 as stored: a 400-study dataset is then 2 GB, not 4
         self.labels = labels
         self.tau = tau.astype(np.float32)
         self.spacing = tuple(float(s) for s in spacing)
@@ -121,10 +122,16 @@ class CineFrames:
 
         from meddiffusion.nets.cardiac4d import pad_slices
 
-        images = [pad_slices(s.images, depth, -1.0) for s in studies]
-        labels = [pad_slices(s.labels, depth, 0) for s in studies]
-        self.images = torch.from_numpy(np.concatenate(images).astype(np.float16))
-        self.labels = torch.from_numpy(np.concatenate(labels))
+        count = sum(len(s.images) for s in studies)
+        h, w = studies[0].images.shape[-2:]
+        self.images = torch.full((count, depth, h, w), -1.0, dtype=torch.float16)
+        self.labels = torch.zeros((count, depth, h, w), dtype=torch.uint8)
+        start = 0
+        for s in studies:  # filled in place: no second copy of the dataset while it is built
+            stop = start + len(s.images)
+            self.images[start:stop] = torch.from_numpy(pad_slices(s.images, depth, -1.0))
+            self.labels[start:stop] = torch.from_numpy(pad_slices(s.labels, depth, 0))
+            start = stop
         self.study = np.concatenate([np.full(len(s.images), k) for k, s in enumerate(studies)])
 
     def __len__(self) -> int:
@@ -146,7 +153,7 @@ def encode_studies(vae, studies: list[Study], depth: int, device, batch: int = 8
     out = []
     with torch.inference_mode():
         for study in studies:
-            x = torch.from_numpy(pad_slices(study.images, depth, -1.0))[:, None]
+            x = torch.from_numpy(pad_slices(study.images, depth, -1.0)).float()[:, None]
             mus = [vae.encode(x[i : i + batch].to(device))[0].float().cpu() for i in range(0, len(x), batch)]
             out.append(torch.cat(mus).numpy())
     return out

@@ -19,21 +19,7 @@ from __future__ import annotations
 from meddiffusion.tasks.registry import Option
 from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, TrainingData
 
-__all__ = ["RECIPE", "NETWORKS", "network_kwargs", "model_id_of"]
-
-#: network sizes by variant and config (small: the shipped CPU models; tiny: tests)
-NETWORKS = {
-    "vae": {"paper": dict(channels=(32, 64, 128), latent_channels=8, num_res_blocks=2, norm_num_groups=32),
-            "small": dict(channels=(16, 32, 64), latent_channels=4, num_res_blocks=1, norm_num_groups=8),
-            "tiny": dict(channels=(8, 8, 8), latent_channels=2, num_res_blocks=1, norm_num_groups=4)},
-    "ldm": {"paper": dict(channels=(256, 512, 768), attention_levels=(False, True, True), num_res_blocks=2,
-                          num_head_channels=32, context_dim=512, norm_num_groups=32),
-            "small": dict(channels=(64, 128, 192), attention_levels=(False, True, True), num_res_blocks=1,
-                          num_head_channels=32, context_dim=128, norm_num_groups=32),
-            "tiny": dict(channels=(8, 16, 16), attention_levels=(False, False, True), num_res_blocks=1,
-                         num_head_channels=8, context_dim=16, norm_num_groups=8)},
-}
-
+__all__ = ["RECIPE", "network_kwargs", "model_id_of"]
 
 def model_id_of(variant: str, config: str) -> str:
     return f"cardiac4d-{variant}-{config}"
@@ -50,10 +36,13 @@ def _vae_id(args) -> str:
 
 
 def network_kwargs(args) -> dict:
-    if args.variant == "vae":
-        return dict(NETWORKS["vae"][args.config])
-    return {"latent_channels": _vae_entry(args).architecture["kwargs"]["latent_channels"],
-            **NETWORKS["ldm"][args.config]}
+    """The config's network (``nets.cardiac4d.CARDIAC4D_CONFIGS``); an LDM takes its VAE's latent channels."""
+    from meddiffusion.nets.cardiac4d import CARDIAC4D_CONFIGS
+
+    kwargs = dict(CARDIAC4D_CONFIGS[args.config][args.variant])
+    if args.variant != "vae":
+        kwargs["latent_channels"] = _vae_entry(args).architecture["kwargs"]["latent_channels"]
+    return kwargs
 
 
 def _vae_entry(args):
