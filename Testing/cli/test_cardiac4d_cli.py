@@ -150,7 +150,8 @@ def test_three_stages_train_and_their_cascade_runs(env, tmp_path):
     assert cards["vae"]["architecture"]["grid"] == {"matrix": 96, "pixel_mm": 1.75, "slice_mm": 10.0, "depth": 16}
     assert cards["motion"]["architecture"]["anatomy"] == "t-anatomy" and cards["motion"]["architecture"]["vae"] == "t-vae"
     assert cards["motion"]["architecture"]["motion_scale"] > 0
-    assert "meddiff train cardiac4d --variant motion" in cards["motion"]["training_command"]
+    command = cards["motion"]["training_command"]
+    assert command.startswith("meddiff train cardiac4d") and "--variant motion" in command and "--vae t-vae" in command
     assert list(data.glob("latents-*.npz"))  # the LDM stages share one encoding of the studies
     run = meddiff("synth-cardiac", "--model", "t-motion", *REQUEST, *LOOSE, "-o", tmp_path / "c.seq.nrrd", env=env)
     assert run.returncode == 0, run.stderr[-2000:]
