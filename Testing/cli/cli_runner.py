@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-__all__ = ["meddiff", "jsonl"]
+__all__ = ["meddiff", "jsonl", "run_events"]
 
 
 def meddiff(*args, env=None, timeout=300, cwd=None):
@@ -18,3 +18,9 @@ def meddiff(*args, env=None, timeout=300, cwd=None):
 def jsonl(stdout: str) -> list[dict]:
     """The JSON events among the lines of ``stdout``."""
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def run_events(*args, env=None, timeout=300, cwd=None) -> tuple[int, list[dict], str]:
+    """(exit code, JSON events, stderr) of ``python -m meddiffusion ARGS`` in a child process."""
+    result = meddiff(*args, env=env, timeout=timeout, cwd=cwd)
+    return result.returncode, jsonl(result.stdout), result.stderr

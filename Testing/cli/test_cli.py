@@ -12,14 +12,11 @@ import pytest
 
 from meddiffusion.io import Volume, read_volume, write_volume
 
-
-def meddiff(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)],
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+from cli_runner import jsonl, meddiff  # Testing/cli's one child-process runner
 
 
-def jsonl(stdout):
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+#: seconds any one of these quick commands may take
+TIMEOUT = 120
 
 
 @pytest.fixture
@@ -40,17 +37,17 @@ def calcium_ct(tmp_path):
 
 
 def test_help_lists_every_command_with_an_example():
-    result = meddiff("--help")
+    result = meddiff("--help", timeout=TIMEOUT)
     assert result.returncode == 0
     for name in ("info", "agatston", "phantom", "bench"):
         assert name in result.stdout
-        sub = meddiff(name, "--help")
+        sub = meddiff(name, "--help", timeout=TIMEOUT)
         assert sub.returncode == 0, sub.stderr
         assert "example" in sub.stdout
 
 
 def test_info_reports_versions_and_device():
-    result = meddiff("info", "--events", "jsonl")
+    result = meddiff("info", "--events", "jsonl", timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     final = jsonl(result.stdout)[-1]
     assert final["event"] == "result"
@@ -61,7 +58,7 @@ def test_info_reports_versions_and_device():
 def test_agatston_end_to_end(tmp_path, calcium_ct):
     ct, hu = calcium_ct
     table, lesions = tmp_path / "agatston.csv", tmp_path / "lesions.nrrd"
-    result = meddiff("agatston", ct, "-o", table, "--lesions", lesions, "--events", "jsonl")
+    result = meddiff("agatston", ct, "-o", table, "--lesions", lesions, "--events", "jsonl", timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     events = jsonl(result.stdout)
     final = events[-1]
@@ -81,7 +78,7 @@ def test_agatston_seg_restricts_scoring(tmp_path, calcium_ct):
     seg = np.zeros_like(hu)
     seg[:, 20:, 20:] = 3                                    # covers lesion B only
     seg_path = write_volume(Volume(seg, spacing=(1.0, 1.0, 3.0)), tmp_path / "seg.nrrd")
-    result = meddiff("agatston", ct, "-o", tmp_path / "t.csv", "--seg", seg_path, "--events", "jsonl")
+    result = meddiff("agatston", ct, "-o", tmp_path / "t.csv", "--seg", seg_path, "--events", "jsonl", timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert jsonl(result.stdout)[-1]["total"] == pytest.approx(30.0)
 
@@ -89,7 +86,7 @@ def test_agatston_seg_restricts_scoring(tmp_path, calcium_ct):
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, calcium_ct):
     ct, hu = calcium_ct
     not_hu = write_volume(Volume((hu + 1000) / 3000, spacing=(1, 1, 3)), tmp_path / "norm.nrrd")
-    result = meddiff("agatston", not_hu, "-o", tmp_path / "t.csv", "--events", "jsonl")
+    result = meddiff("agatston", not_hu, "-o", tmp_path / "t.csv", "--events", "jsonl", timeout=TIMEOUT)
     assert result.returncode == 2
     error = jsonl(result.stdout)[-1]
     assert error["event"] == "error" and error["kind"] == "input"
@@ -97,18 +94,18 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, calcium_ct):
     assert not (tmp_path / "t.csv").exists()
 
     wrong_grid = write_volume(Volume(np.zeros((6, 20, 20), np.float32)), tmp_path / "seg.nrrd")
-    result = meddiff("agatston", ct, "-o", tmp_path / "t.csv", "--seg", wrong_grid)
+    result = meddiff("agatston", ct, "-o", tmp_path / "t.csv", "--seg", wrong_grid, timeout=TIMEOUT)
     assert result.returncode == 2
     assert "must be on the CT's grid" in result.stderr
 
-    result = meddiff("agatston", tmp_path / "missing.nrrd", "-o", tmp_path / "t.csv")
+    result = meddiff("agatston", tmp_path / "missing.nrrd", "-o", tmp_path / "t.csv", timeout=TIMEOUT)
     assert result.returncode == 2 and "input not found" in result.stderr
 
 
 def test_bench_model_option_is_checked_before_any_work():
-    result = meddiff("bench", "phantom", "--model", "motion-prodm-small")
+    result = meddiff("bench", "phantom", "--model", "motion-prodm-small", timeout=TIMEOUT)
     assert result.returncode == 2 and "--model and --split work with motion" in result.stderr
-    result = meddiff("bench", "motion", "--quick", "--model", "no-such-model")
+    result = meddiff("bench", "motion", "--quick", "--model", "no-such-model", timeout=TIMEOUT)
     assert result.returncode == 2 and "unknown model 'no-such-model'" in result.stderr
 
 
@@ -138,7 +135,7 @@ def test_main_job_on_the_bundled_sample_finds_the_phantom_plaques(tmp_path):
     data = Path(__file__).resolve().parents[2] / "meddiffusion" / "data"
     table = tmp_path / "agatston.csv"
     result = meddiff("agatston", data / "sample_chest_ct.nrrd", "--seg", data / "sample_chest_coronaries.nrrd",
-                     "-o", table, "--lesions", tmp_path / "lesions.nrrd", "--events", "jsonl")
+                     "-o", table, "--lesions", tmp_path / "lesions.nrrd", "--events", "jsonl", timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     final = jsonl(result.stdout)[-1]
     assert final["num_lesions"] >= 1 and final["total"] > 0

@@ -26,6 +26,7 @@ from meddiffusion.tasks.registry import all_tasks
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slicer"))
 import spect_phantom  # noqa: E402 - the synthetic perfusion study the SPECT module's tests share
 import tiny_models  # noqa: E402 - untrained tiny networks as catalogue cards
+from cli_runner import run_events  # noqa: E402 - (exit code, JSON events, stderr) of meddiff in a child process
 
 TASKS = [spec for spec in all_tasks()]
 
@@ -84,7 +85,8 @@ def write_inputs(spec, folder: Path, *, slices: int | None = None, suffix: str =
 
 
 def command(spec, inputs: dict[str, Path], outputs: dict[str, Path], *extra) -> list[str]:
-    argv = [sys.executable, "-m", "meddiffusion", spec.command]
+    """The arguments of ``meddiff`` that run ``spec`` from ``inputs`` into ``outputs``."""
+    argv = [spec.command]
     for port in (p for p in spec.inputs if p.name in inputs):
         argv += [str(inputs[port.name])] if not port.flags else [port.flags[-1], str(inputs[port.name])]
     for port in spec.outputs:
@@ -98,15 +100,9 @@ def all_outputs(spec, folder: Path) -> dict[str, Path]:
     return {port.name: folder / "out" / (port.file or f"{port.name}.nrrd") for port in spec.outputs}
 
 
-def run(argv, timeout=300) -> tuple[int, list[dict]]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    return result.returncode, events
-
-
 def refused(spec, tmp_path, inputs, outputs, *extra, match: str) -> None:
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    code, events = run(command(spec, inputs, outputs, *extra))
+    code, events, _ = run_events(*command(spec, inputs, outputs, *extra))
     assert code == 2 and events[-1]["event"] == "error" and events[-1]["kind"] == "input", events[-1:]
     assert match in events[-1]["message"], events[-1]["message"]
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -213,14 +209,14 @@ def test_input_outside_the_task_limits(reading_spec, tmp_path):
 def test_sigterm_at_every_stage_is_all_or_nothing(spec, tmp_path):
     inputs = write_inputs(spec, tmp_path)
     outputs = all_outputs(spec, tmp_path)
-    code, events = run(command(spec, inputs, outputs))
+    code, events, _ = run_events(*command(spec, inputs, outputs))
     assert code == 0 and events[-1]["event"] == "result", events[-2:]
     stages = list(dict.fromkeys(e["stage"] for e in events if e["event"] == "progress"))
     assert stages[0] == "read" and stages[-1] == "write" and len(stages) >= 3
     for stage in stages:
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
-        child = subprocess.Popen(command(spec, inputs, outputs), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 text=True)
+        child = subprocess.Popen([sys.executable, "-m", "meddiffusion", *command(spec, inputs, outputs)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         seen = []
         for line in child.stdout:
             seen.append(json.loads(line))

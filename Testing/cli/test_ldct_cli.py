@@ -18,16 +18,9 @@ import pytest
 from meddiffusion.io import Volume, read_volume, write_volume
 from meddiffusion.tasks.ldct.model import DEFAULT_DOSE
 
+from cli_runner import jsonl, meddiff  # Testing/cli's one child-process runner
+
 pydicom_data = pytest.importorskip("pydicom.data")
-
-
-def meddiff(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)], capture_output=True, text=True, encoding="utf-8",
-                          timeout=timeout, env=env)
-
-
-def jsonl(stdout):
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

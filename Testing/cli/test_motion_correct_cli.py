@@ -19,17 +19,10 @@ from meddiffusion.catalog import ModelEntry, register_user_model
 from meddiffusion.io import Volume, read_segmentation, read_volume, write_volume
 from meddiffusion.nets import PRODM_CONFIGS, ProDMUNet
 
+from cli_runner import jsonl, meddiff  # Testing/cli's one child-process runner
+
 SAMPLE = Path(__file__).resolve().parents[2] / "meddiffusion" / "data" / "sample_nongated_chest_ct.nrrd"
 MODEL = "tiny-motion-cli"
-
-
-def meddiff(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", timeout=timeout, env=env)
-
-
-def jsonl(stdout):
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

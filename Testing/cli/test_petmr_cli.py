@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,21 +21,13 @@ from meddiffusion.tasks.petmr.recipe import RECIPE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slicer"))
 from tiny_models import petmr_model, petmr_mr_model  # noqa: E402 - untrained tiny CSRD networks as catalogue cards
+from cli_runner import jsonl, meddiff  # noqa: E402 - Testing/cli's one child-process runner
 
 PET_ONLY, GUIDED = "tiny-petmr", "tiny-petmr-mr"
 #: how far the MR's anatomy lies from the PET's (x, y, z mm, LPS): the registration must measure it
 SHIFT = np.array([3.0, -2.0, 4.0])
 #: Bq/ml per SUV unit (370 MBq into 70 kg): the PET is given in Bq/ml, far from the network's 0-1 scale
 BQML_PER_SUV = 5300.0
-
-
-def meddiff(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", timeout=timeout, env=env)
-
-
-def jsonl(stdout):
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture(scope="module")

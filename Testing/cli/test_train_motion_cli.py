@@ -6,22 +6,20 @@ that is the path under test."""
 
 import json
 import os
-import subprocess
-import sys
 
 import torch
 
 from meddiffusion.catalog import get_model, load_state_dict
 
+from cli_runner import meddiff  # Testing/cli's one child-process runner
+
 
 def test_train_motion_exports_a_card_and_loadable_weights(tmp_path, monkeypatch):
     models, out, data = tmp_path / "models", tmp_path / "run", tmp_path / "cases"
     env = {**os.environ, "MEDDIFF_MODEL_DIR": str(models), "MEDDIFF_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "meddiffusion", "train", "motion", "--config", "tiny", "--steps", "5",
-         "--batch-size", "2", "--cases", "1", "--val-cases", "1", "--size", "96", "--slices", "6", "--data", str(data),
-         "--out", str(out), "--register", "tiny-motion", "--val-every", "0", "--ckpt-every", "0", "--events", "jsonl"],
-        capture_output=True, text=True, encoding="utf-8", timeout=300, env=env)
+    result = meddiff("train", "motion", "--config", "tiny", "--steps", "5", "--batch-size", "2", "--cases", "1",
+                     "--val-cases", "1", "--size", "96", "--slices", "6", "--data", data, "--out", out, "--register",
+                     "tiny-motion", "--val-every", "0", "--ckpt-every", "0", "--events", "jsonl", env=env)
     assert result.returncode == 0, result.stderr
     final = json.loads(result.stdout.splitlines()[-1])
     assert final["event"] == "result" and final["steps"] == 5 and final["registered"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,15 +18,9 @@ import torch
 
 from meddiffusion.io import read_volume, write_volume
 
+from cli_runner import run_events  # (exit code, JSON events, stderr) of meddiff in a child process
+
 PATIENTS = 3
-
-
-def meddiff(*argv, env) -> tuple[int, list[dict], str]:
-    """(exit code, JSON events, stderr) of ``meddiff`` in a child process."""
-    result = subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, argv)], capture_output=True, text=True,
-                            encoding="utf-8", timeout=300, env=env)
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    return result.returncode, events, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +61,10 @@ def setup(tmp_path_factory):
 def test_a_paired_fine_tune_runs_end_to_end_and_lowers_the_validation_loss(setup, tmp_path):
     root, env = setup
     out = tmp_path / "run"
-    code, events, err = meddiff("train", "motion", "--source", "paired-folder", "--data", root, "--from-model",
-                                "parent-tiny", "--steps", "20", "--lr", "3e-3", "--crop", "32", "--val-every", "10",
-                                "--ckpt-every", "0", "--preview-every", "20", "--out", out, "--register", "ft-motion",
-                                "--events", "jsonl", env=env)
+    code, events, err = run_events("train", "motion", "--source", "paired-folder", "--data", root, "--from-model",
+                                   "parent-tiny", "--steps", "20", "--lr", "3e-3", "--crop", "32", "--val-every", "10",
+                                   "--ckpt-every", "0", "--preview-every", "20", "--out", out, "--register",
+                                   "ft-motion", "--events", "jsonl", env=env)
     assert code == 0, err
     result = events[-1]
     assert result["event"] == "result" and result["steps"] == 20
@@ -111,9 +103,9 @@ def test_a_misaligned_pair_is_refused_before_training(setup, tmp_path):
                 volume = volume.with_array(np.roll(volume.array, 3, axis=1))
             write_volume(volume, shifted / role / f"patient{i}.nrrd")
     out = tmp_path / "run"
-    code, events, err = meddiff("train", "motion", "--source", "paired-folder", "--data", shifted, "--from-model",
-                                "parent-tiny", "--steps", "2", "--crop", "32", "--out", out, "--events", "jsonl",
-                                env=env)
+    code, events, err = run_events("train", "motion", "--source", "paired-folder", "--data", shifted, "--from-model",
+                                   "parent-tiny", "--steps", "2", "--crop", "32", "--out", out, "--events", "jsonl",
+                                   env=env)
     errors = [e["message"] for e in events if e.get("event") == "error"]
     assert code == 2 and errors, err
     assert "pair 'patient1': input and target are not aligned" in errors[0] and "register the target" in errors[0]

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+
+from cli_runner import meddiff  # Testing/cli's one child-process runner
 
 
 def _train(env, out, *extra):
-    argv = [sys.executable, "-m", "meddiffusion", "train", "spect", "--config", "tiny", "--studies", "2",
-            "--val-studies", "1", "--steps", "15", "--batch-size", "8", "--lr", "1e-3", "--val-every", "15",
-            "--events", "jsonl", "--threads", "1", "--out", str(out), *extra]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    done = meddiff("train", "spect", "--config", "tiny", "--studies", "2", "--val-studies", "1", "--steps", "15",
+                   "--batch-size", "8", "--lr", "1e-3", "--val-every", "15", "--events", "jsonl", "--threads", "1",
+                   "--out", out, *extra, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
 

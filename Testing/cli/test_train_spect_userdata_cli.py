@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,16 +22,9 @@ from meddiffusion.io import write_volume
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slicer"))
 import tiny_models  # noqa: E402
+from cli_runner import run_events  # noqa: E402 - (exit code, JSON events, stderr) of meddiff in a child process
 
 PATIENTS = 3
-
-
-def meddiff(*argv, env) -> tuple[int, list[dict], str]:
-    """(exit code, JSON events, stderr) of ``meddiff`` in a child process."""
-    result = subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, argv)], capture_output=True, text=True,
-                            encoding="utf-8", timeout=300, env=env)
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    return result.returncode, events, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +59,9 @@ def setup(tmp_path_factory):
 
 
 def fine_tune(root, out, parent, env, *extra):
-    return meddiff("train", "spect", "--source", "paired-folder", "--data", root, "--from-model", parent, "--steps",
-                   "20", "--batch-size", "8", "--lr", "3e-3", "--val-every", "10", "--ckpt-every", "0", "--out", out,
-                   "--events", "jsonl", *extra, env=env)
+    return run_events("train", "spect", "--source", "paired-folder", "--data", root, "--from-model", parent,
+                      "--steps", "20", "--batch-size", "8", "--lr", "3e-3", "--val-every", "10", "--ckpt-every", "0",
+                      "--out", out, "--events", "jsonl", *extra, env=env)
 
 
 def test_a_student_fine_tune_records_its_validation_and_the_gate_decides(setup, tmp_path):

@@ -22,6 +22,8 @@ from meddiffusion import cli
 from meddiffusion.catalog import get_model
 from meddiffusion.io import Volume, read_volume, write_volume
 
+from cli_runner import jsonl  # the JSON events among stdout's lines, as the child-process suites read them
+
 FAST = ("--config", "tiny", "--crop", "32", "--val-every", "0", "--ckpt-every", "0", "--events", "jsonl")
 
 
@@ -30,7 +32,7 @@ def meddiff(*argv) -> tuple[int, dict | None, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main([str(a) for a in argv])
-    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    events = jsonl(out.getvalue())
     results = [e for e in events if e.get("event") == "result"]
     errors = "".join(e.get("message", "") + "\n" for e in events if e.get("event") == "error")
     return code, results[-1] if results else None, err.getvalue() + errors

@@ -12,12 +12,10 @@ from meddiffusion.study.records import FIELDS, load_records
 from meddiffusion.study.session import ReaderSession, Study
 from study_readers import METHOD, STEMS, read_through
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+from cli_runner import meddiff  # noqa: E402 - the CLI suites' one child-process runner
+
 SCRIPT = Path(__file__).with_name("study_readers.py")
-
-
-def meddiff(*args):
-    return subprocess.run([sys.executable, "-m", "meddiffusion", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", timeout=300)
 
 
 @pytest.fixture
