@@ -38,7 +38,7 @@ def test_the_shipped_tasks_are_registered_and_torch_free():
             "print([t.name for t in all_tasks()], 'torch' in sys.modules)")
     import subprocess
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "['ldct', 'motion', 'spect', 'petmr'] False"
+    assert result.stdout.strip() == "['ldct', 'motion', 'spect', 'petmr', 'cardiac4d'] False"
 
 
 def test_a_toy_task_appears_in_help_train_bench_and_info(toy_task):
