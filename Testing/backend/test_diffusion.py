@@ -560,3 +560,28 @@ def test_sampler_reports_progress_and_can_be_cancelled(name):
 
     with pytest.raises(Stop):
         run(cancel)
+
+
+def test_latent_v_prediction_target_converts_back_to_the_noise_and_an_oracle_samples_x0():
+    from meddiffusion.diffusion.latent import LatentDiffusion
+
+    diffusion = LatentDiffusion(1000, prediction="v")
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 2, 4, 4, 4, generator=generator), torch.randn(3, 2, 4, 4, 4, generator=generator)
+    t = torch.tensor([0, 500, 999])
+    x_t = diffusion.add_noise(x0, noise, t)
+    v = diffusion.training_target(x0, noise, t)
+    abar = diffusion.alphas_cumprod[t].float().view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(v, abar.sqrt() * noise - (1 - abar).sqrt() * x0)
+    torch.testing.assert_close(diffusion.epsilon(v, x_t, t), noise, rtol=0, atol=1e-5)
+    target = x0[:1]
+
+    def oracle(x, tt, cond):  # the exact v of x_t for the one clean sample
+        a = diffusion.alphas_cumprod[tt].float().view(-1, 1, 1, 1, 1)
+        eps = (x - a.sqrt() * target) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * target
+
+    out = diffusion.ddim_sample(oracle, (1, 2, 4, 4, 4), num_steps=7, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown prediction"):
+        LatentDiffusion(prediction="x0")

@@ -11,7 +11,7 @@ structural term MR reconstruction uses (fastMRI); slices are what a reader looks
 ``adv_start`` of the run; the KL weight is 0 until 20 % of the run, then ramps over 5 % to
 its value (the paper's 20k and 5k of 100k steps).
 
-**Anatomy and motion LDMs**: ε-prediction MSE of the DDPM (``diffusion.latent``), with
+**Anatomy and motion LDMs**: the DDPM's MSE on ε or v (``diffusion.latent``; v by default), with
 classifier-free-guidance dropout of the clinical token (10 %) and ±5 % jitter of the clinical
 scalars (the paper's augmentation).
 """
@@ -149,7 +149,7 @@ def _inputs(kind: str, batch: dict) -> tuple[torch.Tensor, dict]:
 
 
 def ldm_loss_fn(kind: str, diffusion, dropout: float = 0.1):
-    """ε-prediction MSE of the anatomy or motion LDM, with CFG dropout and scalar jitter."""
+    """The MSE of the anatomy or motion LDM on its target (ε or v), with CFG dropout and scalar jitter."""
     from meddiffusion.nets.cardiac4d import drop_condition
 
     def loss(model, batch, generator=None):
@@ -159,21 +159,25 @@ def ldm_loss_fn(kind: str, diffusion, dropout: float = 0.1):
         draw_on = generator.device if generator is not None else x0.device
         noise = torch.randn(x0.shape, generator=generator, device=draw_on).to(x0.device)
         t = diffusion.random_timesteps(x0.shape[0], generator, device=x0.device)
-        mse = F.mse_loss(model(diffusion.add_noise(x0, noise, t), t, cond), noise)
-        return mse, {"eps_mse": mse.detach()}
+        target = diffusion.training_target(x0, noise, t)
+        mse = F.mse_loss(model(diffusion.add_noise(x0, noise, t), t, cond), target)
+        return mse, {"mse": mse.detach()}
 
     return loss
 
 
 def ldm_val_fn(kind: str, diffusion, seed: int = 0):
-    """Validation: the ε-MSE at fixed noise and timesteps (comparable between checkpoints)."""
+    """Validation at fixed noise and timesteps (comparable between checkpoints): the target's MSE and the ε it means."""
 
     def val(model, batch):
         x0, cond = _inputs(kind, batch)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         t = torch.randint(0, diffusion.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
-        mse = F.mse_loss(model(diffusion.add_noise(x0, noise, t), t, cond), noise)
-        return {"loss": float(mse), "eps_mse": float(mse)}
+        x_t = diffusion.add_noise(x0, noise, t)
+        output = model(x_t, t, cond)
+        mse = F.mse_loss(output, diffusion.training_target(x0, noise, t))
+        eps = F.mse_loss(diffusion.epsilon(output, x_t, t), noise)
+        return {"loss": float(mse), "mse": float(mse), "eps_mse": float(eps)}
 
     return val

@@ -96,7 +96,15 @@ class Cardiac4DModel:
         self.motion_scale = float(entry.architecture["motion_scale"])
         self.grid = dict(vae_entry.architecture["grid"])
         schedule = entry.architecture.get("diffusion", {})
-        self.diffusion = LatentDiffusion(int(schedule.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)))
+        for card in (entry, anatomy_entry):
+            if card.architecture.get("diffusion", {}).get("prediction", "epsilon") not in ("epsilon", "v"):
+                raise ValueError(f"'{card.id}' predicts {card.architecture['diffusion']['prediction']!r}; expected "
+                                 "epsilon or v")
+        self.diffusion = LatentDiffusion(int(schedule.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)),
+                                         prediction=schedule.get("prediction", "epsilon"))
+        anatomy_schedule = anatomy_entry.architecture.get("diffusion", {})
+        self.anatomy_diffusion = LatentDiffusion(int(anatomy_schedule.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)),
+                                                 prediction=anatomy_schedule.get("prediction", "epsilon"))
         self.steps = dict(entry.architecture.get("sampler", {}).get("steps", DEFAULT_STEPS))
 
     @property
@@ -150,7 +158,7 @@ class Cardiac4DModel:
         h = w = int(self.grid["matrix"]) // self.vae.factor
         shape = (1, self.vae.latent_channels, self.depth, h, w)
         noise = torch.randn(shape, generator=generator, device=generator.device).to(device)
-        return self.diffusion.ddim_sample(self.anatomy, noise, cond, null_condition(cond), num_steps=steps,
+        return self.anatomy_diffusion.ddim_sample(self.anatomy, noise, cond, null_condition(cond), num_steps=steps,
                                           guidance_scale=guidance, callback=callback)
 
     @torch.no_grad()

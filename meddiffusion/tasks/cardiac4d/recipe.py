@@ -138,7 +138,7 @@ def make_model(args):
 def _diffusion(args):
     from meddiffusion.diffusion.latent import LatentDiffusion
 
-    return LatentDiffusion(args.timesteps)
+    return LatentDiffusion(args.timesteps, prediction=args.prediction)
 
 
 def make_loss(args, step):
@@ -176,7 +176,7 @@ def architecture(args, outcome: Outcome | None = None) -> dict:
         return arch
     arch |= {"vae": info.get("vae", _vae_id(args)),
              "diffusion": {"kind": "ddpm", "num_train_timesteps": args.timesteps, "schedule": "scaled_linear_beta",
-                           "prediction": "epsilon"},
+                           "prediction": args.prediction},
              "sampler": {"kind": "ddim", "steps": dict(DEFAULT_STEPS), "guidance": 3.0}}
     if args.variant == "motion":
         arch |= {"anatomy": args.anatomy or model_id_of("anatomy", args.config),
@@ -235,6 +235,9 @@ RECIPE = Recipe(
         Option(("--data",), {"metavar": "DIR", "help": "the study cache to use and fill, shareable between stages and "
                                                        "runs with the same --seed (default: <out>/data)"}),
         Option(("--timesteps",), {"type": int, "default": 1000, "help": "DDPM timesteps of the LDMs (default: 1000)"}),
+        Option(("--prediction",), {"choices": ("v", "epsilon"), "default": "v",
+                                   "help": "what the LDMs predict: v (default; stable after short runs) or epsilon (the "
+                                           "paper's)"}),
         Option(("--cfg-dropout",), {"type": float, "default": 0.1, "help": "share of LDM samples trained without "
                                                                            "the clinical condition (default: 0.1)"}),
         Option(("--perceptual-weight",), {"type": float, "default": 0.3,
