@@ -207,7 +207,7 @@ def card(args, outcome: Outcome) -> dict:
     }[args.variant]
     metrics = {f"val_{name}_{when}": values.get(name)
                for when, values in (("start", outcome.val_start), ("end", outcome.val_end))
-               for name in ("l1", "psnr", "dice_rv", "dice_myo", "dice_lv", "eps_mse")}
+               for name in ("l1", "psnr", "dice_rv", "dice_myo", "dice_lv", "mse", "eps_mse")}
     metrics |= {"studies": args.studies, "val_studies": args.val_studies}
     return {"architecture": architecture(args, outcome), "training_data": training_data,
             "description": f"{description} ({args.config})",
