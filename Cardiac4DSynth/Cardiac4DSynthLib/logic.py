@@ -38,7 +38,7 @@ import vtk
 
 from meddiffusion.tasks.cardiac4d.clinical import DIAGNOSIS_NAMES, LIMITS
 from MedDiffusionUtilsLib import layouts, models, nodes, outputs
-from MedDiffusionUtilsLib.models import ModelChoice, card_field
+from MedDiffusionUtilsLib.models import ModelChoice, card_field, card_rank
 from MedDiffusionUtilsLib.parameters import Bool, Choice, Float, Int, Node, ParameterSet, Text
 from MedDiffusionUtilsLib.tasklogic import ATTRIBUTE_PREFIX, TaskLogic
 
@@ -166,18 +166,13 @@ def _selector_card(entry: Any) -> dict:
     return {**{name: card_field(entry, name) for name in fields}, "architecture": architecture}
 
 
-def _rank(entry: Any) -> int:
-    default_for = card_field(entry, "default_for", {}) or {}
-    return min((int(v) for v in default_for.values()), default=1_000_000)
-
-
 def model_choices(entries: Sequence[Any]) -> list[ModelChoice]:
     """Selector entries for the runnable cards: a cascade is run through its motion card (it names
     its anatomy card and both their VAE), so the VAE and anatomy cards are not listed; as the cards
     rank them (``default_for``)."""
     motion = [entry for entry in entries
               if (card_field(entry, "architecture", {}) or {}).get("network") == "MotionLDM"]
-    ordered = sorted(motion, key=_rank)  # stable: equal ranks keep the catalogue's order
+    ordered = sorted(motion, key=card_rank)  # stable: equal ranks keep the catalogue's order
     return models.model_choices([_selector_card(entry) for entry in ordered], max_steps=MAX_STEPS,
                                 default_steps=CPU_STEPS, headline="description")
 

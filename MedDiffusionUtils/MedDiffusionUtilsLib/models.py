@@ -18,7 +18,7 @@ import vtk
 
 from . import environment
 
-__all__ = ["HEADLINES", "TOOLTIP_ROLE", "ModelChoice", "card_field", "clamp_steps", "dose_text",
+__all__ = ["HEADLINES", "TOOLTIP_ROLE", "ModelChoice", "card_field", "card_rank", "clamp_steps", "dose_text",
            "speed_text", "model_choices", "ModelSelector"]
 
 #: what leads a choice's summary: the dose it was trained for, or its description's first line
@@ -89,6 +89,12 @@ def card_field(entry: Any, name: str, default: Any = None) -> Any:
     """A card field from a ``ModelEntry`` or a plain dict (``meddiff info``)."""
     value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
     return default if value is None else value
+
+
+def card_rank(entry: Any) -> int:
+    """A card's best ``default_for`` rank over the devices (1 first); cards that rank nowhere come last."""
+    default_for = card_field(entry, "default_for", {}) or {}
+    return min((int(v) for v in default_for.values()), default=1_000_000)
 
 
 def clamp_steps(value: Any, default: int, upper: int) -> int:

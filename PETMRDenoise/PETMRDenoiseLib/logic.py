@@ -33,7 +33,7 @@ from meddiffusion.checks import rule_for
 from MedDiffusionUtilsLib import layouts, models, nodes, outputs
 from MedDiffusionUtilsLib.compare import CompareTaskLogic
 from MedDiffusionUtilsLib.inputs import check_volume_node
-from MedDiffusionUtilsLib.models import ModelChoice, card_field
+from MedDiffusionUtilsLib.models import ModelChoice, card_field, card_rank
 from MedDiffusionUtilsLib.parameters import Choice, Float, Int, Node, ParameterSet, Text
 from MedDiffusionUtilsLib.sampledata import Sample
 from MedDiffusionUtilsLib.tasklogic import ATTRIBUTE_PREFIX
@@ -112,15 +112,10 @@ def _selector_card(entry: Any) -> dict:
     return {**{name: card_field(entry, name) for name in fields}, "architecture": architecture}
 
 
-def _rank(entry: Any) -> int:
-    default_for = card_field(entry, "default_for", {}) or {}
-    return min((int(v) for v in default_for.values()), default=1_000_000)
-
-
 def model_choices(entries: Sequence[Any]) -> list[ModelChoice]:
     """Selector entries for catalogue entries, as the cards rank them (``default_for``), each led
     by its description's first line; per-device step counts as the card gives them."""
-    ordered = sorted(entries, key=_rank)  # stable: equal ranks keep the catalogue's order
+    ordered = sorted(entries, key=card_rank)  # stable: equal ranks keep the catalogue's order
     return models.model_choices([_selector_card(entry) for entry in ordered], max_steps=MAX_STEPS,
                                 default_steps=DEFAULT_STEPS, headline="description")
 
