@@ -22,10 +22,15 @@ import numpy as np
 
 from meddiffusion.files import atomic_write
 
-__all__ = ["build_cache", "item_path", "read_item", "read_meta"]
+__all__ = ["build_cache", "item_path", "item_seed", "read_item", "read_meta"]
 
 #: ``make(index) -> (arrays, info)``: the item's arrays and the figures measured while making it
 MakeItem = Callable[[int], tuple[dict[str, np.ndarray], dict[str, Any]]]
+
+
+def item_seed(dataset_seed: int, index: int) -> int:
+    """The seed of item ``index`` of dataset ``dataset_seed``: disjoint seeds for datasets up to 100 000 items."""
+    return int(dataset_seed) * 100_003 + int(index)
 
 
 def item_path(folder: str | Path, stem: str, index: int) -> Path:

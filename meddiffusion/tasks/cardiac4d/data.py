@@ -23,17 +23,14 @@ import numpy as np
 
 from meddiffusion.tasks.cardiac4d.cine import PRESET_ORDER, CineProtocol
 from meddiffusion.training import cache
+from meddiffusion.training.cache import item_seed as study_seed  # the one seed rule of cached datasets
 
-__all__ = ["STEM", "study_seed", "describe", "make_study", "build_cache", "read_study", "Study", "load_studies",
+__all__ = ["STEM", "study_seed", "describe", "make_study", "build_cache", "Study", "load_studies",
            "CineFrames", "spacing_of", "encode_studies", "AnatomyLatents", "MotionLatents"]
 
 STEM = "cine"
 _REFITS = 20
 
-
-def study_seed(dataset_seed: int, index: int) -> int:
-    """Patient ``index`` of dataset ``dataset_seed``: disjoint seeds for datasets up to 100 000 studies."""
-    return int(dataset_seed) * 100_003 + int(index)
 
 
 def describe(index: int, dataset_seed: int, protocol: CineProtocol) -> dict:

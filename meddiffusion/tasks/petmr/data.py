@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from meddiffusion.tasks.petmr.model import RESIDUAL_SCALE, normalize_mr, normalize_pet, pet_range
 from meddiffusion.training import cache
+from meddiffusion.training.cache import item_seed as subject_seed  # the one seed rule of cached datasets
 
 __all__ = ["STEM", "KIND_CHOICES", "subject_kind", "subject_seed", "describe", "make_subject", "build_cache",
            "PetmrPatches"]
@@ -36,10 +37,6 @@ KIND_CHOICES = {"brain": ("brain",), "thorax": ("thorax",), "both": ("brain", "t
 def subject_kind(index: int, kinds: tuple[str, ...]) -> str:
     return kinds[int(index) % len(kinds)]
 
-
-def subject_seed(dataset_seed: int, index: int) -> int:
-    """Subject ``index`` of dataset ``dataset_seed``: disjoint seeds for datasets up to 100 000 subjects."""
-    return int(dataset_seed) * 100_003 + int(index)
 
 
 def _check_protocol(protocol) -> None:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from meddiffusion.tasks.spect.model import normalize_ac, normalize_mu, normalize_nac, study_scale
 from meddiffusion.training import cache
+from meddiffusion.training.cache import item_seed as study_seed  # the one seed rule of cached datasets
 
 __all__ = ["STEM", "describe", "make_study", "build_cache", "SpectSlices", "study_seed", "MIN_SLICE_SHARE"]
 
@@ -29,10 +30,6 @@ STEM = "study"
 #: a slice trains when its brightest NAC voxel reaches this share of the study's scale
 MIN_SLICE_SHARE = 0.1
 
-
-def study_seed(dataset_seed: int, index: int) -> int:
-    """Patient ``index`` of dataset ``dataset_seed``: disjoint seeds for datasets up to 100 000 studies."""
-    return int(dataset_seed) * 100_003 + int(index)
 
 
 def describe(index: int, dataset_seed: int, protocol) -> dict:
