@@ -88,23 +88,12 @@ class Cardiac4DModel:
     """The three networks of a cascade with their scales, the DDPM schedule and the learned grid."""
 
     def __init__(self, entry: ModelEntry, vae, anatomy, motion, vae_entry: ModelEntry, anatomy_entry: ModelEntry):
-        from meddiffusion.diffusion.latent import LatentDiffusion
-
         self.entry, self.vae_entry, self.anatomy_entry = entry, vae_entry, anatomy_entry
         self.vae, self.anatomy, self.motion = vae, anatomy, motion
         self.latent_scale = float(vae_entry.architecture["latent_scale"])
         self.motion_scale = float(entry.architecture["motion_scale"])
         self.grid = dict(vae_entry.architecture["grid"])
-        schedule = entry.architecture.get("diffusion", {})
-        for card in (entry, anatomy_entry):
-            if card.architecture.get("diffusion", {}).get("prediction", "epsilon") not in ("epsilon", "v"):
-                raise ValueError(f"'{card.id}' predicts {card.architecture['diffusion']['prediction']!r}; expected "
-                                 "epsilon or v")
-        self.diffusion = LatentDiffusion(int(schedule.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)),
-                                         prediction=schedule.get("prediction", "epsilon"))
-        anatomy_schedule = anatomy_entry.architecture.get("diffusion", {})
-        self.anatomy_diffusion = LatentDiffusion(int(anatomy_schedule.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)),
-                                                 prediction=anatomy_schedule.get("prediction", "epsilon"))
+        self.diffusion, self.anatomy_diffusion = _schedule_of(entry), _schedule_of(anatomy_entry)
         self.steps = dict(entry.architecture.get("sampler", {}).get("steps", DEFAULT_STEPS))
 
     @property
@@ -222,6 +211,18 @@ class Cardiac4DModel:
         labels = crop_slices(labels, request.slices).numpy()
         return Generated(images.astype(np.float32), labels.astype(np.uint8), tau,
                          {"seed": int(seed), "steps": steps, "guidance": float(guidance)})
+
+
+def _schedule_of(entry: ModelEntry):
+    """The DDPM schedule and prediction (ε or v) a card's network was trained with."""
+    from meddiffusion.diffusion.latent import LatentDiffusion
+
+    schedule = entry.architecture.get("diffusion", {})
+    try:
+        return LatentDiffusion(int(schedule.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)),
+                               prediction=schedule.get("prediction", "epsilon"))
+    except ValueError as error:
+        raise ValueError(f"'{entry.id}': {error}") from None
 
 
 def _motion_cards() -> list[ModelEntry]:
