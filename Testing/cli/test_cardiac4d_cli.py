@@ -157,3 +157,19 @@ def test_three_stages_train_and_their_cascade_runs(env, tmp_path):
     run = meddiff("synth-cardiac", *REQUEST, *LOOSE, "--model", "t-motion", "-o", tmp_path / "c.seq.nrrd", env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert read_sequence(tmp_path / "c.seq.nrrd")[0][0].shape == (9, 96, 96)
+
+
+def test_a_dataset_from_a_given_anatomy_keeps_its_slices(env, tmp_path):
+    from meddiffusion.phantoms import Phantom
+    from meddiffusion.tasks.cardiac4d.cine import CineProtocol, acquire
+
+    study = acquire(Phantom.sample("NOR", 6), CineProtocol(matrix=48, pixel_mm=3.5, frames=4), 6)
+    g = study.grid
+    write_volume(Volume((study.images[0] + 1) * 500, spacing=g.spacing, origin=g.origin, direction=g.direction,
+                        modality="MR"), tmp_path / "ed.nrrd")
+    folder = tmp_path / "motion_dataset"
+    run = meddiff("synth-cardiac", "--anatomy", tmp_path / "ed.nrrd", "--diagnosis", "NOR", "--ef", 60, "--count", 2,
+                  "--frames", 10, "--steps", 1, *LOOSE, "-o", folder, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    first = read_volume(sorted((folder / "labelsTr").iterdir())[0])
+    assert first.shape[0] == study.images.shape[1] and first.spacing[2] == pytest.approx(g.spacing[2])

@@ -10,8 +10,6 @@ warned about (the model extrapolates there).
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import numpy as np
 
 from meddiffusion.tasks.job import FolderOutput, Job, Sequence, Table
@@ -140,8 +138,6 @@ def _anatomy(job: Job, model):
 
 
 def _measured_edv(model, z_ed, slices: int, spacing) -> float:
-    import torch
-
     from meddiffusion.nets.cardiac4d import crop_slices
     from meddiffusion.tasks.cardiac4d.measure import volumes_ml
     from meddiffusion.tasks.cardiac4d.model import decode_frames
@@ -200,7 +196,7 @@ def run(job: Job):
     for warning in warnings:
         progress.log(f"warning: {warning}")
     if args.count > 1:
-        return _dataset(job, model, request, warnings)
+        return _dataset(job, model, request, warnings, anatomy, grid)
     generated = draw_valid(model, request, args.seed, job.steps, args.guidance, job.device, args.max_attempts,
                            progress, anatomy, args.keep_implausible)
     implausible = [f"implausible labels kept (--keep-implausible): {reason}"
@@ -220,8 +216,9 @@ def run(job: Job):
                      "plausible": not implausible, "summary": summary}
 
 
-def _dataset(job: Job, model, request, warnings):
-    """``--count`` cines (requests spread around the given one unless --exact) as an nnU-Net dataset."""
+def _dataset(job: Job, model, request, warnings, anatomy, grid):
+    """``--count`` cines (requests spread around the given one unless --exact) as an nnU-Net dataset; with
+    ``--anatomy`` every cine keeps that anatomy (on ``grid``) and only the motion differs."""
     from meddiffusion.tasks.cardiac4d.measure import clinical_values
     from meddiffusion.tasks.cardiac4d.nnunet import write_nnunet_dataset
 
@@ -232,10 +229,9 @@ def _dataset(job: Job, model, request, warnings):
         for i in range(args.count):
             wish = request if args.exact else _spread(request, rng)
             generated = draw_valid(model, wish, args.seed + (i + 1) * 7919, job.steps, args.guidance, job.device,
-                                   args.max_attempts, keep=args.keep_implausible)
-            grid = _grid(model, wish.slices)
+                                   args.max_attempts, anatomy=anatomy, keep=args.keep_implausible)
             cine, labels, _ = _sequences(model, generated, grid, args.heart_rate)
-            measured = clinical_values(generated.labels, model.spacing)
+            measured = clinical_values(generated.labels, grid.spacing)
             values = {"case": f"synth{i + 1:04d}", **{f"requested_{k}": v for k, v in wish.to_dict().items()},
                       **{f"measured_{k}": v for k, v in _compare(wish, measured)["measured"].items()},
                       "attempts": generated.info["attempts"], "model": model.id,
