@@ -223,6 +223,9 @@ def test_calibrate_i0_reaches_the_requested_noise():
     assert noise == pytest.approx(5.0, rel=0.1)  # measured 5.09 HU
     with pytest.raises(ValueError, match="i0_range"):
         calibrate_i0(hu, 5.0, roi, pixel_size_mm=2.0, num_views=180, i0_range=(1e8, 1e9))
+    # clip: the bound nearest to the unreachable target (more noise than 1e8 photons give: the lower bound)
+    assert calibrate_i0(hu, 5.0, roi, pixel_size_mm=2.0, num_views=180, i0_range=(1e8, 1e9), clip=True) == 1e8
+    assert calibrate_i0(hu, 5.0, roi, pixel_size_mm=2.0, num_views=180, i0_range=(1e1, 1e2), clip=True) == 1e2
 
 
 def test_noise_std_in_roi_with_slices_and_mask():

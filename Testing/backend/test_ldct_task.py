@@ -221,7 +221,7 @@ def test_cache_is_reused_checked_and_noise_calibrated(tiny_slabs):
     paths, options = tiny_slabs
     stamp = paths[0].stat().st_mtime_ns
     assert build_cache(paths[0].parent, 1, seed=5, options=options)[0].stat().st_mtime_ns == stamp
-    other = DataOptions(**{**options.__dict__, "dose": 0.1})
+    other = DataOptions(**{**options.__dict__, "dose": (0.1, 0.1)})
     with pytest.raises(ValueError, match="other data options"):
         build_cache(paths[0].parent, 1, seed=5, options=other)
     spec = slab_spec(5, 0, options)
@@ -231,6 +231,24 @@ def test_cache_is_reused_checked_and_noise_calibrated(tiny_slabs):
     added = (ld - nd)[nd > -500].std()
     assert 10.0 <= spec.nd_noise_hu <= 20.0
     assert 0.5 * spec.nd_noise_hu < added / np.sqrt(3) < 2.0 * spec.nd_noise_hu   # 25 % dose adds sqrt(3) x ND noise
+
+
+def test_slab_draws_follow_the_scanner_and_anatomy_options(tmp_path):
+    options = DataOptions(size=48, slices=2, pixel_mm=(4.0, 5.0), nd_noise_hu=(10.0, 20.0), num_views=72,
+                          procedural=0.5, dose=(0.05, 0.5), kernels=("ram-lak", "hann"), electronic_noise=(0.0, 40.0))
+    specs = [slab_spec(1, index, options) for index in range(60)]
+    assert {s.source for s in specs} == {"phantom", "deadleaves"}
+    assert {s.nd_kernel for s in specs} == {s.ld_kernel for s in specs} == {"ram-lak", "hann"}
+    assert all(0.05 <= s.dose <= 0.5 and 0 <= s.electronic_noise <= 40 for s in specs)
+    assert np.median([s.dose for s in specs]) < 0.275  # log-uniform: the median is the geometric mean 0.16
+    leaves = next(i for i, s in enumerate(specs) if s.source == "deadleaves")
+    path, = build_cache(tmp_path, 1, seed=1, options=options, first=leaves)
+    with np.load(path) as data:
+        nd, ld = data["nd"].astype(float), data["ld"].astype(float)
+    assert nd.shape == (2, 48, 48) and (ld - nd).std() > 1.0
+    for bad in ({"procedural": 1.5}, {"kernels": ("sharp",)}, {"dose": (0.5, 0.1)}, {"electronic_noise": (-1, 2)}):
+        with pytest.raises(ValueError):
+            DataOptions(**{**options.__dict__, **bad})
 
 
 def test_pairs_replicate_edges_and_crops_are_reproducible(tiny_slabs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+from types import SimpleNamespace
 import math
 import os
 import subprocess
@@ -215,6 +216,20 @@ def test_cancel_leaves_a_resumable_checkpoint(tmp_path):
     resumed.resume(checkpoint)
     assert resumed.fit()["step"] == 8
     assert [line["step"] for line in train_lines(tmp_path)] == list(range(1, 9))
+
+
+def test_time_limit_ends_the_run_like_a_last_step(tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s later
+    monkeypatch.setattr("meddiffusion.training.trainer.time", SimpleNamespace(monotonic=lambda: next(clock)))
+    val = LineData(16, seed=1)
+    cfg = config(tmp_path, steps=100, log_every=2, time_limit_s=35.0)
+    summary = Trainer(small_mlp(0), noisy_loss, cfg, LineData(), val_data=val, val_fn=mse_metric, device="cpu").fit()
+    # start at 0 s, then 10, 20, 30, 40 s at the logging steps 2, 4, 6, 8: the limit is seen at step 8
+    assert summary["timed_out"] and summary["step"] == 8
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint_step8.safetensors"
+    assert summary["val"]["mse"] >= 0
+    unlimited = Trainer(small_mlp(0), noisy_loss, config(steps=5), LineData(), device="cpu").fit()
+    assert not unlimited["timed_out"] and unlimited["step"] == 5
 
 
 def test_grad_clipping_rescales_the_gradient():

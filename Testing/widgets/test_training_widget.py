@@ -66,7 +66,7 @@ def test_the_task_refreshes_models_sizes_and_sources(panel):
     ui.taskComboBox.setCurrentIndex(1)
     assert panel.parameters.task == "motion" and panel.parameters.baseModel == ""
     assert items(ui.sourceComboBox)[0] == "Built-in phantom (simulated pairs)" and len(items(ui.sourceComboBox)) == 3
-    assert items(ui.configComboBox) == ["large", "small", "tiny"] and ui.configComboBox.currentText() == "small"
+    assert items(ui.configComboBox) == ["large", "gpu", "small", "tiny"] and ui.configComboBox.currentText() == "small"
     assert ui.stepsSpinBox.value() == 6000 and ui.batchSizeSpinBox.value() == 8
     assert not ui.dataFromComboBox.isEnabled() and not ui.volumesTable.isEnabled()
     assert "tiny-ldct" not in " ".join(items(ui.baseModelComboBox))

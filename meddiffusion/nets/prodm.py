@@ -25,9 +25,11 @@ from torch import nn
 
 __all__ = ["ProDMUNet", "PRODM_CONFIGS"]
 
-#: network sizes: ``large`` (GPU), ``small`` (CPU, shipped) and ``tiny`` (tests, smoke runs)
+#: network sizes: ``large`` (GPU, 55 MB of weights), ``gpu`` (GPU, the widest whose weights ship within
+#: 25 MB: 21.5 MB; ProDM's paper gives no sizes), ``small`` (CPU, shipped) and ``tiny`` (tests, smoke runs)
 PRODM_CONFIGS: dict[str, dict] = {
     "large": {"channels": (64, 128, 256), "num_res_blocks": 2, "norm_num_groups": 32},
+    "gpu": {"channels": (40, 80, 160), "num_res_blocks": 2, "norm_num_groups": 8},
     "small": {"channels": (16, 32, 64), "num_res_blocks": 1, "norm_num_groups": 8},
     "tiny": {"channels": (8, 8, 16), "num_res_blocks": 1, "norm_num_groups": 4},
 }

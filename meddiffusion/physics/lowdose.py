@@ -80,13 +80,16 @@ def simulate_low_dose(hu_slices: torch.Tensor, dose_fraction: float, *, pixel_si
 def calibrate_i0(hu_slice: torch.Tensor, target_noise_hu: float, roi: Roi, *, pixel_size_mm: float,
                  electronic_noise_std: float = 10.0, num_views: int = 720, filter: str = "hann",
                  seed: int = 0, i0_range: tuple[float, float] = (1e2, 1e9), rtol: float = 0.02,
-                 max_iterations: int = 60, callback: Callable[[int, int], None] | None = None) -> float:
+                 max_iterations: int = 60, callback: Callable[[int, int], None] | None = None,
+                 clip: bool = False) -> float:
     """I0 whose simulated full-dose noise (a = 1) has std ``target_noise_hu`` inside ``roi``.
 
     Measure ``target_noise_hu`` on the real normal-dose images (e.g. ``noise_std_in_roi`` in
     a flat soft-tissue region). Bisection on log I0: noise falls monotonically with I0, and each
     trial reuses the same seed so sampling noise does not make the curve jitter. The noise is
     measured on the inserted noise image alone, so the input's own noise does not bias it.
+    A target outside what ``i0_range`` can give is an error, or with ``clip`` gives the bound
+    nearest to it (training data: a thick object whose noise floor is above the draw).
     """
     hu, _ = _check_slices(hu_slice)
     if hu.shape[0] != 1:
@@ -106,6 +109,8 @@ def calibrate_i0(hu_slice: torch.Tensor, target_noise_hu: float, roi: Roi, *, pi
         return noise_std_in_roi(_noise_image_hu(radon, noisy - clean, filter)[0], roi)
 
     least, most = noise_at(high), noise_at(low)
+    if clip and not least <= target_noise_hu <= most:  # the nearest reachable noise level
+        return high if target_noise_hu < least else low
     if not least <= target_noise_hu <= most:
         raise ValueError(f"target noise {target_noise_hu} HU is outside what I0 in {i0_range} gives "
                          f"({least:.3g} to {most:.3g} HU); widen i0_range")

@@ -42,7 +42,7 @@ def train_config(args: argparse.Namespace, ema_cap: float = EMA_CAP):
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule="cosine",
                        ema_decay=ema_decay(args.steps, ema_cap), ema_every=1, ema_start=min(200, args.steps // 10),
                        grad_clip=1.0, val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=str(args.out),
-                       seed=args.seed)
+                       seed=args.seed, time_limit_s=60.0 * (getattr(args, "time_limit", 0.0) or 0.0))
 
 
 def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[str, Any]:
@@ -90,6 +90,8 @@ def train(recipe: Recipe, args: argparse.Namespace, progress, device) -> dict[st
     metrics = {"val_loss_start": val_start.get("loss"), "val_loss_end": fit["val"].get("loss"),
                **fields.pop("metrics", {}), "steps": fit["step"], "train_seconds": round(train_s, 1),
                "simulate_seconds": round(simulate_s, 1)}
+    if fit.get("timed_out"):
+        metrics["stopped_by_time_limit"] = f"step {fit['step']} of {args.steps} after {args.time_limit:g} min"
     if fallback.changes:  # the run differs from its recorded command: say how
         metrics["memory_fallback"] = fallback.changes
     register, gate = bool(args.register), None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -59,6 +60,8 @@ class TrainConfig:
     ``batch_size`` is the global batch (split evenly across DDP ranks). ``val_every`` and
     ``ckpt_every`` of 0 mean "only at the end". ``precision`` selects autocast on a GPU
     (``auto``: bf16 where supported, else fp16 with a GradScaler); the CPU trains in fp32.
+    ``time_limit_s`` > 0 ends :meth:`Trainer.fit` at the first logging step past that many
+    seconds, with the validation and checkpoint of a last step: a run that must fit a budget.
     """
 
     steps: int
@@ -80,6 +83,7 @@ class TrainConfig:
     out_dir: str | None = None
     seed: int = 0
     num_workers: int = 0
+    time_limit_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -90,7 +94,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {value}")
         non_negative = {"weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
                         "ema_start": self.ema_start, "val_every": self.val_every,
-                        "ckpt_every": self.ckpt_every, "seed": self.seed, "num_workers": self.num_workers}
+                        "ckpt_every": self.ckpt_every, "seed": self.seed, "num_workers": self.num_workers,
+                        "time_limit_s": self.time_limit_s}
         for name, value in non_negative.items():
             if value < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {value}")
@@ -197,14 +202,20 @@ class Trainer:
         report = self.progress.callback("train", cfg.steps) if self.is_main else None
         self.net.train()
         batches = iter(self._train_loader(self.step))
-        while self.step < cfg.steps:
+        started, timed_out = time.monotonic(), False
+        while self.step < cfg.steps and not timed_out:
             logs = self._step_or_shrink(next(batches))
             if logs is None:  # out of memory: the step is retried with the smaller batch or crop
                 batches = iter(self._train_loader(self.step))
                 continue
             self.step += 1
             self.ema.step(self.model, self.step)
-            last = self.step == cfg.steps
+            if cfg.time_limit_s and self.step % cfg.log_every == 0:  # every rank stops at the same step
+                timed_out = dist_utils.any_rank(time.monotonic() - started >= cfg.time_limit_s, self.device)
+                if timed_out and self.is_main:
+                    self.progress.log(f"time limit of {cfg.time_limit_s:g} s reached: stopping at step {self.step} "
+                                      f"of {cfg.steps}")
+            last = self.step == cfg.steps or timed_out
             if self.step % cfg.log_every == 0 or last:
                 self._log_train(logs)
             if self.val_data is not None and (last or cfg.val_every and self.step % cfg.val_every == 0):
@@ -215,7 +226,7 @@ class Trainer:
         dist_utils.barrier()
         checkpoint = checkpoint_path(self.out_dir, self.step) if self.out_dir else None
         return {"step": self.step, "train": self.last_train, "val": self.last_val,
-                "checkpoint": str(checkpoint) if checkpoint else None}
+                "checkpoint": str(checkpoint) if checkpoint else None, "timed_out": timed_out}
 
     def _step_or_shrink(self, batch: Any) -> dict[str, Any] | None:
         """One step; None when it ran out of memory and ``on_oom`` made the next try smaller."""

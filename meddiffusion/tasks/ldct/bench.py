@@ -11,6 +11,9 @@ flattest soft-tissue blocks; low-dose slices at 25 % and 10 % dose are simulated
 with ``input_is_noisy=True`` (seeded), the pipeline the training data uses. Each slice is a
 one-slice volume, so the model's neighbours replicate the slice.
 
+**Worst slice gain.** The smallest PSNR gain over the input across the slices: a method that
+makes any one scan worse shows a negative value, whatever its mean.
+
 **Methods.** The low-dose input; BM3D (``bm3d`` package) with, per slice, the best of a sweep
 of sigma = f × (noise measured on the low-dose slice), chosen by PSNR against the reference
 and extended until the best f is bracketed: an oracle choice that favours the baseline; the default LDCT model at its default step count
@@ -48,6 +51,11 @@ EVAL_FILES = (
 )
 DOSES = (0.25, 0.1)
 BM3D_FACTORS = (0.75, 1.0, 1.5, 2.0)
+#: --split validation: slices of the training data's kind (half phantom, half dead leaves, scanner
+#: noise of any kernel) from a seed no training run uses, where data and training settings are chosen
+VALIDATION_SEED, VALIDATION_SLICES, QUICK_VALIDATION_SLICES = 7001, 8, 2
+SPLITS = ("heldout", "validation")
+OPTIONS = ("models", "split")
 
 
 def load_eval_slices(names: tuple[str, ...] | None = None) -> tuple[list[dict], list[str]]:
@@ -71,6 +79,26 @@ def load_eval_slices(names: tuple[str, ...] | None = None) -> tuple[list[dict], 
         hu = pixels.astype(np.float32) * slope + intercept
         slices.append({"name": name, "description": description, "hu": hu, "pixel_mm": float(ds.PixelSpacing[0])})
     return slices, skipped
+
+
+def validation_slices(count: int) -> list[dict]:
+    """Normal-dose 512² slices like the training data's (``--split validation``), never the held-out real ones.
+
+    Slab ``k`` of dataset ``VALIDATION_SEED`` with the training data's ranges and half dead
+    leaves; its middle full-dose slice is the reference, treated exactly like a real slice.
+    """
+    from meddiffusion.tasks.ldct.data import DataOptions, render_slab, slab_spec
+
+    options = DataOptions(size=512, slices=1)
+    slices = []
+    for index in range(count):
+        spec = slab_spec(VALIDATION_SEED, index, options)
+        nd = render_slab(spec, options)["nd"][0]
+        what = "dead leaves" if spec.source == "deadleaves" else f"phantom {spec.preset}"
+        slices.append({"name": f"validation-{index}", "hu": nd.astype(np.float32), "pixel_mm": spec.pixel_mm,
+                       "description": f"{what}, {spec.pixel_mm:.2f} mm, {spec.nd_kernel} kernel, "
+                                      f"{spec.nd_noise_hu:.0f} HU noise"})
+    return slices
 
 
 def _bm3d(low: np.ndarray, reference: np.ndarray, noise_hu: float, factors) -> tuple[np.ndarray, float, float]:
@@ -145,15 +173,25 @@ def _memory_probe(low_slice: np.ndarray, pixel_mm: float, slices: int, threads: 
     return {"slices": slices, **probe}
 
 
-def run(device: torch.device, quick: bool = False, progress=None) -> dict:
+def run(device: torch.device, quick: bool = False, progress=None, models: list[str] | None = None,
+        split: str = "heldout") -> dict:
+    """The table and figures; ``models`` adds rows for further catalogue models at their default steps.
+
+    ``split`` picks the slices: the held-out real CT the README reports, or ``validation``
+    (:func:`validation_slices`), where settings are chosen.
+    """
     from meddiffusion.devices import cpu_has_bf16
     from meddiffusion.metrics.image import per_slice_quality
     from meddiffusion.tasks.ldct.model import load_model
     from meddiffusion.tasks.ldct.physics import calibrate_source_i0, estimate_noise_hu, simulate_pair
 
-    names = ("explicit_VR-UN.dcm", "CT_small.dcm") if quick else None
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     factors = (1.0, 1.5) if quick else BM3D_FACTORS
-    slices, skipped = load_eval_slices(names)
+    if split == "validation":
+        slices, skipped = validation_slices(QUICK_VALIDATION_SLICES if quick else VALIDATION_SLICES), []
+    else:
+        slices, skipped = load_eval_slices(("explicit_VR-UN.dcm", "CT_small.dcm") if quick else None)
     if not slices:
         raise ValueError("no evaluation slice could be read; install pydicom, pydicom-data and the pylibjpeg plugins")
     model = load_model(None, device)
@@ -161,6 +199,12 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     step_counts = sorted({default_steps, 1}, reverse=True)
     methods = ["low-dose input", "BM3D (oracle sigma)"] + [f"{model.id}, {s} step{'s' * (s > 1)}"
                                                           for s in step_counts]
+    extra = {}
+    for model_id in dict.fromkeys(models or ()):
+        if model_id != model.id:
+            other = load_model(model_id, device)
+            extra[f"{other.id}, {other.default_steps(device)} steps"] = other
+    methods += list(extra)
     scores = {(dose, m): [] for dose in DOSES for m in methods}
     seconds = {m: [] for m in methods}
     per_slice, lows = [], {}
@@ -179,6 +223,8 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
                 seconds["BM3D (oracle sigma)"].append(bm3d_s)
             for s, name in zip(step_counts, methods[2:]):
                 outputs[name] = _denoise(model, low, item["pixel_mm"], s, device)
+            for name, other in extra.items():
+                outputs[name] = _denoise(other, low, item["pixel_mm"], other.default_steps(device), device)
             row = {"file": item["name"], "dose": dose, "i0": i0, "noise_nd_hu": noise_nd, "noise_ld_hu": noise_ld,
                    "bm3d_sigma_factor": factor}
             for name, image in outputs.items():
@@ -198,15 +244,17 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
     memory = _memory_probe(low_512, pixel_512, slices=16 if quick else 300, threads=torch.get_num_threads())
     rows = []
     for dose in DOSES:
+        inputs = [v["psnr"] for v in scores[(dose, "low-dose input")]]
         for name in methods:
             values = scores[(dose, name)]
             rows.append({"dose": dose, "method": name,
                          **{key: float(np.mean([v[key] for v in values])) for key in ("psnr", "ssim", "rmse_hu")},
+                         "worst_gain_db": float(min(v["psnr"] - x for v, x in zip(values, inputs))),
                          "seconds_per_512_slice": float(np.median(seconds[name])) if seconds[name] else None})
     precision = "bf16" if model.cpu_bf16_ok and cpu_has_bf16() and device.type == "cpu" else "fp32"
-    table = _table(rows, slices, skipped, memory, speeds, precision, step_counts[0], adaptation)
+    table = _table(rows, slices, skipped, memory, speeds, precision, step_counts[0], adaptation, split)
     return result(table, device, rows=rows, per_slice=per_slice, memory=memory, speeds=speeds, precision=precision,
-                  adaptation=adaptation, skipped=skipped, default_steps=default_steps, model=model.id)
+                  adaptation=adaptation, skipped=skipped, default_steps=default_steps, model=model.id, split=split)
 
 
 def _adaptation(model, slices: list[dict], lows: dict, device, steps: int, dose: float = 0.1) -> dict | None:
@@ -247,12 +295,15 @@ def _abdomen_low(slices: list[dict], per_slice: list[dict]) -> tuple[np.ndarray,
 
 
 def _table(rows: list[dict], slices: list[dict], skipped: list[str], memory: dict, speeds: dict, precision: str,
-           default_steps: int, adaptation: dict | None) -> list[str]:
+           default_steps: int, adaptation: dict | None, split: str = "heldout") -> list[str]:
     cells = [(f"{r['dose']:.0%}", r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['rmse_hu']:.1f}",
+              "" if r["method"] == "low-dose input" else f"{r['worst_gain_db']:+.2f}",
               "" if r["seconds_per_512_slice"] is None else f"{r['seconds_per_512_slice']:.2f}") for r in rows]
-    lines = markdown_table(("dose", "method", "PSNR (dB)", "SSIM", "RMSE (HU)", "s / 512² slice"), cells)
+    lines = markdown_table(("dose", "method", "PSNR (dB)", "SSIM", "RMSE (HU)", "worst slice gain (dB)",
+                            "s / 512² slice"), cells)
     lines.append("")
-    lines.append("Held-out real CT slices: " + "; ".join(f"{s['name']} ({s['description']})" for s in slices))
+    what = "Held-out real CT slices" if split == "heldout" else "Validation slices (training-like, never held out)"
+    lines.append(f"{what}: " + "; ".join(f"{s['name']} ({s['description']})" for s in slices))
     if skipped:
         lines.append("Skipped (could not be read): " + "; ".join(skipped))
     if adaptation:

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.physics import calibrate_i0, simulate_low_dose
+from meddiffusion.physics.radon import FILTERS
 from meddiffusion.tasks.ldct.infer import body_box, context_indices
 from meddiffusion.tasks.ldct.model import DEFAULT_DOSE, HU_MIN, HU_RANGE, normalize
 from meddiffusion.tasks.ldct.physics import simulate_pair
@@ -41,31 +42,50 @@ from meddiffusion.training import cache
 from meddiffusion.training.augment import crop_room, dihedral
 from meddiffusion.training.storage import hu_to_int16
 
-__all__ = ["DataOptions", "SlabSpec", "slab_spec", "render_slab", "build_cache", "describe", "LDCTPairs",
+__all__ = ["DataOptions", "SlabSpec", "slab_spec", "render_clean", "render_slab", "build_cache", "describe",
+           "LDCTPairs",
            "pad_slices", "random_crops", "training_crops", "make_loss_fn"]
 
 
 @dataclass(frozen=True)
 class DataOptions:
-    """How slabs are drawn: image size, slices per slab, pixel and slice spacing and full-dose noise ranges."""
+    """How slabs are drawn: image size, slices per slab, pixel and slice spacing, anatomy and scanner ranges.
+
+    ``procedural`` is the share of slabs that are dead leaves (``phantoms.deadleaves``) instead
+    of the thorax phantom. Each slab draws its dose log-uniform in ``dose`` (one value: fixed),
+    the reconstruction kernel of its full-dose noise and, independently, of the inserted
+    low-dose noise from ``kernels`` (ramp windows from sharp ``ram-lak`` to smooth ``hann``),
+    and the detector's electronic noise (counts) uniform in ``electronic_noise``.
+    """
 
     size: int = 512
     slices: int = 4
-    pixel_mm: tuple[float, float] = (0.45, 0.9)
+    pixel_mm: tuple[float, float] = (0.3, 1.0)
     slice_mm: tuple[float, float] = (0.6, 3.0)
-    nd_noise_hu: tuple[float, float] = (2.5, 30.0)
-    dose: float = DEFAULT_DOSE
+    nd_noise_hu: tuple[float, float] = (2.0, 40.0)
+    dose: tuple[float, float] = (DEFAULT_DOSE, DEFAULT_DOSE)
     num_views: int = 720
+    procedural: float = 0.5
+    kernels: tuple[str, ...] = FILTERS
+    electronic_noise: tuple[float, float] = (5.0, 30.0)
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.slices < 1:
             raise ValueError(f"slabs need size >= 16 and slices >= 1, got {self.size} and {self.slices}")
-        for name in ("pixel_mm", "slice_mm", "nd_noise_hu"):
+        for name in ("pixel_mm", "slice_mm", "nd_noise_hu", "dose"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high, got {(low, high)}")
-        if not 0 < self.dose <= 1:
-            raise ValueError(f"dose must be a fraction in (0, 1], got {self.dose}")
+        if not self.dose[1] <= 1:
+            raise ValueError(f"dose must be fractions in (0, 1], got {self.dose}")
+        if not 0 <= self.procedural <= 1:
+            raise ValueError(f"procedural must be a share in [0, 1], got {self.procedural}")
+        unknown = set(self.kernels) - set(FILTERS)
+        if not self.kernels or unknown:
+            raise ValueError(f"kernels must be among {', '.join(FILTERS)}, got {self.kernels}")
+        if not 0 <= self.electronic_noise[0] <= self.electronic_noise[1]:
+            raise ValueError(f"electronic_noise must be a range (low, high) of counts >= 0, "
+                             f"got {self.electronic_noise}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,11 @@ class SlabSpec:
     angle_deg: float
     nd_noise_hu: float
     noise_seed: int
+    source: str = "phantom"
+    dose: float = DEFAULT_DOSE
+    nd_kernel: str = "hann"
+    ld_kernel: str = "hann"
+    electronic_noise: float = 10.0
 
 
 def slab_spec(seed: int, index: int, options: DataOptions) -> SlabSpec:
@@ -87,35 +112,57 @@ def slab_spec(seed: int, index: int, options: DataOptions) -> SlabSpec:
     from meddiffusion.phantoms import PRESETS
 
     rng = np.random.default_rng([int(seed), int(index)])
-    log_noise = rng.uniform(math.log(options.nd_noise_hu[0]), math.log(options.nd_noise_hu[1]))
+
+    def log_uniform(low: float, high: float) -> float:
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+    nd_noise = log_uniform(*options.nd_noise_hu)
     return SlabSpec(
         preset=str(rng.choice(sorted(PRESETS))), phantom_seed=int(rng.integers(2**31)),
         pixel_mm=float(rng.uniform(*options.pixel_mm)), slice_mm=float(rng.uniform(*options.slice_mm)),
         centre_mm=(float(rng.uniform(-15, 15)), float(rng.uniform(-15, 15)), float(rng.uniform(-120, 140))),
-        angle_deg=float(rng.uniform(-20, 20)), nd_noise_hu=float(math.exp(log_noise)),
-        noise_seed=int(rng.integers(2**31)))
+        angle_deg=float(rng.uniform(-20, 20)), nd_noise_hu=nd_noise, noise_seed=int(rng.integers(2**31)),
+        source="deadleaves" if rng.uniform() < options.procedural else "phantom", dose=log_uniform(*options.dose),
+        nd_kernel=str(rng.choice(options.kernels)), ld_kernel=str(rng.choice(options.kernels)),
+        electronic_noise=float(rng.uniform(*options.electronic_noise)))
 
 
-def render_slab(spec: SlabSpec, options: DataOptions) -> dict[str, np.ndarray | float]:
-    """ND and LD slices (slices, size, size) in HU for one slab, and the calibrated I0."""
+def render_clean(spec: SlabSpec, options: DataOptions) -> np.ndarray:
+    """The noise-free slab (slices, size, size) in HU: phantom anatomy or dead leaves."""
+    if spec.source == "deadleaves":
+        from meddiffusion.phantoms.deadleaves import render_dead_leaves
+
+        return render_dead_leaves((options.slices, options.size, options.size), spec.pixel_mm, spec.slice_mm,
+                                  spec.phantom_seed)
     from meddiffusion.phantoms import Grid, Phantom, render_ct
 
     phantom = Phantom.sample(spec.preset, spec.phantom_seed)
     c, s = math.cos(math.radians(spec.angle_deg)), math.sin(math.radians(spec.angle_deg))
     grid = Grid.centred((options.size, options.size, options.slices), (spec.pixel_mm, spec.pixel_mm, spec.slice_mm),
                         spec.centre_mm, (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
-    clean = torch.from_numpy(render_ct(phantom, grid).array)
+    return render_ct(phantom, grid).array
+
+
+def render_slab(spec: SlabSpec, options: DataOptions) -> dict[str, np.ndarray | float]:
+    """ND and LD slices (slices, size, size) in HU for one slab, and the calibrated I0."""
+    clean = torch.from_numpy(render_clean(spec, options))
     middle = clean[options.slices // 2]
     tissue = (middle > -200) & (middle < 200)
     if tissue.sum() < 2:
         tissue = middle > -500
-    i0 = calibrate_i0(middle, spec.nd_noise_hu, tissue, pixel_size_mm=spec.pixel_mm, num_views=options.num_views,
-                      seed=spec.noise_seed, rtol=0.1)
+    scanner = {"pixel_size_mm": spec.pixel_mm, "num_views": options.num_views,
+               "electronic_noise_std": spec.electronic_noise}
+
+    def calibrated(kernel: str) -> float:  # the I0 giving the drawn full-dose noise through this kernel
+        return calibrate_i0(middle, spec.nd_noise_hu, tissue, filter=kernel, seed=spec.noise_seed, rtol=0.1,
+                            clip=True, **scanner)
+
+    i0 = calibrated(spec.nd_kernel)
     generator = torch.Generator().manual_seed(spec.noise_seed)
-    normal = simulate_low_dose(clean, 1.0, pixel_size_mm=spec.pixel_mm, i0=i0, num_views=options.num_views,
-                               generator=generator)
-    low = simulate_pair(normal, options.dose, pixel_size_mm=spec.pixel_mm, i0=i0, num_views=options.num_views,
-                        generator=generator)
+    normal = simulate_low_dose(clean, 1.0, i0=i0, filter=spec.nd_kernel, generator=generator, **scanner)
+    # as when a real scan of unknown kernel gets simulated low-dose noise: I0 matched to its noise level
+    i0_ld = i0 if spec.ld_kernel == spec.nd_kernel else calibrated(spec.ld_kernel)
+    low = simulate_pair(normal, spec.dose, i0=i0_ld, filter=spec.ld_kernel, generator=generator, **scanner)
     return {"nd": normal.numpy(), "ld": low.numpy(), "i0": i0}
 
 

@@ -33,8 +33,8 @@ def make_cases(root: Path, args) -> list[str]:
     from meddiffusion.tasks.ldct.data import DataOptions, render_slab, slab_spec
 
     options = DataOptions(size=args.size, slices=args.slices, pixel_mm=tuple(args.pixel_range),
-                          slice_mm=tuple(args.slice_range), nd_noise_hu=tuple(args.noise_range), dose=args.dose,
-                          num_views=args.views)
+                          slice_mm=tuple(args.slice_range), nd_noise_hu=tuple(args.noise_range),
+                          dose=(args.dose, args.dose), num_views=args.views)
     held_out = []
     for index in range(args.patients + args.test_patients):
         name, test = f"patient{index:02d}", index >= args.patients

@@ -68,10 +68,13 @@ def calibrate_source_i0(nd_slice_hu: np.ndarray | torch.Tensor, pixel_size_mm: f
 
 
 def simulate_pair(nd_hu: torch.Tensor, dose: float, *, pixel_size_mm: float, i0: float, num_views: int = 720,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Low-dose (dose fraction ``dose``) version of normal-dose slices that already carry full-dose noise."""
+                  generator: torch.Generator | None = None, **scanner) -> torch.Tensor:
+    """Low-dose (dose fraction ``dose``) version of normal-dose slices that already carry full-dose noise.
+
+    ``scanner`` passes the reconstruction kernel (``filter``) and ``electronic_noise_std`` on.
+    """
     return simulate_low_dose(nd_hu, dose, pixel_size_mm=pixel_size_mm, i0=i0, num_views=num_views,
-                             input_is_noisy=True, generator=generator)
+                             input_is_noisy=True, generator=generator, **scanner)
 
 
 def simulate_volume(volume: Volume, dose: float, *, i0: float | None = None, noise_free: bool = False,

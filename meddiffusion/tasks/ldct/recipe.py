@@ -42,8 +42,16 @@ def data_options(args):
     """The slab options of a ``meddiff train ldct`` command line."""
     from meddiffusion.tasks.ldct.data import DataOptions
 
-    return DataOptions(size=args.size, slices=args.slices, dose=args.dose, nd_noise_hu=tuple(args.noise_range),
-                       pixel_mm=tuple(args.pixel_range))
+    given = {"nd_noise_hu": args.noise_range, "pixel_mm": args.pixel_range, "procedural": args.procedural,
+             "kernels": args.kernels, "electronic_noise": args.electronic_noise}  # unset: DataOptions' defaults
+    return DataOptions(size=args.size, slices=args.slices, dose=tuple(args.dose_range or (args.dose, args.dose)),
+                       **{name: value if name == "procedural" else tuple(value)
+                          for name, value in given.items() if value is not None})
+
+
+def dose_words(dose: tuple[float, float]) -> str:
+    """'0.25' or '0.07-0.4 (log-uniform per slab)'."""
+    return f"{dose[0]:g}" if dose[0] == dose[1] else f"{dose[0]:g}-{dose[1]:g} (log-uniform per slab)"
 
 
 def build_data(args, progress) -> TrainingData:
@@ -67,7 +75,7 @@ def build_data(args, progress) -> TrainingData:
     paths = build_cache(folder, total, args.seed, options, progress.callback("simulate", total))
     data = TrainingData(LDCTPairs(paths[: args.slabs]), LDCTPairs(paths[args.slabs :]))
     progress.log(f"{len(data.train)} training and {len(data.val)} validation slices "
-                 f"({options.size}², dose {options.dose:g}) in {folder}")
+                 f"({options.size}², dose {dose_words(options.dose)}) in {folder}")
     return data
 
 
@@ -144,13 +152,16 @@ def card(args, outcome: Outcome) -> dict:
     return {
         "architecture": architecture(args),
         "normalization": {"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
-        "training_data": (f"{len(outcome.data.train)} slices of {args.slabs} thorax-phantom slabs ({options.size}², "
+        "training_data": (f"{len(outcome.data.train)} slices of {args.slabs} slabs ({options.procedural:.0%} "
+                          f"procedural dead leaves in HU, the rest thorax phantom; {options.size}², "
                           f"pixels {options.pixel_mm[0]:g}-{options.pixel_mm[1]:g} mm, full-dose noise "
-                          f"{options.nd_noise_hu[0]:g}-{options.nd_noise_hu[1]:g} HU log-uniform), low dose "
-                          f"{options.dose:g} by projection-domain noise insertion into the noisy full-dose slices; "
-                          f"data seed {args.seed}"),
-        "description": f"CoreDiff CLEAR-Net ({args.config}) for {options.dose:g} dose CT, T={args.timesteps}",
-        "metrics": {"dose": options.dose},
+                          f"{options.nd_noise_hu[0]:g}-{options.nd_noise_hu[1]:g} HU log-uniform, kernels "
+                          f"{', '.join(options.kernels)}, electronic noise {options.electronic_noise[0]:g}-"
+                          f"{options.electronic_noise[1]:g} counts), low dose {dose_words(options.dose)} by "
+                          f"projection-domain noise insertion into the noisy full-dose slices; data seed {args.seed}"),
+        "description": (f"CoreDiff CLEAR-Net ({args.config}) for {dose_words(options.dose).split(' ')[0]} dose CT, "
+                        f"T={args.timesteps}"),
+        "metrics": {"dose": list(options.dose) if options.dose[0] != options.dose[1] else options.dose[0]},
     }
 
 
@@ -184,15 +195,27 @@ RECIPE = Recipe(
     options=(
         Option(("--dose",), {"type": float, "default": 0.25, "help": "low-dose fraction of the full dose "
                                                                      "(default: 0.25)"}),
+        Option(("--dose-range",), {"type": float, "nargs": 2, "default": None, "metavar": ("MIN", "MAX"),
+                                   "help": "phantom source: draw each slab's dose log-uniform in this range, for one "
+                                           "model that serves several doses (default: --dose for all)"}),
+        Option(("--procedural",), {"type": float, "default": None,
+                                   "help": "share of the phantom source's slabs that are procedural dead-leaves "
+                                           "images (sharp edges and texture at every scale; default: 0.5)"}),
+        Option(("--kernels",), {"nargs": "+", "default": None, "choices": ("ram-lak", "shepp-logan", "cosine", "hann"),
+                                "help": "reconstruction kernels (ramp windows, sharp to smooth) drawn per slab for "
+                                        "the full-dose and the inserted low-dose noise (default: all four)"}),
+        Option(("--electronic-noise",), {"type": float, "nargs": 2, "default": None, "metavar": ("MIN", "MAX"),
+                                         "help": "detector electronic noise in counts, uniform per slab "
+                                                 "(default: 5 30)"}),
         Option(("--slabs",), {"type": int, "default": 24, "help": "training slabs of adjacent phantom slices "
                                                                   "(default: 24)"}),
         Option(("--val-slabs",), {"type": int, "default": 2, "help": "validation slabs, other patients (default: 2)"}),
         Option(("--slices",), {"type": int, "default": 4, "help": "adjacent slices per slab (default: 4)"}),
         Option(("--size",), {"type": int, "default": 512, "help": "slab image size in pixels (default: 512)"}),
-        Option(("--pixel-range",), {"type": float, "nargs": 2, "default": (0.45, 0.9), "metavar": ("MIN", "MAX"),
-                                    "help": "pixel size range in mm (default: 0.45 0.9)"}),
-        Option(("--noise-range",), {"type": float, "nargs": 2, "default": (2.5, 30.0), "metavar": ("MIN", "MAX"),
-                                    "help": "full-dose noise in HU, drawn log-uniform per slab (default: 2.5 30)"}),
+        Option(("--pixel-range",), {"type": float, "nargs": 2, "default": None, "metavar": ("MIN", "MAX"),
+                                    "help": "pixel size range in mm (default: 0.3 1.0)"}),
+        Option(("--noise-range",), {"type": float, "nargs": 2, "default": None, "metavar": ("MIN", "MAX"),
+                                    "help": "full-dose noise in HU, drawn log-uniform per slab (default: 2 40)"}),
         Option(("--crop",), {"type": int, "default": 96, "help": "training crop size in pixels (default: 96)"}),
         Option(("--timesteps",), {"type": int, "default": 10, "help": "diffusion steps T (default: 10, as CoreDiff)"}),
         Option(("--cpu-steps",), {"type": int, "default": None,

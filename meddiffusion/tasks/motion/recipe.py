@@ -305,7 +305,7 @@ def _user_card(args, outcome: Outcome) -> dict:
 RECIPE = Recipe(
     name="motion",
     description="coronary calcium motion correction: ProDM's 2.5D UNet on motion-corrupted phantom CTs",
-    configs={"large": "GPU", "small": "CPU", "tiny": "tests"},
+    configs={"large": "GPU", "gpu": "GPU, weights within 25 MB", "small": "CPU", "tiny": "tests"},
     options=(
         Option(("--objective",), {"choices": ("bridge", "regression"), "default": "bridge",
                                   "help": "bridge: ProDM's Brownian bridge (default); regression: the same network "
