@@ -107,12 +107,15 @@ def clamp_steps(value: Any, default: int, upper: int) -> int:
 
 
 def dose_text(value: Any) -> str:
-    """0.25 or 25 -> "25 %"; text is shown as it is."""
+    """0.25 or 25 -> "25 %"; a range [0.07, 0.4] -> "7-40 %"; text is shown as it is."""
     if isinstance(value, bool) or value is None or value == "":
         return ""
     if isinstance(value, (int, float)):
         percent = value * 100 if value <= 1 else value
         return f"{percent:g} %"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(dose_text(v) for v in value):
+        low, high = (dose_text(v)[:-2] for v in value)
+        return f"{low}-{high} %"
     return str(value)
 
 

@@ -48,7 +48,7 @@ def test_validation_split_is_the_training_runs_validation_patients():
 
     args = build_parser().parse_args(["train", "motion", "--out", "x"])
     seed, first, count = SPLITS["validation"]
-    assert (seed, first, count) == (args.seed, args.cases, args.val_cases)
+    assert (seed, first, count) == (args.seed, args.cases, args.val_cases) and count >= 40
     assert SPLITS["heldout"] == (HELDOUT_SEED, 0, CASES)
     held_out = {case_spec(HELDOUT_SEED, i, MotionDataOptions()).phantom_seed for i in range(CASES)}
     assert not held_out & {case_spec(seed, first + i, MotionDataOptions()).phantom_seed for i in range(count)}

@@ -716,6 +716,7 @@ def test_model_choices_read_steps_speed_dose_and_objective():
     assert dosed.summary == "trained for 10 % dose · one pass (steps unused)" and dosed.max_steps == 8
     assert models.clamp_steps("many", 4, 3) == 3 and models.clamp_steps(-2, 4, 3) == 1
     assert models.dose_text(25) == models.dose_text(0.25) == "25 %" and models.dose_text(True) == ""
+    assert models.dose_text([0.07, 0.4]) == "7-40 %"
     with pytest.raises(ValueError, match="headline must be one of"):
         models.model_choices(CARDS, max_steps=8, default_steps=8, headline="speed")
 

@@ -47,9 +47,9 @@ from meddiffusion.metrics.agreement import agreement, cut_interval
 
 HELDOUT_SEED = 9001
 CASES, QUICK_CASES = 42, 6
-#: --split: (data seed, first case index, cases). ``validation`` is the 12 validation patients of
-#: ``meddiff train motion`` at its defaults (seed 0, cases 160-171): choose settings there, report on ``heldout``
-SPLITS = {"heldout": (HELDOUT_SEED, 0, CASES), "validation": (0, 160, 12)}
+#: --split: (data seed, first case index, cases). ``validation`` is the 40 validation patients of
+#: ``meddiff train motion`` at its defaults (seed 0, cases 160-199): choose settings there, report on ``heldout``
+SPLITS = {"heldout": (HELDOUT_SEED, 0, CASES), "validation": (0, 160, 40)}
 #: (label, model id or None for the uncorrected input)
 METHODS = (
     ("(a) uncorrected input", None),

@@ -320,8 +320,9 @@ RECIPE = Recipe(
                               "help": "pixels the motion changed (and calcium) count 1+WEIGHT times in the L1 term "
                                       "(default: 0, a plain mean)"}),
         Option(("--cases",), {"type": int, "default": 160, "help": "training cases (phantom patients; default: 160)"}),
-        Option(("--val-cases",), {"type": int, "default": 12,
-                                  "help": "validation cases, the next ones (default: 12)"}),
+        Option(("--val-cases",), {"type": int, "default": 40,
+                                  "help": "validation cases, the next ones: enough patients to choose lambda, the "
+                                          "focus weight and the checkpoint on (default: 40)"}),
         Option(("--data",), {"metavar": "DIR|CSV",
                              "help": "phantom: the case cache to use and fill, shareable between runs with the same "
                                      "--seed and data options (default: <out>/data); --source paired-folder: DIR with "
