@@ -99,6 +99,91 @@ def test_the_command_line_carries_every_setting(logic, tmp_path):
     assert again[-2:] == ["--resume", "--detach"] and "--events" not in again and again.count("--detach") == 1
 
 
+def parsed(arguments):
+    """``arguments`` as ``meddiff train`` parses them (a refused one exits)."""
+    from meddiffusion.cli import build_parser
+
+    return build_parser().parse_args(["train", *arguments])
+
+
+def test_the_tasks_own_options_come_from_its_recipe_and_reach_the_command_line(logic, tmp_path):
+    choice = logic.select_task("cardiac4d")
+    options = {option.flag: option for option in choice.options}
+    assert [(flag, options[flag].kind) for flag in ("--variant", "--vae", "--anatomy", "--studies", "--kl-weight")] == [
+        ("--variant", "choice"), ("--vae", "model"), ("--anatomy", "model"), ("--studies", "int"),
+        ("--kl-weight", "float")]
+    assert options["--variant"].choices == ("vae", "anatomy", "motion") and "--data" not in options
+    assert options["--kl-weight"].decimals == 9 and options["--vae"].label == "Vae model:"
+    read = [option.flag for option in logic.read_options()]
+    assert "--kl-weight" in read and "--vae" not in read and "--anatomy" not in read  # a VAE run reads no VAE
+    for flag, value in (("--variant", "motion"), ("--vae", "cardiac4d-vae-small"), ("--anatomy", "my-anatomy"),
+                        ("--studies", 8.0), ("--kl-weight", 1e-6), ("--cfg-dropout", 0.1)):
+        logic.set_task_option(flag, value)
+    assert logic.task_options() == {"--variant": "motion", "--vae": "cardiac4d-vae-small", "--anatomy": "my-anatomy",
+                                    "--studies": 8, "--kl-weight": 1e-6}  # --cfg-dropout 0.1 is the default
+    arguments = logic.train_arguments(tmp_path / "run")
+    text = " ".join(arguments)
+    assert "--variant motion --vae cardiac4d-vae-small --anatomy my-anatomy --studies 8 --detach" in text
+    assert "--kl-weight" not in text  # the VAE's weight, not read by the motion LDM
+    args = parsed(arguments)
+    assert (args.variant, args.vae, args.anatomy, args.studies) == ("motion", "cardiac4d-vae-small", "my-anatomy", 8)
+    logic.set_task_option("--variant", "vae")
+    arguments = logic.train_arguments(tmp_path / "run")
+    assert "--variant" not in arguments and "--anatomy" not in arguments and "--kl-weight" in arguments
+    args = parsed(arguments)
+    assert (args.variant, args.anatomy, args.kl_weight) == ("vae", None, 1e-6)  # the CLI refuses --anatomy here
+    with pytest.raises(ValueError, match="one of vae, anatomy, motion"):
+        logic.set_task_option("--variant", "gan")
+    with pytest.raises(ValueError, match="whole number"):
+        logic.set_task_option("--studies", 2.5)
+    with pytest.raises(ValueError, match="no option --dose"):
+        logic.set_task_option("--dose", 0.1)
+    logic.parameters().taskOptions = '{"--dose": 0.1}'  # a scene saved with another task's options
+    assert logic.missing() == ["cardiac4d has no option --dose"]
+    logic.select_task("spect")
+    assert logic.task_options() == {} and logic.missing() == []
+
+
+def nm_volume(scene, name: str, patient: str, seed: int, scale: float = 1.0):
+    rng = np.random.default_rng(seed)
+    node = mrml_fixtures.add_volume(scene, (rng.random((3, 16, 16)) * 100 * scale).astype(np.float32), name=name)
+    mrml_fixtures.put_in_study(scene, node, patient=patient, study="SPECT")
+    return node
+
+
+def test_a_spect_teacher_gets_each_studys_ct_or_mumap_in_its_manifest(logic, scene, tmp_path):
+    from meddiffusion.tasks.spect import userdata
+
+    logic.select_task("spect")
+    logic.set_task_option("--variant", "teacher")
+    logic.parameters().source = "paired-folder"
+    assert logic.extras() == {"ct": "CT (HU)", "mumap": "μ-map (1/cm)"} and tuple(logic.extras()) == userdata.EXTRAS
+    studies = [(nm_volume(scene, f"{patient} NAC", patient, seed), nm_volume(scene, f"{patient} AC", patient, seed, 4))
+               for patient, seed in (("Alice", 1), ("Bob", 2))]
+    ct = mrml_fixtures.add_volume(scene, np.full((5, 20, 20), -1000, np.int16), name="Alice CT", ijk_to_ras=np.eye(4))
+    mu = mrml_fixtures.add_volume(scene, np.full((3, 16, 16), 0.15, np.float32), name="Bob mu")
+    rows = [(*studies[0], ct, None), (*studies[1], None, mu)]
+    logic.set_scene_volumes(rows)
+    assert logic.scene_volumes() == rows and logic.missing() == []
+    manifest = logic.write_scene_data(tmp_path / "run", "paired-folder")
+    lines = list(csv.DictReader(manifest.open()))
+    assert list(lines[0]) == ["input", "target", "patient", "ct", "mumap"]
+    assert [(line["patient"], line["ct"], line["mumap"]) for line in lines] == [
+        ("Alice", "ct/001-Alice_NAC.nrrd", ""), ("Bob", "", "mumap/002-Bob_NAC.nrrd")]
+    back = nodes.read_volume(manifest.parent / lines[0]["ct"], scene=scene)
+    assert np.allclose(nodes.ijk_to_ras(back), np.eye(4)) and back.GetImageData().GetDimensions() == (20, 20, 5)
+    args = parsed(logic.train_arguments(tmp_path / "run", str(manifest)))
+    assert (args.variant, args.source, args.data) == ("teacher", "paired-folder", str(manifest))
+    entries = userdata.list_studies(args)  # the backend's reader: a CT or μ-map for every study of the teacher
+    assert [(entry.extra("ct"), entry.extra("mumap")) for entry in entries] == [
+        (manifest.parent / "ct" / "001-Alice_NAC.nrrd", None), (None, manifest.parent / "mumap" / "002-Bob_NAC.nrrd")]
+    logic.select_task("ldct")  # pairs without further volumes: editing the rows drops the SPECT ones
+    assert logic.extras() == {} and logic.scene_volumes() == [row[:2] for row in rows]
+    logic.set_scene_volumes(logic.scene_volumes())
+    logic.select_task("spect")
+    assert logic.scene_volumes() == [(*row[:2], None, None) for row in rows]
+
+
 # -- volumes from the scene ----------------------------------------------------------------------
 def pair(scene, patient: str, seed: int, ijk_to_ras=None):
     low = mrml_fixtures.add_volume(scene, mrml_fixtures.chest_array((3, 16, 16), noise_hu=60.0, seed=seed),

@@ -103,6 +103,82 @@ def test_start_is_enabled_only_when_the_data_is_complete(panel, mrml):
     assert panel.parameters.dataPath == "/data/volumes.csv" and ui.startButton.isEnabled()
 
 
+def form_rows(container) -> dict:
+    """{label: field widget} of a QFormLayout container."""
+    from PySide6.QtWidgets import QFormLayout
+
+    layout, rows = container.layout(), {}
+    for row in range(layout.rowCount()):
+        label = layout.itemAt(row, QFormLayout.LabelRole).widget().text()
+        rows[label] = layout.itemAt(row, QFormLayout.FieldRole).widget()
+    return rows
+
+
+def test_the_tasks_own_options_are_offered_and_make_a_command_the_cli_takes(panel, tmp_path):
+    from meddiffusion.cli import build_parser
+
+    ui = panel.ui
+    ui.settingsCollapsibleButton.setProperty("collapsed", False)  # a folded section disables its widgets here
+    ui.taskComboBox.setCurrentIndex(ui.taskComboBox.findData("cardiac4d"))
+    choices, numbers = form_rows(ui.taskOptionsWidget), form_rows(ui.taskSettingsWidget)
+    assert list(choices) == ["Variant:", "Vae model:", "Anatomy model:", "Prediction:"]
+    assert items(choices["Variant:"]) == ["vae", "anatomy", "motion"]
+    assert items(choices["Vae model:"])[0] == "(default)" and "cardiac4d-vae-small" in items(choices["Vae model:"])
+    assert "tiny-ldct" not in items(choices["Vae model:"])  # only the task's own models
+    assert numbers["Studies:"].value() == 360 and numbers["Kl weight:"].decimals() == 9
+    assert numbers["Kl weight:"].value() == pytest.approx(1e-7) and "KL weight" in numbers["Kl weight:"].toolTip()
+    assert not choices["Vae model:"].isEnabled() and numbers["Kl weight:"].isEnabled()  # a VAE run
+    choices["Variant:"].setCurrentIndex(2)
+    assert choices["Vae model:"].isEnabled() and choices["Anatomy model:"].isEnabled()
+    assert not numbers["Kl weight:"].isEnabled() and numbers["Timesteps:"].isEnabled()
+    choices["Vae model:"].setCurrentIndex(choices["Vae model:"].findText("cardiac4d-vae-small"))
+    numbers["Studies:"].setValue(8)
+    assert panel.parameters.taskOptions == '{"--variant": "motion", "--vae": "cardiac4d-vae-small", "--studies": 8}'
+    assert ui.startButton.isEnabled()
+    arguments = panel.logic.train_arguments(tmp_path / "run")
+    args = build_parser().parse_args(["train", *arguments])
+    assert (args.task, args.variant, args.vae, args.anatomy, args.studies) == (
+        "cardiac4d", "motion", "cardiac4d-vae-small", None, 8)
+    numbers["Studies:"].setValue(360)  # back at the default: not written
+    assert "--studies" not in panel.logic.task_options()
+    ui.taskComboBox.setCurrentIndex(ui.taskComboBox.findData("spect"))
+    choices = form_rows(ui.taskOptionsWidget)
+    assert list(choices) == ["Variant:", "Teacher model:"] and panel.parameters.taskOptions == ""
+    assert choices["Variant:"].currentText() == "student" and choices["Teacher model:"].isEnabled()
+    choices["Variant:"].setCurrentIndex(choices["Variant:"].findText("teacher"))
+    assert not choices["Teacher model:"].isEnabled() and not form_rows(ui.taskSettingsWidget)["At weight:"].isEnabled()
+
+
+def test_a_spect_pair_table_has_a_ct_and_a_mumap_column(panel, mrml):
+    ui, table = panel.ui, panel.ui.volumesTable
+    ui.taskComboBox.setCurrentIndex(ui.taskComboBox.findData("spect"))
+    assert table.columnCount() == 2  # the phantom
+    ui.sourceComboBox.setCurrentIndex(ui.sourceComboBox.findData("paired-folder"))
+    headers = [table.horizontalHeaderItem(column).text() for column in range(table.columnCount())]
+    assert headers == ["Input", "Target", "CT (HU)", "μ-map (1/cm)"]
+    volumes = {}
+    for patient, seed in (("Alice", 1), ("Bob", 2)):
+        for kind in ("NAC", "AC", "CT"):
+            volumes[patient, kind] = mrml_fixtures.add_volume(
+                mrml.scene, mrml_fixtures.chest_array((2, 8, 8), seed=seed), name=f"{patient} {kind}")
+            mrml_fixtures.put_in_study(mrml.scene, volumes[patient, kind], patient=patient)
+    ui.addRowButton.click()
+    ui.addRowButton.click()
+    for row, (patient, extra) in enumerate((("Alice", 2), ("Bob", 3))):
+        for column, kind in ((0, "NAC"), (1, "AC"), (extra, "CT")):
+            combo = table.cellWidget(row, column)
+            combo.setCurrentIndex(combo.findText(f"{patient} {kind}"))
+    assert panel.logic.scene_volumes() == [
+        (volumes["Alice", "NAC"], volumes["Alice", "AC"], volumes["Alice", "CT"], None),
+        (volumes["Bob", "NAC"], volumes["Bob", "AC"], None, volumes["Bob", "CT"])]
+    assert ui.startButton.isEnabled()  # the further volumes are optional per row
+    ui.removeRowButton.click()
+    assert panel.logic.scene_volumes() == [(volumes["Alice", "NAC"], volumes["Alice", "AC"], volumes["Alice", "CT"],
+                                            None)]
+    ui.sourceComboBox.setCurrentIndex(ui.sourceComboBox.findData("phantom"))
+    assert table.columnCount() == 2
+
+
 def write_run(folder, state="running", events=(), metrics=()):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps({"task": "ldct", "state": state, "pid": None,

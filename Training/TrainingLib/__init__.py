@@ -1,6 +1,7 @@
 """The Training module's library.
 
-  choices     the parameters, the trainable tasks (every registered recipe) and their defaults
+  choices     the parameters, the trainable tasks (every registered recipe), their defaults and
+              own options (variant, models, numbers)
   runs        a run folder on disk: run.json, the runs listed, cancel, the gate verdict
   command     the ``meddiff train ... --detach`` launcher, its resume, registering a run's model
   scenedata   scene volumes kept as rows, written with their geometry and a manifest
@@ -9,6 +10,7 @@
   logic       TrainingLogic tying them together: start (detached), follow, cancel, resume,
               register; no Qt
   volumerows  the panel's table of scene volumes (Qt)
+  taskoptions the panel's widgets of the task's own options (Qt)
   runview     the panel's runs list, followed run, progress and gate (Qt)
   panel       the module panel: task, base model, data, settings, runs list, progress (Qt)
 
@@ -17,5 +19,5 @@ package stays cheap and free of Qt.
 """
 
 #: in dependency order, for Reload (MedDiffusionUtilsLib.reload_package)
-SUBMODULES = ("choices", "runs", "command", "scenedata", "curves", "monitor", "logic", "volumerows", "runview",
-              "panel")
+SUBMODULES = ("choices", "runs", "command", "scenedata", "curves", "monitor", "logic", "volumerows", "taskoptions",
+              "runview", "panel")

@@ -19,6 +19,7 @@ from meddiffusion.training.recipe import PHANTOM
 from MedDiffusionUtilsLib.processes import backend_command, backend_environment, python_executable
 from MedDiffusionUtilsLib.runner import TaskProcess
 
+from .choices import TaskOption, option_values, options_read
 from .runs import gate_verdict
 
 __all__ = ["Launch", "new_run_folder", "train_arguments", "resume_command", "launch", "register_model",
@@ -43,8 +44,12 @@ def new_run_folder(runs_folder: Path, task: str) -> Path:
     return folder
 
 
-def train_arguments(p, folder: Path, data: str | None = None) -> list[str]:
-    """``meddiff train`` arguments (after ``train``) for the parameters ``p`` and run folder ``folder``."""
+def train_arguments(p, folder: Path, data: str | None = None, options: Sequence[TaskOption] = ()) -> list[str]:
+    """``meddiff train`` arguments (after ``train``) for the parameters ``p`` and run folder ``folder``.
+
+    ``options`` are the task's own (``TaskChoice.options``): each one set and read with the others'
+    values is written, in the recipe's order, before the further options (which may override it).
+    """
     arguments = [p.task, "--out", str(folder), "--steps", str(p.steps), "--batch-size", str(p.batchSize),
                  "--lr", f"{p.learningRate:g}", "--device", p.device, "--precision", p.precision]
     if p.config:
@@ -57,6 +62,10 @@ def train_arguments(p, folder: Path, data: str | None = None) -> list[str]:
         arguments += ["--gpus", str(p.gpus)]
     if p.previewEvery:
         arguments += ["--preview-every", str(p.previewEvery)]
+    values = option_values(p)
+    for option in options_read(options, values):
+        if option.flag in values:
+            arguments += option.words(values[option.flag])
     return [*arguments, *shlex.split(p.extraOptions), "--detach"]
 
 

@@ -8,6 +8,7 @@ new one::
 
     logic = TrainingLogic()
     logic.parameters().update(task="ldct", source="paired-folder", steps=200)
+    logic.set_task_option("--dose", 0.1)    # the task's own options (TaskChoice.options)
     logic.set_scene_volumes([(low_dose, normal_dose), ...])   # or dataFrom="folder"/"manifest"
     launch = logic.start()                  # the launcher child; the run folder is launch.folder
     monitor = logic.attach(launch.folder)   # table, chart and preview nodes of that run
@@ -15,10 +16,12 @@ new one::
     logic.cancel(launch.folder)             # the run writes a checkpoint and stops
 
 Volumes taken from the scene are written with their geometry into ``RUN/volumes/`` with a
-manifest naming each volume's patient (``RUN/data`` is the backend's own cache).  MRML and
-files only, no Qt.  The work is done by the sibling modules:
+manifest naming each volume's patient and, for a task whose pairs bring further volumes (a
+SPECT study's CT or μ-map, the recipe's ``extras``), those in columns of their own
+(``RUN/data`` is the backend's own cache).  MRML and files only, no Qt.  The work is done by
+the sibling modules:
 
-  choices     the parameters, the trainable tasks and their defaults
+  choices     the parameters, the trainable tasks, their defaults and own options
   runs        a run folder's run.json, the runs listed, cancel, the gate verdict
   command     the ``meddiff train ... --detach`` launcher, its resume, registering the model
   scenedata   scene volumes kept as rows and written with their geometry and a manifest
@@ -30,6 +33,7 @@ Their public names are importable from here too.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,8 +46,9 @@ from MedDiffusionUtilsLib import environment
 from MedDiffusionUtilsLib.runner import TaskProcess
 
 from . import command, scenedata
-from .choices import (DATA_FROM, DEFAULT_RUNS_FOLDER, MODULE, SCENE_FOLDER, SOURCE_LABELS, TaskChoice,
-                      TrainingParameters, find_task, task_values, training_tasks)
+from .choices import (DATA_FROM, DEFAULT_RUNS_FOLDER, MODULE, SCENE_FOLDER, SOURCE_LABELS, TaskChoice, TaskOption,
+                      TrainingParameters, find_task, option_problems, option_values, options_read, task_values,
+                      training_tasks)
 from .command import REGISTER_SCRIPT, Launch, resume_command
 from .curves import RUN_ATTRIBUTE, TrainingCurves
 from .monitor import LAYOUT_ID, LAYOUT_XML, PREVIEW_VIEWS, RunMonitor, RunStatus, show_run_layout
@@ -101,23 +106,58 @@ class TrainingLogic:
     def runs_folder(self) -> Path:
         return Path(self.parameters().runsFolder or DEFAULT_RUNS_FOLDER).expanduser()
 
+    # -- the task's own options --------------------------------------------------------------
+    def task_options(self) -> dict[str, Any]:
+        """The task's own options set away from their defaults, by flag (what the command line adds)."""
+        return option_values(self.parameters())
+
+    def set_task_option(self, flag: str, value: Any) -> None:
+        """Set one of the task's own options (``TaskChoice.options``); its default (or "" for a model)
+        removes it, so the command line carries only what the user changed."""
+        options = self.task_choice().options
+        option = next((option for option in options if option.flag == flag), None)
+        if option is None:
+            raise ValueError(f"{self.parameters().task} has no option {flag} to set here")
+        values = {**self.task_options(), flag: option.check(value)}
+        if values[flag] == option.default:
+            del values[flag]
+        ordered = {o.flag: values[o.flag] for o in options if o.flag in values}
+        self.parameters().taskOptions = json.dumps(ordered) if ordered else ""
+
+    def read_options(self) -> list[TaskOption]:
+        """The task's options the run reads with the values set (``--vae`` only for an LDM variant, say)."""
+        return options_read(self.task_choice().options, self.task_options())
+
     # -- volumes from the scene --------------------------------------------------------------
-    def set_scene_volumes(self, rows: Sequence[tuple[Any, Any] | Any]) -> None:
-        """The scene's training volumes: (input, target) pairs, or single volumes (clean or low-dose).
+    def extras(self) -> dict[str, str]:
+        """The further volumes a row of the chosen task and source may bring, by manifest column, with their
+        words (a SPECT pair's CT or μ-map); none unless the source is pairs."""
+        return self._pair_extras() if self.parameters().source == PAIRED_FOLDER else {}
+
+    def _pair_extras(self) -> dict[str, str]:
+        try:
+            return dict(self.task_choice().extras)
+        except ValueError:  # no task chosen yet
+            return {}
+
+    def set_scene_volumes(self, rows: Sequence[Sequence[Any] | Any]) -> None:
+        """The scene's training volumes: (input, target, *extras) rows, or single volumes (clean or low-dose).
 
         Each row keeps its own node references (``trainingVolume3``, ``trainingTarget3``), so a
         row still being filled in (one side empty) is kept with the scene.
         """
-        scenedata.set_scene_volumes(self.parameters(), rows)
+        scenedata.set_scene_volumes(self.parameters(), rows, tuple(self.extras()))
 
-    def scene_volumes(self) -> list[tuple[Any, Any]]:
-        return scenedata.scene_volumes(self.parameters())
+    def scene_volumes(self) -> list[tuple[Any, ...]]:
+        """The stored rows: (input, target) and the volumes of the task's ``extras`` columns."""
+        return scenedata.scene_volumes(self.parameters(), tuple(self.extras()))
 
     def write_scene_data(self, folder: str | os.PathLike, source: str,
-                         rows: Sequence[tuple[Any, Any]] | None = None) -> Path:
+                         rows: Sequence[Sequence[Any]] | None = None) -> Path:
         """Write the scene's volumes (or ``rows``) with their geometry and a manifest; returns the
         manifest (see :func:`scenedata.write_scene_data`)."""
-        return scenedata.write_scene_data(folder, source, self.scene_volumes() if rows is None else rows)
+        return scenedata.write_scene_data(folder, source, self.scene_volumes() if rows is None else rows,
+                                          tuple(self._pair_extras()) if source == PAIRED_FOLDER else ())
 
     # -- starting ----------------------------------------------------------------------------
     def missing(self) -> list[str]:
@@ -142,14 +182,14 @@ class TrainingLogic:
                 problems.append("the manifest must be a .csv file")
         if parameters.config and parameters.config not in choice.configs:
             problems.append(f"unknown network size '{parameters.config}'")
-        return problems
+        return problems + option_problems(choice.options, self.task_options(), choice.name)
 
     def new_run_folder(self) -> Path:
         return command.new_run_folder(self.runs_folder(), self.parameters().task)
 
     def train_arguments(self, folder: Path, data: str | None = None) -> list[str]:
         """``meddiff train`` arguments (after ``train``) for the parameters and run folder ``folder``."""
-        return command.train_arguments(self.parameters(), folder, data)
+        return command.train_arguments(self.parameters(), folder, data, self.task_choice().options)
 
     def start(self, *, folder: str | os.PathLike | None = None, install=None, on_event=None,
               on_state=None) -> Launch:

@@ -7,9 +7,9 @@ the settings, then starts; the run trains in a child that outlives Slicer.  A Qt
 and preview volumes grow in the scene, the progress line shows the step and the ETA.  Cancel
 checkpoints, Resume continues, and a finished run shows its gate verdict and can be
 registered, after which ``on_registered`` lets the other modules list the model.  The table of
-scene volumes is ``volumerows``'s, the runs list and followed run ``runview``'s, the status line
-and log ``MedDiffusionUtilsLib.messages``'.  GUI code in the subset of Qt that PythonQt and
-PySide6 share.
+scene volumes is ``volumerows``'s, the task's own options ``taskoptions``', the runs list and
+followed run ``runview``'s, the status line and log ``MedDiffusionUtilsLib.messages``'.  GUI
+code in the subset of Qt that PythonQt and PySide6 share.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .logic import TrainingLogic
 from .monitor import RunStatus
 from .runs import gate_verdict
 from .runview import RunView
+from .taskoptions import TaskOptions
 from .volumerows import VolumeRows
 
 __all__ = ["TrainingPanel", "POLL_MS", "FROM_SCRATCH"]
@@ -42,7 +43,7 @@ FROM_SCRATCH = "New network (from scratch)"
 TOOLTIP_ROLE, USER_ROLE = 3, 256
 
 
-class TrainingPanel(VolumeRows, RunView, PanelMessages):
+class TrainingPanel(VolumeRows, TaskOptions, RunView, PanelMessages):
     """Runs Training.ui (``root``) for ``logic``, bound to ``parameters``.
 
     ``install`` is the dependency step run before starting; ``on_error(message)`` shows a
@@ -50,13 +51,13 @@ class TrainingPanel(VolumeRows, RunView, PanelMessages):
     its gate; ``on_registered(model_id)`` is told of each registered model.
     """
 
-    WIDGETS = ("taskComboBox", "taskInfoLabel", "baseModelComboBox", "configComboBox", "sourceComboBox",
-               "dataFromComboBox", "volumesTable", "addRowButton", "removeRowButton", "dataPathLineEdit",
-               "valPatientsSpinBox", "stepsSpinBox", "batchSizeSpinBox", "learningRateSpinBox", "deviceComboBox",
-               "precisionComboBox", "gpusSpinBox", "previewEverySpinBox", "extraOptionsLineEdit", "startButton",
-               "cancelButton", "resumeButton", "progressBar", "progressLabel", "runsFolderLineEdit", "runsComboBox",
-               "refreshRunsButton", "followButton", "gateLabel", "registerIdLineEdit", "registerButton",
-               "statusLabel", "logText")
+    WIDGETS = ("taskComboBox", "taskInfoLabel", "baseModelComboBox", "configComboBox", "taskOptionsWidget",
+               "sourceComboBox", "dataFromComboBox", "volumesTable", "addRowButton", "removeRowButton",
+               "dataPathLineEdit", "valPatientsSpinBox", "stepsSpinBox", "batchSizeSpinBox", "learningRateSpinBox",
+               "deviceComboBox", "precisionComboBox", "gpusSpinBox", "previewEverySpinBox", "taskSettingsWidget",
+               "extraOptionsLineEdit", "startButton", "cancelButton", "resumeButton", "progressBar", "progressLabel",
+               "runsFolderLineEdit", "runsComboBox", "refreshRunsButton", "followButton", "gateLabel",
+               "registerIdLineEdit", "registerButton", "statusLabel", "logText")
 
     def __init__(self, root, parameters: TrainingParameters, logic: TrainingLogic, *,
                  install: Callable[[], Any] | None = None, on_error: Callable[[str], None] | None = None,
@@ -131,7 +132,7 @@ class TrainingPanel(VolumeRows, RunView, PanelMessages):
 
     def refresh_models(self, models=None) -> None:
         """Read the catalogue again (after an install, or a model registered elsewhere)."""
-        self._show_base_models(models)
+        self._show_task_options(self._show_base_models(models))
 
     def cleanup(self) -> None:
         """Module closed or reloaded: polling stops; a training run goes on by itself."""
@@ -188,10 +189,11 @@ class TrainingPanel(VolumeRows, RunView, PanelMessages):
             ui.sourceComboBox.setCurrentIndex(max(ui.sourceComboBox.findData(parameters.source), 0))
         finally:
             self._filling = False
-        self._show_base_models()
+        self._show_task_options(self._show_base_models())
         self._show_data()
 
-    def _show_base_models(self, models=None) -> None:
+    def _show_base_models(self, models=None) -> list:
+        """The task's catalogue models to fine-tune (returned, for the options naming a model)."""
         ui, parameters = self.ui, self.parameters
         if models is None:
             models, problem = self.logic.base_models(parameters.task)
@@ -212,6 +214,7 @@ class TrainingPanel(VolumeRows, RunView, PanelMessages):
             self._filling = False
         if parameters.baseModel and ui.baseModelComboBox.findData(parameters.baseModel) < 0:
             parameters.baseModel = ""
+        return list(models)
 
     def _on_base_model_chosen(self, index: int) -> None:
         if not self._filling and index >= 0:
@@ -244,7 +247,7 @@ class TrainingPanel(VolumeRows, RunView, PanelMessages):
             widget.setEnabled(scene)
         ui.dataPathLineEdit.setEnabled(own and not scene)
         ui.volumesTable.setColumnHidden(1, parameters.source != PAIRED_FOLDER)
-        self.update_buttons()
+        self._show_volume_rows()  # the task's further volumes have columns with pairs only
 
     def _on_path_edited(self, *_args) -> None:
         self.parameters.update(dataPath=_path(self.ui.dataPathLineEdit), runsFolder=_path(self.ui.runsFolderLineEdit))

@@ -1,15 +1,19 @@
 """The Training panel's table of scene volumes: one row of combo boxes per (input, target) row.
 
 Each row lists the scene's volumes (kept up to date as nodes are added or removed); a choice is
-stored in the parameter node at once through the logic.  GUI code in the subset of Qt that
-PythonQt and PySide6 share.
+stored in the parameter node at once through the logic.  A task whose pairs bring further
+volumes (the recipe's ``extras``: a SPECT study's CT or μ-map) gets a column for each.  GUI code
+in the subset of Qt that PythonQt and PySide6 share.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["VolumeRows", "current_data"]
+__all__ = ["VolumeRows", "current_data", "COLUMNS"]
+
+#: the headers of the input and target columns; the task's further volumes follow
+COLUMNS = ("Input", "Target")
 
 
 class VolumeRows:
@@ -32,18 +36,21 @@ class VolumeRows:
                 and not scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetAttribute("Training.run")]
 
     def _show_volume_rows(self) -> None:
-        """One row of combo boxes per stored row, listing the scene's volumes."""
+        """One row of combo boxes per stored row, listing the scene's volumes; a column per further volume."""
         import qt
 
         if self.parameters is None:
             return
         table, volumes = self.ui.volumesTable, self._volumes()
         rows = self.logic.scene_volumes()
+        headers = [*COLUMNS, *self.logic.extras().values()]
         self._filling = True
         try:
+            table.setColumnCount(len(headers))
+            table.setHorizontalHeaderLabels(headers)
             table.setRowCount(len(rows))
             for row, chosen in enumerate(rows):
-                for column in (0, 1):
+                for column in range(len(headers)):
                     combo = table.cellWidget(row, column)
                     if combo is None:
                         combo = qt.QComboBox()
@@ -59,11 +66,11 @@ class VolumeRows:
             self._filling = False
         self.update_buttons()
 
-    def _rows_shown(self) -> list[tuple[Any, Any]]:
+    def _rows_shown(self) -> list[tuple[Any, ...]]:
         table, scene = self.ui.volumesTable, self.logic.scene
         rows = []
         for row in range(table.property("rowCount")):
-            ids = [current_data(table.cellWidget(row, column)) for column in (0, 1)]
+            ids = [current_data(table.cellWidget(row, column)) for column in range(table.property("columnCount"))]
             rows.append(tuple(scene.GetNodeByID(node_id) if node_id else None for node_id in ids))
         return rows
 

@@ -86,7 +86,12 @@ class Recipe:
     ``configs`` maps network sizes (``--config``) to where each is meant to run; ``options`` are
     the task's own flags and ``defaults`` its values of the common ones (``steps``, ``lr``, ...);
     ``sources`` the data it accepts (keys of :data:`DATA_SOURCES`); ``ema_cap`` the largest EMA
-    decay (``training.loop.ema_decay``). The functions:
+    decay (``training.loop.ema_decay``). Two declarations are read by a GUI (the Slicer Training
+    module) to offer what the command line takes: ``extras``, the further volumes a
+    ``paired-folder`` pair may bring, by manifest column with words for each (the columns the
+    task's reader takes, ``training.userdata``), and ``read_with``, the options read only with
+    some values of another (``{"--anatomy": ("--variant", ("motion",))}``), offered only then.
+    The functions:
 
     - ``build_data(args, progress) -> TrainingData``: check the options, fill the cache;
     - ``make_model(args) -> nn.Module``;
@@ -122,12 +127,23 @@ class Recipe:
     sources: tuple[str, ...] = (PHANTOM,)
     example: str = ""
     ema_cap: float = 0.995
+    extras: dict[str, str] = field(default_factory=dict)
+    read_with: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [source for source in self.sources if source not in DATA_SOURCES]
         if unknown or not self.sources:
             raise ValueError(f"recipe '{self.name}': sources must be some of {', '.join(DATA_SOURCES)}, "
                              f"got {self.sources}")
+        if self.extras and PAIRED_FOLDER not in self.sources:
+            raise ValueError(f"recipe '{self.name}': extras are manifest columns of {PAIRED_FOLDER} pairs, a source "
+                             "it does not take")
+        options = {option.flags[0]: option for option in self.options}
+        for flag, (other, values) in self.read_with.items():
+            choices = options[other].kwargs.get("choices", ()) if other in options else ()
+            if flag not in options or not values or not set(values) <= set(choices):
+                raise ValueError(f"recipe '{self.name}': read_with['{flag}'] must name an option read with some "
+                                 f"choices of another option, got {other} {values}")
 
     def check_source(self, source: str) -> None:
         """A ValueError that says which sources the task accepts, unless it accepts ``source``."""

@@ -251,6 +251,10 @@ RECIPE = Recipe(
     ),
     defaults={"steps": 3000, "batch_size": 4, "lr": 1e-4},
     sources=(PHANTOM,),
+    read_with={"--vae": ("--variant", ("anatomy", "motion")), "--anatomy": ("--variant", ("motion",)),
+               **dict.fromkeys(("--timesteps", "--prediction", "--cfg-dropout"), ("--variant", ("anatomy", "motion"))),
+               **dict.fromkeys(("--perceptual-weight", "--adv-weight", "--dice-weight", "--kl-weight"),
+                               ("--variant", ("vae",)))},
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
     card=card,
     example="""  meddiff train cardiac4d --variant vae --config small --data runs/c4d-data --out runs/c4d-vae \\

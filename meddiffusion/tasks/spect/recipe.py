@@ -321,6 +321,8 @@ RECIPE = Recipe(
     ),
     defaults={"steps": 4000, "batch_size": 16, "lr": 2e-4},
     sources=(PHANTOM, PAIRED_FOLDER),
+    extras={"ct": "CT (HU)", "mumap": "μ-map (1/cm)"},
+    read_with={"--teacher": ("--variant", ("student",)), "--at-weight": ("--variant", ("student",))},
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
     card=card, from_card=from_card, score=score, preview=preview,
     example="""  meddiff train spect --variant teacher --config small --data runs/spect-data --out runs/spect-teacher
