@@ -38,9 +38,9 @@ COMMON_OPTIONS = (
     Option(("--seed",), {"type": int, "default": 0, "help": "data and training seed (default: 0)"}),
     Option(("--val-every",), {"type": int, "default": 500, "help": "validate every N steps (0: only at the end)"}),
     Option(("--ckpt-every",), {"type": int, "default": 500, "help": "checkpoint every N steps (0: only at the end)"}),
-    Option(("--time-limit",), {"type": float, "default": 0.0, "metavar": "MINUTES",
+    Option(("--time-limit",), {"type": float, "default": None, "metavar": "MINUTES",
                                "help": "stop after this many minutes of training even if steps remain, and export "
-                                       "the model as at the end (default: 0, no limit)"}),
+                                       "the model as at the end (default: no limit)"}),
     Option(("--resume",), {"action": "store_true", "help": "continue from the latest checkpoint in --out"}),
     Option(("--source",), {"choices": tuple(DATA_SOURCES), "default": None,
                            "help": "where the training pairs come from (default: phantom)"}),
