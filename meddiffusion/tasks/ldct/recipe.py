@@ -19,10 +19,11 @@ def _tiny_config() -> dict:
 
 
 def network_configs() -> dict[str, dict]:
-    """CLEAR-Net sizes: ``paper`` (GPU), ``small`` (CPU) and ``tiny`` (tests and smoke runs)."""
-    from meddiffusion.nets.clearnet import CLEARNET_PAPER, CLEARNET_SMALL
+    """CLEAR-Net sizes: ``paper`` (GPU), ``medium`` (long CPU runs), ``small`` (CPU) and ``tiny`` (tests)."""
+    from meddiffusion.nets.clearnet import CLEARNET_MEDIUM, CLEARNET_PAPER, CLEARNET_SMALL
 
-    return {"paper": dict(CLEARNET_PAPER), "small": dict(CLEARNET_SMALL), "tiny": _tiny_config()}
+    return {"paper": dict(CLEARNET_PAPER), "medium": dict(CLEARNET_MEDIUM), "small": dict(CLEARNET_SMALL),
+            "tiny": _tiny_config()}
 
 
 def start_at_identity(net):
@@ -191,7 +192,7 @@ def _split_words(split: dict) -> str:
 RECIPE = Recipe(
     name="ldct",
     description="low-dose CT denoising: CoreDiff CLEAR-Net on thorax-phantom pairs",
-    configs={"paper": "GPU", "small": "CPU", "tiny": "tests"},
+    configs={"paper": "GPU", "medium": "CPU, long runs", "small": "CPU", "tiny": "tests"},
     options=(
         Option(("--dose",), {"type": float, "default": 0.25, "help": "low-dose fraction of the full dose "
                                                                      "(default: 0.25)"}),
