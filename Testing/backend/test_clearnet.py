@@ -94,6 +94,20 @@ def test_zeroed_output_conv_returns_the_centre_slice(in_channels):
     assert torch.equal(out, x[:, in_channels // 2 : in_channels // 2 + 1])
 
 
+def test_intensity_scale_is_seen_by_the_convolutions_and_undone_on_the_residual():
+    torch.manual_seed(0)
+    plain = CLEARNet(**TINY)
+    scaled = CLEARNet(**TINY, intensity_offset=0.25, intensity_scale=40.0)
+    scaled.load_state_dict(plain.state_dict())
+    x, emm = 0.25 + 0.01 * torch.randn(2, 3, 16, 16), 0.25 + 0.01 * torch.randn(2, 2, 16, 16)
+    centre = x[:, 1:2]
+    # the same weights on (x - 0.25) * 40: the scaled net's residual is the plain one's on that input, / 40
+    expected = (plain((x - 0.25) * 40, 3, (emm - 0.25) * 40) - (x[:, 1:2] - 0.25) * 40) / 40 + centre
+    torch.testing.assert_close(scaled(x, 3, emm), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="intensity_scale"):
+        CLEARNet(**TINY, intensity_scale=0)
+
+
 def test_emm_changes_the_output_and_receives_gradients():
     net = _net().train()
     x, emm = _inputs(height=24, width=24)

@@ -134,6 +134,11 @@ class CLEARNet(nn.Module):
         decoder_convs: 3×3 convs at the decoder's c1 and c0 levels. Defaults to ``(3, 2)``.
         time_dim: sinusoidal embedding width (even, ≥ 4); the MLP's hidden width is 4×. Defaults to 32.
         emm_channels: widths of the three EMM conv blocks. Defaults to ``(32, 64, 128)``.
+        intensity_offset, intensity_scale: the convolutions see ``(x - offset) * scale`` (and
+            the EMM input likewise) and the residual they add is divided by ``scale``. On
+            CoreDiff's [0, 1] scale (4096 HU) noise of 10-50 HU is 0.002-0.01: with offset 0.25
+            (0 HU) and scale 40.96 (one unit per 100 HU) inputs are centred and the residual is
+            of order one, which a short run with Adam can learn. Defaults 0 and 1 (as published).
 
     Example::
 
@@ -150,8 +155,13 @@ class CLEARNet(nn.Module):
         decoder_convs: Sequence[int] = (3, 2),
         time_dim: int = 32,
         emm_channels: Sequence[int] = (32, 64, 128),
+        intensity_offset: float = 0.0,
+        intensity_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not intensity_scale > 0:
+            raise ValueError(f"intensity_scale must be > 0, got {intensity_scale}")
+        self.intensity_offset, self.intensity_scale = float(intensity_offset), float(intensity_scale)
         _check_positive("in_channels", [in_channels])
         _check_positive("out_channels", [out_channels])
         _check_positive("channels", channels, length=3)
@@ -196,6 +206,9 @@ class CLEARNet(nn.Module):
         t = self._check_inputs(x, t, emm_input)
         height, width = x.shape[-2:]
         centre = x[:, self.in_channels // 2 : self.in_channels // 2 + 1]
+        x = (x - self.intensity_offset) * self.intensity_scale
+        if emm_input is not None:
+            emm_input = (emm_input - self.intensity_offset) * self.intensity_scale
         x = F.pad(x, (0, -width % _MULTIPLE, 0, -height % _MULTIPLE), mode="reflect")
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
 
@@ -204,7 +217,7 @@ class CLEARNet(nn.Module):
         feat = self.conv2(self._condition(1, self.pool(skip1), emb, emm_input))
         feat = self.conv3(self._condition(2, self.up1(feat) + skip1, emb, emm_input))
         feat = self.conv4(self._condition(3, self.up2(feat) + skip0, emb, emm_input))
-        return self.out_conv(feat)[..., :height, :width] + centre
+        return self.out_conv(feat)[..., :height, :width] / self.intensity_scale + centre
 
     def _condition(
         self, stage: int, feat: torch.Tensor, emb: torch.Tensor, emm_input: torch.Tensor | None

@@ -43,7 +43,7 @@ from meddiffusion.training.augment import crop_room, dihedral
 from meddiffusion.training.storage import hu_to_int16
 
 __all__ = ["DataOptions", "SlabSpec", "slab_spec", "render_clean", "render_slab", "build_cache", "describe",
-           "LDCTPairs",
+           "LDCTPairs", "LOSS_WEIGHTINGS",
            "pad_slices", "random_crops", "training_crops", "make_loss_fn"]
 
 
@@ -262,13 +262,35 @@ def training_crops(model: torch.nn.Module, batch: dict[str, torch.Tensor], crop:
     return model_fn, ld[:, 1:2], torch.cat([ld[:, :1], ld[:, 2:]], dim=1), target
 
 
-def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share: float = 0.25):
-    """CoreDiff's two-stage loss on random crops, for :class:`meddiffusion.training.Trainer`."""
+#: ``--loss-weighting``: ``noise`` weighs each crop by 1 / its low-dose error; ``none`` is CoreDiff's plain mean
+LOSS_WEIGHTINGS = ("noise", "none")
+
+
+def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share: float = 0.25,
+                 weighting: str = "noise"):
+    """CoreDiff's two-stage loss on random crops, for :class:`meddiffusion.training.Trainer`.
+
+    With ``weighting="noise"`` each crop's two-stage MSE is divided by its low-dose MSE (the
+    weights, without gradient, average to one over the batch): a relative error, so every
+    noise level counts alike. The plain mean is ruled by the noisiest crops (a 7 % dose crop
+    has 100× the MSE of a quiet head), and a model trained on it smooths away the texture of
+    low-noise scans: on validation crops of 3-250 HU noise it lost 1.4 dB on average and 10.8 dB
+    on the quietest, where the weighted loss gained (docs/experiments/ldct.md).
+    """
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {', '.join(LOSS_WEIGHTINGS)}")
+
+    def per_crop(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).pow(2).flatten(1).mean(dim=1)
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
         model_fn, centre, context, nd = training_crops(model, batch, crop, generator, replicate_share)
         t = diffusion.random_timestep(generator)
-        loss, _, x0_hat2 = diffusion.two_stage_loss(model_fn, nd, centre, t, context=context)
+        loss, x0_hat, x0_hat2 = diffusion.two_stage_loss(model_fn, nd, centre, t, context=context)
+        if weighting == "noise":
+            weights = 1.0 / (per_crop(centre, nd) + 1e-10)
+            weights = weights / weights.mean()
+            loss = (weights * 0.5 * (per_crop(x0_hat, nd) + per_crop(x0_hat2, nd))).mean()
         rmse_hu = ((x0_hat2.detach() - nd) * HU_RANGE).pow(2).mean().sqrt()
         return loss, {"rmse_hu": rmse_hu}
 

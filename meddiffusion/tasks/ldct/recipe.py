@@ -18,12 +18,18 @@ def _tiny_config() -> dict:
             "emm_channels": (4, 4, 4)}
 
 
+#: what the convolutions see of CoreDiff's [0, 1] scale: centred on 0 HU, one unit per 100 HU
+#: (``nets.clearnet``: the published scale leaves residuals of 0.002-0.01 that a CPU run cannot learn)
+INTENSITY = {"intensity_offset": 1024.0 / 4096.0, "intensity_scale": 4096.0 / 100.0}
+
+
 def network_configs() -> dict[str, dict]:
     """CLEAR-Net sizes: ``paper`` (GPU), ``medium`` (long CPU runs), ``small`` (CPU) and ``tiny`` (tests)."""
     from meddiffusion.nets.clearnet import CLEARNET_MEDIUM, CLEARNET_PAPER, CLEARNET_SMALL
 
-    return {"paper": dict(CLEARNET_PAPER), "medium": dict(CLEARNET_MEDIUM), "small": dict(CLEARNET_SMALL),
-            "tiny": _tiny_config()}
+    sizes = {"paper": dict(CLEARNET_PAPER), "medium": dict(CLEARNET_MEDIUM), "small": dict(CLEARNET_SMALL),
+             "tiny": _tiny_config()}
+    return {name: {**kwargs, **INTENSITY} for name, kwargs in sizes.items()}
 
 
 def start_at_identity(net):
@@ -94,7 +100,7 @@ def make_loss(args, step):  # noqa: ARG001 - the loss does not change over the r
         from meddiffusion.tasks.ldct.finetune import make_self_supervised_loss
 
         return make_self_supervised_loss(MeanPreservingDiffusion(args.timesteps), args.crop)
-    return make_loss_fn(MeanPreservingDiffusion(args.timesteps), args.crop)
+    return make_loss_fn(MeanPreservingDiffusion(args.timesteps), args.crop, weighting=args.loss_weighting)
 
 
 def from_card(args, entry):
@@ -219,6 +225,10 @@ RECIPE = Recipe(
                                     "help": "full-dose noise in HU, drawn log-uniform per slab (default: 2 40)"}),
         Option(("--crop",), {"type": int, "default": 96, "help": "training crop size in pixels (default: 96)"}),
         Option(("--timesteps",), {"type": int, "default": 10, "help": "diffusion steps T (default: 10, as CoreDiff)"}),
+        Option(("--loss-weighting",), {"choices": ("noise", "none"), "default": "noise",
+                                       "help": "noise: each crop's error relative to its low-dose error, so quiet "
+                                               "scans count as much as noisy ones; none: CoreDiff's plain mean "
+                                               "(default: noise)"}),
         Option(("--cpu-steps",), {"type": int, "default": None,
                                   "help": "sampling steps the model card sets as the CPU default (default: T)"}),
         Option(("--data",), {"metavar": "DIR|CSV", "help": "the user's volumes, with --source paired-folder (DIR with "
