@@ -47,8 +47,8 @@ def oom_loss(monkeypatch, fits):
 
     real = data.make_loss_fn
 
-    def make(diffusion, crop, *rest):
-        loss_fn = real(diffusion, crop, *rest)
+    def make(diffusion, crop, *rest, **options):
+        loss_fn = real(diffusion, crop, *rest, **options)
 
         def guarded(model, batch, generator):
             if torch.is_grad_enabled() and not fits(batch["ld"].shape[0], crop):
