@@ -101,6 +101,18 @@ def validation_slices(count: int) -> list[dict]:
     return slices
 
 
+def _low_dose_noise(low: np.ndarray, reference: np.ndarray, noise_nd: float) -> float:
+    """The low-dose slice's noise (HU) for BM3D's sigma: measured in its flat soft tissue, or on a
+    slice with too little of it (dense dead leaves) the reference's measured noise plus the RMS of
+    what the simulation added (the sigma sweep is an oracle anyway)."""
+    from meddiffusion.tasks.ldct.physics import estimate_noise_hu
+
+    try:
+        return estimate_noise_hu(low)[0]
+    except ValueError:
+        return float(np.sqrt(noise_nd**2 + np.mean((low - reference) ** 2)))
+
+
 def _bm3d(low: np.ndarray, reference: np.ndarray, noise_hu: float, factors) -> tuple[np.ndarray, float, float]:
     """BM3D at its best sigma: (denoised, chosen factor, seconds of one run).
 
@@ -166,7 +178,7 @@ def _memory_probe(low_slice: np.ndarray, pixel_mm: float, slices: int, threads: 
                 "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
                 " 'seconds': time.time() - start}))\n"
                 "raise SystemExit(status)\n")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=folder)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
     probe = json.loads(done.stdout.strip().splitlines()[-1])
@@ -183,7 +195,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     from meddiffusion.devices import cpu_has_bf16
     from meddiffusion.metrics.image import per_slice_quality
     from meddiffusion.tasks.ldct.model import load_model
-    from meddiffusion.tasks.ldct.physics import calibrate_source_i0, estimate_noise_hu, simulate_pair
+    from meddiffusion.tasks.ldct.physics import calibrate_source_i0, simulate_pair
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -216,7 +228,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
             low = simulate_pair(torch.from_numpy(reference), dose, pixel_size_mm=item["pixel_mm"], i0=i0,
                                 generator=generator).numpy()
             lows[(k, dose)] = low
-            noise_ld, _ = estimate_noise_hu(low)
+            noise_ld = _low_dose_noise(low, reference, noise_nd)
             outputs = {"low-dose input": low}
             outputs["BM3D (oracle sigma)"], factor, bm3d_s = _bm3d(low, reference, noise_ld, factors)
             if reference.shape == (512, 512):
