@@ -57,5 +57,5 @@ def test_the_toy_bench_runs_and_writes_its_table_json_and_picture(toy_bench, tmp
 
 def test_model_and_split_are_refused_by_a_bench_that_does_not_take_them(toy_bench, tmp_path, capsys):
     assert main(["bench", "toy", "--model", "toy-constant", "--events", "none"]) == 2
-    assert "bench 'toy' scores its own models on its own cases; --model and --split work with motion" in \
+    assert "bench 'toy' scores its own models on its own cases; --model and --split work with ldct, motion" in \
         capsys.readouterr().err

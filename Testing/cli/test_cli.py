@@ -104,7 +104,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, calcium_ct):
 
 def test_bench_model_option_is_checked_before_any_work():
     result = meddiff("bench", "phantom", "--model", "motion-prodm-small", timeout=TIMEOUT)
-    assert result.returncode == 2 and "--model and --split work with motion" in result.stderr
+    assert result.returncode == 2 and "--model and --split work with ldct, motion" in result.stderr
     result = meddiff("bench", "motion", "--quick", "--model", "no-such-model", timeout=TIMEOUT)
     assert result.returncode == 2 and "unknown model 'no-such-model'" in result.stderr
 
