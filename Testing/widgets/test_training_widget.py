@@ -60,7 +60,7 @@ def test_the_task_refreshes_models_sizes_and_sources(panel):
     ui = panel.ui
     assert items(ui.taskComboBox)[:2] == ["low-dose CT denoising (ldct)", "motion correction (motion)"]
     assert items(ui.baseModelComboBox)[0] == FROM_SCRATCH and "Fine-tune tiny-ldct" in items(ui.baseModelComboBox)
-    assert len(items(ui.sourceComboBox)) == 4 and items(ui.configComboBox) == ["paper", "small", "tiny"]
+    assert len(items(ui.sourceComboBox)) == 4 and items(ui.configComboBox) == ["paper", "medium", "small", "tiny"]
     ui.baseModelComboBox.setCurrentIndex(ui.baseModelComboBox.findText("Fine-tune tiny-ldct"))
     assert panel.parameters.baseModel == "tiny-ldct"
     ui.taskComboBox.setCurrentIndex(1)
