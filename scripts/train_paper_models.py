@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from importlib import import_module
 from pathlib import Path
 
 MAX_WEIGHTS_MB = 25.0
@@ -76,16 +77,8 @@ def _simulate_item(job: tuple[str, list[str], str, int]) -> float:
     task, extra, out, index = job
     args = _parse_train_args(task, extra, Path(out))
     start = time.monotonic()
-    if task == "ldct":
-        from meddiffusion.tasks.ldct.data import build_cache
-        from meddiffusion.tasks.ldct.recipe import data_options
-
-        build_cache(Path(out) / "data", 1, args.seed, data_options(args), first=index)
-    else:
-        from meddiffusion.tasks.motion.data import build_cache
-        from meddiffusion.tasks.motion.recipe import data_options
-
-        build_cache(Path(out) / "data", 1, args.seed, data_options(args), first=index)
+    data, recipe = (import_module(f"meddiffusion.tasks.{task}.{part}") for part in ("data", "recipe"))
+    data.build_cache(Path(out) / "data", 1, args.seed, recipe.data_options(args), first=index)
     return time.monotonic() - start
 
 
