@@ -74,6 +74,24 @@ def train_lines(out_dir: Path) -> list[dict]:
     return [line for line in lines if line["split"] == "train"]
 
 
+def test_slow_steps_are_logged_by_time(tmp_path):
+    """Live curves keep moving when ten steps take long: a line after every step past log_seconds."""
+    import time
+
+    def slow_loss(model, batch, generator):
+        time.sleep(0.12)
+        return plain_loss(model, batch, generator)
+
+    cfg = config(tmp_path, steps=12, log_every=100, log_seconds=0.2)
+    Trainer(nn.Linear(1, 1), slow_loss, cfg, LineData(), device="cpu").fit()
+    steps = [line["step"] for line in train_lines(tmp_path)]
+    assert steps[-1] == 12 and 4 <= len(steps) <= 7                      # about every second step, and the last
+    assert all(b - a <= 2 for a, b in zip([0] + steps, steps))
+    cfg = config(tmp_path / "off", steps=6, log_every=100, log_seconds=0)
+    Trainer(nn.Linear(1, 1), slow_loss, cfg, LineData(), device="cpu").fit()
+    assert [line["step"] for line in train_lines(tmp_path / "off")] == [6]
+
+
 def test_short_run_lowers_validation_loss(tmp_path):
     torch.manual_seed(0)
     model = nn.Linear(1, 1)
@@ -222,7 +240,7 @@ def test_time_limit_ends_the_run_like_a_last_step(tmp_path, monkeypatch):
     clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s later
     monkeypatch.setattr("meddiffusion.training.trainer.time", SimpleNamespace(monotonic=lambda: next(clock)))
     val = LineData(16, seed=1)
-    cfg = config(tmp_path, steps=100, log_every=2, time_limit_s=35.0)
+    cfg = config(tmp_path, steps=100, log_every=2, time_limit_s=35.0, log_seconds=0)
     summary = Trainer(small_mlp(0), noisy_loss, cfg, LineData(), val_data=val, val_fn=mse_metric, device="cpu").fit()
     # start at 0 s, then 10, 20, 30, 40 s at the logging steps 2, 4, 6, 8: the limit is seen at step 8
     assert summary["timed_out"] and summary["step"] == 8

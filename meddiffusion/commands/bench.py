@@ -15,11 +15,14 @@ GENERAL = {
                   "fp32 vs bf16 autocast: speed and output error of the shipped network types"),
     "phantom": ("meddiffusion.benchmarks.phantom",
                 "seconds per thorax phantom frame (256x256x128 CT) and per modality"),
+    "training": ("meddiffusion.benchmarks.training",
+                 "a 200-step LDCT fine-tune on one CT pair as the Training module runs it: time, curve updates, gain"),
 }
 
 EXAMPLE = """examples:
   meddiff bench precision --threads 2
   meddiff bench phantom -o bench_phantom.md
+  meddiff bench training --threads 2
   meddiff bench motion --threads 2 --model my-motion-model"""
 
 

@@ -62,6 +62,9 @@ class TrainConfig:
     (``auto``: bf16 where supported, else fp16 with a GradScaler); the CPU trains in fp32.
     ``time_limit_s`` > 0 ends :meth:`Trainer.fit` at the first logging step past that many
     seconds, with the validation and checkpoint of a last step: a run that must fit a budget.
+    Training metrics are logged every ``log_every`` steps, and also after any step that ends
+    ``log_seconds`` or more after the last line (0: never), so that live curves keep moving when
+    steps are slow (a 3D network on a CPU).
     """
 
     steps: int
@@ -78,6 +81,7 @@ class TrainConfig:
     grad_clip: float | None = None
     precision: str = "auto"
     log_every: int = 10
+    log_seconds: float = 5.0
     val_every: int = 0
     ckpt_every: int = 0
     out_dir: str | None = None
@@ -95,7 +99,7 @@ class TrainConfig:
         non_negative = {"weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
                         "ema_start": self.ema_start, "val_every": self.val_every,
                         "ckpt_every": self.ckpt_every, "seed": self.seed, "num_workers": self.num_workers,
-                        "time_limit_s": self.time_limit_s}
+                        "time_limit_s": self.time_limit_s, "log_seconds": self.log_seconds}
         for name, value in non_negative.items():
             if value < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {value}")
@@ -203,6 +207,7 @@ class Trainer:
         self.net.train()
         batches = iter(self._train_loader(self.step))
         started, timed_out = time.monotonic(), False
+        self._logged_at = started
         while self.step < cfg.steps and not timed_out:
             logs = self._step_or_shrink(next(batches))
             if logs is None:  # out of memory: the step is retried with the smaller batch or crop
@@ -216,7 +221,7 @@ class Trainer:
                     self.progress.log(f"time limit of {cfg.time_limit_s:g} s reached: stopping at step {self.step} "
                                       f"of {cfg.steps}")
             last = self.step == cfg.steps or timed_out
-            if self.step % cfg.log_every == 0 or last:
+            if self._log_due(last):
                 self._log_train(logs)
             if self.val_data is not None and (last or cfg.val_every and self.step % cfg.val_every == 0):
                 self.validate()
@@ -275,7 +280,19 @@ class Trainer:
         extra = {} if grad_norm is None else {"grad_norm": grad_norm}
         return {**logs, "loss": loss.detach(), "lr": lr, **extra}
 
+    def _log_due(self, last: bool) -> bool:
+        """Log this step: every ``log_every`` steps, at the last, or ``log_seconds`` after the last line."""
+        cfg = self.config
+        if last or self.step % cfg.log_every == 0:
+            return True
+        if not cfg.log_seconds:
+            return False
+        late = time.monotonic() - self._logged_at >= cfg.log_seconds
+        return dist_utils.any_rank(late, self.device if self.device.type == "cuda" else None)  # every rank logs
+
     def _log_train(self, logs: Mapping[str, Any]) -> None:
+        if self.config.log_seconds:
+            self._logged_at = time.monotonic()
         loss = float(dist_utils.all_reduce_mean(logs["loss"].float()))
         if not math.isfinite(loss) and self.scaler is None:
             raise FloatingPointError(f"training loss became {loss} at step {self.step}; lower the "
