@@ -159,6 +159,37 @@ def test_three_stages_train_and_their_cascade_runs(env, tmp_path):
     assert read_sequence(tmp_path / "c.seq.nrrd")[0][0].shape == (9, 96, 96)
 
 
+def test_each_stage_fine_tunes_from_its_card_and_lowers_the_validation_loss(env, tmp_path):
+    common = ("--config", "tiny", "--studies", 2, "--val-studies", 1, "--data", tmp_path / "data", "--batch-size", 2,
+              "--frames", 4, "--val-every", 0, "--ckpt-every", 0, "--events", "jsonl")
+    parents = {"vae": ("--register", "ft-vae"), "anatomy": ("--vae", "ft-vae", "--register", "ft-anatomy")}
+    for variant, flags in parents.items():
+        run = meddiff("train", "cardiac4d", "--variant", variant, *common, "--steps", 2, *flags, "--out",
+                      tmp_path / f"{variant}-parent", env=env, timeout=600)
+        assert run.returncode == 0, (variant, run.stderr[-3000:])
+        run = meddiff("train", "cardiac4d", "--variant", variant, *common, "--steps", 8, "--lr", "1e-3",
+                      "--from-model", f"ft-{variant}", "--out", tmp_path / variant, env=env, timeout=600)
+        assert run.returncode == 0, (variant, run.stderr[-3000:])
+        result = jsonl(run.stdout)[-1]
+        assert result["val_loss_end"] < result["val_loss_start"], (variant, result)
+        assert result["provenance"]["parent"]["id"] == f"ft-{variant}" and result["gate"]["metric"] == \
+            ("psnr" if variant == "vae" else "mse")
+    card = json.loads((tmp_path / "anatomy" / "model.json").read_text())
+    assert card["architecture"]["vae"] == "ft-vae"                      # the parent's latent space, kept
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--variant", "motion"), "holds the network AnatomyLDM; --variant motion fine-tunes MotionLDM cards"),
+    (("--variant", "anatomy", "--vae", "tiny-c4d-vae", "--from-model", "tiny-c4d-anatomy", "--timesteps", 50),
+     "was trained with T=1000 and epsilon-prediction; pass --timesteps 1000 --prediction epsilon"),
+])
+def test_a_fine_tune_refuses_another_stage_or_schedule_before_any_work(env, tmp_path, flags, message):
+    run = meddiff("train", "cardiac4d", "--config", "tiny", "--from-model", "tiny-c4d-anatomy", *flags, "--studies", 2,
+                  "--val-studies", 1, "--out", tmp_path / "run", "--events", "jsonl", env=env)
+    assert run.returncode == 2 and message in jsonl(run.stdout)[-1]["message"], run.stdout[-800:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_dataset_from_a_given_anatomy_keeps_its_slices(env, tmp_path):
     from meddiffusion.phantoms import Phantom
     from meddiffusion.tasks.cardiac4d.cine import CineProtocol, acquire

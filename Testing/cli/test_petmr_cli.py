@@ -230,6 +230,17 @@ def test_train_petmr_tiny_writes_a_loadable_card(env, tmp_path, monkeypatch):
     assert model.use_mr and model.id == "tiny-trained"
 
 
+def test_a_fine_tune_lowers_the_validation_loss_and_goes_through_the_gate(env, tmp_path):
+    result = meddiff("train", "petmr", "--config", "tiny", "--kind", "thorax", "--subjects", 1, "--val-subjects", 1,
+                     "--patch", 16, "--data", tmp_path / "data", "--no-mr", "--from-model", PET_ONLY, "--steps", 20,
+                     "--batch-size", 2, "--val-every", 0, "--ckpt-every", 0, "--out", tmp_path / "run", "--events",
+                     "jsonl", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = jsonl(result.stdout)[-1]
+    assert final["val_loss_end"] < final["val_loss_start"]
+    assert final["gate"]["metric"] == "psnr" and final["provenance"]["parent"]["id"] == PET_ONLY
+
+
 @pytest.mark.xfail(RECIPE.score is None, strict=True,
                    reason="meddiff train petmr cannot fine-tune yet: its recipe has no score for the registration gate")
 @pytest.mark.parametrize("parent, flags, message", [

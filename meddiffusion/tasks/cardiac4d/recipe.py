@@ -12,12 +12,17 @@ the stages share the cache (``--data``). The LDM stages encode the studies once 
 into ``latents-<vae sha256>.npz`` beside the cache. The paper's deterministic latent-motion
 teacher (its stage 2) is not trained: the phantom labels every frame, so Δz is taken directly
 from the VAE's mean latents of each frame, which is the target that teacher approximates.
+
+``--from-model ID`` fine-tunes a stage's card of the same kind: the card's network and weights,
+its VAE's latent space (an LDM keeps the VAE it was trained on, and the motion LDM its motion
+scale) and its diffusion schedule. The registration gate compares the validation image PSNR
+(VAE) or the validation denoising error at fixed noise (LDMs).
 """
 
 from __future__ import annotations
 
 from meddiffusion.tasks.registry import Option
-from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, TrainingData
+from meddiffusion.training.recipe import PHANTOM, Outcome, Recipe, Score, TrainingData
 
 __all__ = ["RECIPE", "network_kwargs", "model_id_of"]
 
@@ -31,8 +36,22 @@ def _protocol(args):
     return CineProtocol(frames=args.frames)
 
 
+#: the network each ``--variant`` trains
+NETWORKS = {"vae": "DualDecoderVAE", "anatomy": "AnatomyLDM", "motion": "MotionLDM"}
+
+
+def _parent(args):
+    """The ``--from-model`` card, or None."""
+    from meddiffusion.catalog import get_model
+
+    return get_model(args.from_model) if getattr(args, "from_model", None) else None
+
+
 def _vae_id(args) -> str:
-    return args.vae or model_id_of("vae", args.config)
+    """``--vae``; else the VAE a fine-tuned LDM was trained on (its latent space); else the config's."""
+    parent = _parent(args)
+    inherited = parent.architecture.get("vae") if parent is not None and args.variant != "vae" else None
+    return args.vae or inherited or model_id_of("vae", args.config)
 
 
 def network_kwargs(args) -> dict:
@@ -66,6 +85,9 @@ def build_data(args, progress) -> TrainingData:
     if args.variant == "vae" and args.anatomy:
         raise ValueError("--anatomy names the anatomy model a motion model runs with; it is read with --variant "
                          "motion only")
+    parent = _parent(args)
+    if parent is not None:
+        _check_parent(args, parent)
     folder = Path(args.data) if args.data else Path(args.out) / "data"
     protocol = _protocol(args)
     total = args.studies + args.val_studies
@@ -85,7 +107,9 @@ def build_data(args, progress) -> TrainingData:
         train = data.AnatomyLatents(studies[: args.studies], latents[: args.studies], scale)
         val = data.AnatomyLatents(studies[args.studies :], latents[args.studies :], scale)
     else:
-        motion_scale = 1.0 / data.motion_std(latents[: args.studies], scale)
+        parent = _parent(args)  # a fine-tune keeps the scale its network learnt Δz in
+        motion_scale = (float(parent.architecture["motion_scale"]) if parent is not None else
+                        1.0 / data.motion_std(latents[: args.studies], scale))
         info["motion_scale"] = motion_scale
         train = data.MotionLatents(studies[: args.studies], latents[: args.studies], scale, motion_scale)
         val = data.MotionLatents(studies[args.studies :], latents[args.studies :], scale, motion_scale)
@@ -131,8 +155,61 @@ def _groups(studies) -> dict[str, int]:
 def make_model(args):
     from meddiffusion.nets import cardiac4d as nets
 
-    name = {"vae": "DualDecoderVAE", "anatomy": "AnatomyLDM", "motion": "MotionLDM"}[args.variant]
-    return getattr(nets, name)(**network_kwargs(args))
+    return getattr(nets, NETWORKS[args.variant])(**network_kwargs(args))
+
+
+def _check_parent(args, entry) -> None:
+    """A ValueError unless ``--from-model`` is the stage ``--variant`` trains, on the grid, VAE and diffusion
+    schedule of this run (checked before any study is simulated)."""
+    arch, wanted = entry.architecture, NETWORKS[args.variant]
+    if entry.task != "cardiac4d":
+        return  # the loop refuses another task's model in its own words
+    if arch.get("network") != wanted:
+        raise ValueError(f"--from-model '{entry.id}' holds the network {arch.get('network')}; --variant "
+                         f"{args.variant} fine-tunes {wanted} cards")
+    if args.variant == "vae":
+        matrix = _protocol(args).matrix
+        if arch.get("grid", {}).get("matrix") != matrix:
+            raise ValueError(f"--from-model '{entry.id}' learned a {arch.get('grid', {}).get('matrix')}² grid; the "
+                             f"studies are {matrix}²")
+        return
+    if arch.get("vae") != _vae_id(args):
+        raise ValueError(f"--from-model '{entry.id}' learned the latents of VAE '{arch.get('vae')}', not "
+                         f"'{_vae_id(args)}': leave out --vae or name that one")
+    diffusion = arch.get("diffusion", {})
+    trained = (diffusion.get("num_train_timesteps"), diffusion.get("prediction"))
+    if trained != (args.timesteps, args.prediction):
+        raise ValueError(f"--from-model '{entry.id}' was trained with T={trained[0]} and {trained[1]}-prediction; "
+                         f"pass --timesteps {trained[0]} --prediction {trained[1]}")
+
+
+def from_card(args, entry):
+    """The network of a cardiac4d card with its weights, for ``--from-model`` (see :func:`_check_parent`)."""
+    from meddiffusion.tasks.cardiac4d.model import build_network
+
+    _check_parent(args, entry)
+    return build_network(entry.architecture, entry.state_dict()).train()
+
+
+def score(args, net, data, device) -> Score:
+    """The registration gate's metric over the whole validation split: the VAE's image PSNR, or an LDM's
+    denoising error at fixed noise and timesteps (``make_val``, the same for a model and its parent)."""
+    import torch
+
+    val_fn, totals, count = make_val(args), {}, 0
+    loader = torch.utils.data.DataLoader(data.val, batch_size=8)
+    net = net.to(device).eval()
+    with torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            size = len(next(iter(batch.values())))
+            for key, value in val_fn(net, batch).items():
+                totals[key] = totals.get(key, 0.0) + value * size
+            count += size
+    values = {key: total / count for key, total in totals.items()}
+    if args.variant == "vae":
+        return Score(values, "psnr", higher_is_better=True)
+    return Score(values, "mse", higher_is_better=False)
 
 
 def _diffusion(args):
@@ -164,8 +241,7 @@ def make_val(args):
 def architecture(args, outcome: Outcome | None = None) -> dict:
     from meddiffusion.tasks.cardiac4d.model import DEFAULT_STEPS
 
-    name = {"vae": "DualDecoderVAE", "anatomy": "AnatomyLDM", "motion": "MotionLDM"}[args.variant]
-    arch = {"network": name, "kwargs": network_kwargs(args)}
+    arch = {"network": NETWORKS[args.variant], "kwargs": network_kwargs(args)}
     info = outcome.data.info if outcome is not None else {}
     if args.variant == "vae":
         protocol = _protocol(args)
@@ -256,9 +332,10 @@ RECIPE = Recipe(
                **dict.fromkeys(("--perceptual-weight", "--adv-weight", "--dice-weight", "--kl-weight"),
                                ("--variant", ("vae",)))},
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
-    card=card,
+    card=card, from_card=from_card, score=score,
     example="""  meddiff train cardiac4d --variant vae --config small --data runs/c4d-data --out runs/c4d-vae \\
       --register cardiac4d-vae-small
   meddiff train cardiac4d --variant anatomy --config small --data runs/c4d-data --out runs/c4d-anatomy
-  meddiff train cardiac4d --variant motion --config small --data runs/c4d-data --out runs/c4d-motion""",
+  meddiff train cardiac4d --variant motion --config small --data runs/c4d-data --out runs/c4d-motion
+  meddiff train cardiac4d --variant anatomy --from-model cardiac4d-anatomy-small --steps 500 --out runs/c4d-ft""",
 )
