@@ -96,7 +96,8 @@ class Recipe:
     - ``build_data(args, progress) -> TrainingData``: check the options, fill the cache;
     - ``make_model(args) -> nn.Module``;
     - ``make_loss(args, step) -> loss_fn(model, batch, generator)``, ``step()`` the trainer's step;
-    - ``make_val(args) -> val_fn(model, batch)`` (optional; without it validation scores the loss);
+    - ``make_val(args) -> val_fn(model, batch)`` (optional): the task's validation metrics (the live
+      curves' "task metric"); without a ``loss`` among them the training loss is scored as well;
     - ``model_id(args) -> str``: the id when ``--register`` gives none;
     - ``card(args, outcome) -> dict``: the card's ``architecture``, ``normalization``,
       ``training_data``, ``description`` and task ``metrics``;

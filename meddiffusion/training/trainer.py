@@ -150,8 +150,9 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 class Trainer:
     """Trains ``model`` on ``train_data`` by minimising ``loss_fn``; see the module docstring.
 
-    ``val_fn(model, batch) -> {metric: value}`` scores the EMA model on ``val_data``; without
-    it the validation metric is ``loss_fn``'s loss (with fixed noise per validation batch).
+    ``val_fn(model, batch) -> {metric: value}`` scores the EMA model on ``val_data``; the
+    validation ``loss`` is ``loss_fn``'s (with fixed noise per validation batch) unless ``val_fn``
+    returns its own.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, config: TrainConfig, train_data: Dataset,
@@ -329,12 +330,11 @@ class Trainer:
         for index, batch in enumerate(loader):
             batch = _to_device(batch, self.device)
             with autocast(self.device, self.precision):
-                if self.val_fn is not None:
-                    metrics = self.val_fn(self.ema.model, batch)
-                else:
+                metrics = dict(self.val_fn(self.ema.model, batch)) if self.val_fn is not None else {}
+                if "loss" not in metrics:  # the training loss at seeded noise, beside the task's own metrics
                     generator = torch.Generator(device=self.device)
                     generator.manual_seed(derive_seed(self.config.seed, STREAM_VAL, index))
-                    metrics = {"loss": self.loss_fn(self.ema.model, batch, generator)[0]}
+                    metrics = {"loss": self.loss_fn(self.ema.model, batch, generator)[0], **metrics}
             size = _batch_size(batch)
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + _as_float(value) * size

@@ -224,6 +224,25 @@ class LDCTPairs(Dataset):
                 "box": torch.tensor(box)}
 
 
+def make_val_fn(architecture: dict):
+    """The task's validation metric: whole validation slices denoised as ``ldct-denoise`` runs them (the
+    card's default steps for the device) and scored against their normal dose, PSNR / SSIM in
+    [-1000, 1000] HU, as the bench and the registration gate score them."""
+    from meddiffusion.metrics.image import image_quality
+    from meddiffusion.tasks.ldct.model import build_model, denormalize, normalize
+
+    sampler = build_model(architecture)
+
+    def val(net, batch):
+        sampler.net = net
+        ld = normalize(batch["ld"].float())
+        denoised = denormalize(sampler.denoise(ld, sampler.default_steps(ld.device)))
+        quality = image_quality(denoised[:, 0].float().cpu().numpy(), batch["nd"][:, 0].float().cpu().numpy())
+        return {"psnr": quality["psnr"], "ssim": quality["ssim"]}
+
+    return val
+
+
 def random_crops(batch: dict[str, torch.Tensor], crop: int, generator: torch.Generator,
                  replicate_share: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised (B, 3, c, c) LD context and (B, 1, c, c) ND crops, mostly over the body.

@@ -103,6 +103,15 @@ def make_loss(args, step):  # noqa: ARG001 - the loss does not change over the r
     return make_loss_fn(MeanPreservingDiffusion(args.timesteps), args.crop, weighting=args.loss_weighting)
 
 
+def make_val(args):
+    """PSNR / SSIM of the sampled validation slices beside the validation loss; none without targets."""
+    if args.source == LOWDOSE_FOLDER:
+        return None
+    from meddiffusion.tasks.ldct.data import make_val_fn
+
+    return make_val_fn(architecture(args))
+
+
 def from_card(args, entry):
     """The CLEAR-Net of an LDCT card with its weights, for ``--from-model``; its architecture becomes the run's."""
     from meddiffusion.tasks.ldct.model import build_model
@@ -240,7 +249,7 @@ RECIPE = Recipe(
                                              "(default: 0.2, at least 1), drawn by --seed"}),
     ),
     sources=(PHANTOM, PAIRED_FOLDER, CLEAN_FOLDER, LOWDOSE_FOLDER),
-    build_data=build_data, make_model=make_model, make_loss=make_loss, model_id=model_id, card=card,
+    build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id, card=card,
     from_card=from_card, score=score, preview=preview,
     example="""  meddiff train ldct --config small --steps 3000 --out runs/ldct-small --register my-ldct
   meddiff train ldct --config paper --steps 150000 --batch-size 8 --device cuda --out runs/ldct-paper
