@@ -184,6 +184,28 @@ def test_a_spect_teacher_gets_each_studys_ct_or_mumap_in_its_manifest(logic, sce
     assert logic.scene_volumes() == [(*row[:2], None, None) for row in rows]
 
 
+def test_start_refuses_spect_rows_the_reader_would_refuse(logic, scene):
+    logic.select_task("spect")
+    logic.parameters().source = "paired-folder"
+    studies = [(nm_volume(scene, f"{patient} NAC", patient, seed), nm_volume(scene, f"{patient} AC", patient, seed, 4))
+               for patient, seed in (("Alice", 1), ("Bob", 2))]
+    ct = mrml_fixtures.add_volume(scene, np.full((5, 20, 20), -1000, np.int16), name="Alice CT", ijk_to_ras=np.eye(4))
+    mu = mrml_fixtures.add_volume(scene, np.full((3, 16, 16), 0.15, np.float32), name="Alice mu")
+    logic.set_scene_volumes([(*studies[0], ct, mu), (*studies[1], None, None)])
+    problems = logic.missing()
+    assert problems[0] == "row 1: both a CT and a μ-map given; give one (the teacher attends to one attenuation map)"
+    assert len(problems) == 2                   # and the default student distils with the teacher, which needs μ
+    logic.set_scene_volumes([(*studies[0], ct, None), (*studies[1], None, None)])
+    assert "the student's attention transfer runs the teacher" in " ".join(logic.missing())
+    assert "1 of 2 studies have no CT or μ-map (row 2)" in " ".join(logic.missing())
+    logic.set_task_option("--at-weight", 0.0)                             # a student without distillation
+    assert logic.missing() == []
+    logic.set_task_option("--variant", "teacher")
+    assert "the teacher variant attends to each patient's attenuation map" in " ".join(logic.missing())
+    with pytest.raises(ValueError, match="row 2"):
+        logic.start()
+
+
 # -- volumes from the scene ----------------------------------------------------------------------
 def pair(scene, patient: str, seed: int, ijk_to_ras=None):
     low = mrml_fixtures.add_volume(scene, mrml_fixtures.chest_array((3, 16, 16), noise_hu=60.0, seed=seed),

@@ -176,6 +176,7 @@ class TrainingLogic:
                             and (row[1] is not None or parameters.source != PAIRED_FOLDER)]
                 if len(complete) < 2 or len(complete) < len(rows):
                     problems.append("choose at least two complete rows of scene volumes")
+                problems += self._extras_problems(rows)
             elif not parameters.dataPath.strip():
                 problems.append("choose a folder" if parameters.dataFrom == "folder" else "choose a CSV manifest")
             elif parameters.dataFrom == "manifest" and not parameters.dataPath.lower().endswith(".csv"):
@@ -183,6 +184,25 @@ class TrainingLogic:
         if parameters.config and parameters.config not in choice.configs:
             problems.append(f"unknown network size '{parameters.config}'")
         return problems + option_problems(choice.options, self.task_options(), choice.name)
+
+    def _extras_problems(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """What the task's reader would refuse of the CT / μ-map volumes the scene's pairs bring (the recipe's
+        ``check_extras``), so Start refuses it instead of the run a moment later."""
+        from types import SimpleNamespace
+
+        from meddiffusion.tasks.registry import get_task
+        from meddiffusion.training.recipe import recipe_of
+
+        columns = tuple(self.extras())
+        check = recipe_of(get_task(self.parameters().task)).check_extras
+        if check is None or not columns:
+            return []
+        choice, values = self.task_choice(), self.task_options()
+        options = {option.flag: values.get(option.flag, option.default) for option in choice.options}
+        args = SimpleNamespace(**{flag.lstrip("-").replace("-", "_"): value for flag, value in options.items()})
+        pairs = [(f"row {index + 1}", {column for column, node in zip(columns, row[2:]) if node is not None})
+                 for index, row in enumerate(rows)]
+        return check(pairs, args)
 
     def new_run_folder(self) -> Path:
         return command.new_run_folder(self.runs_folder(), self.parameters().task)

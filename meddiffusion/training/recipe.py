@@ -89,8 +89,11 @@ class Recipe:
     decay (``training.loop.ema_decay``). Two declarations are read by a GUI (the Slicer Training
     module) to offer what the command line takes: ``extras``, the further volumes a
     ``paired-folder`` pair may bring, by manifest column with words for each (the columns the
-    task's reader takes, ``training.userdata``), and ``read_with``, the options read only with
-    some values of another (``{"--anatomy": ("--variant", ("motion",))}``), offered only then.
+    task's reader takes, ``training.userdata``), with ``check_extras(pairs, args) -> [problem]``
+    (optional, pure Python): what the reader refuses of which extras the pairs bring, given as
+    ``[(pair name, {column, ...})]``, so a GUI can refuse at Start what the run would refuse; and
+    ``read_with``, the options read only with some values of another
+    (``{"--anatomy": ("--variant", ("motion",))}``), offered only then.
     The functions:
 
     - ``build_data(args, progress) -> TrainingData``: check the options, fill the cache;
@@ -129,6 +132,7 @@ class Recipe:
     example: str = ""
     ema_cap: float = 0.995
     extras: dict[str, str] = field(default_factory=dict)
+    check_extras: Callable[[list[tuple[str, set[str]]], argparse.Namespace], list[str]] | None = None
     read_with: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

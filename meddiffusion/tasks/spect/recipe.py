@@ -289,6 +289,34 @@ def _user_card(args, outcome: Outcome) -> dict:
             "metrics": {k: v for k, v in metrics.items() if v is not None}}
 
 
+def mu_needed(args) -> str | None:
+    """Why this run reads each study's μ-map (words for a message), or None."""
+    if args.variant == "teacher":
+        return "the teacher variant attends to each patient's attenuation map"
+    if args.variant == "student" and args.at_weight > 0:
+        return ("the student's attention transfer runs the teacher, which attends to each patient's attenuation map "
+                "(pass --at-weight 0 to fine-tune the student without it)")
+    return None
+
+
+def check_extras(pairs: list[tuple[str, set[str]]], args) -> list[str]:
+    """What the reader refuses of the studies' CT and μ-map columns: both given for one study, or none where
+    the run reads μ (``pairs``: each study's name and the extra columns it brings)."""
+    problems = []
+    both = [name for name, extras in pairs if {"ct", "mumap"} <= extras]
+    if both:
+        problems.append(f"{', '.join(both[:5])}: both a CT and a μ-map given; give one (the teacher attends to one "
+                        "attenuation map)")
+    needed = mu_needed(args)
+    missing = [name for name, extras in pairs if not extras & {"ct", "mumap"}]
+    if needed and missing:
+        problems.append(f"{needed}, but {len(missing)} of {len(pairs)} studies have no CT or μ-map "
+                        f"({', '.join(missing[:5])}); add the patient's CT (ct.nrrd, in HU) or μ-map (mumap.nrrd, "
+                        "1/cm) to each patient folder, or ct/ or mumap/ beside input/ and target/, or ct or mumap "
+                        "columns to the manifest")
+    return problems
+
+
 RECIPE = Recipe(
     name="spect",
     description="SPECT attenuation correction: PADM's teacher and student (and ablations) on simulated phantom studies "
@@ -321,7 +349,7 @@ RECIPE = Recipe(
     ),
     defaults={"steps": 4000, "batch_size": 16, "lr": 2e-4},
     sources=(PHANTOM, PAIRED_FOLDER),
-    extras={"ct": "CT (HU)", "mumap": "μ-map (1/cm)"},
+    extras={"ct": "CT (HU)", "mumap": "μ-map (1/cm)"}, check_extras=check_extras,
     read_with={"--teacher": ("--variant", ("student",)), "--at-weight": ("--variant", ("student",))},
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
     card=card, from_card=from_card, score=score, preview=preview,

@@ -43,6 +43,7 @@ import numpy as np
 from meddiffusion.checks import check_values, rule_for
 from meddiffusion.io import Volume
 from meddiffusion.training import cache, userdata
+from meddiffusion.tasks.spect.recipe import check_extras, mu_needed
 from meddiffusion.training.recipe import PAIRED_FOLDER, TrainingData
 
 __all__ = ["STEM", "NAMES", "EXTRAS", "MIN_CORRELATION", "MIN_BODY_SHARE", "MAX_AC_RATIO", "list_studies",
@@ -69,28 +70,10 @@ def list_studies(args) -> list[userdata.Entry]:
         raise ValueError(f"--source {args.source} needs --data: one folder per patient (nac, ac and optionally ct "
                          "or mumap volumes), input/ and target/ folders, or a CSV manifest")
     entries = userdata.list_entries(args.data, PAIRED_FOLDER, EXTRAS, NAMES)
-    both = [entry.name for entry in entries if entry.extra("ct") and entry.extra("mumap")]
-    if both:
-        raise ValueError(f"{', '.join(both[:5])}: both a CT and a μ-map given; give one (the teacher attends to one "
-                         "attenuation map)")
-    needed = mu_needed(args)
-    missing = [entry.name for entry in entries if not (entry.extra("ct") or entry.extra("mumap"))]
-    if needed and missing:
-        raise ValueError(f"{needed}, but {len(missing)} of {len(entries)} studies have no CT or μ-map "
-                         f"({', '.join(missing[:5])}); add the patient's CT (ct.nrrd, in HU) or μ-map (mumap.nrrd, "
-                         "1/cm) to each patient folder, or ct/ or mumap/ beside input/ and target/, or ct or mumap "
-                         "columns to the manifest")
+    problems = check_extras([(entry.name, {c for c in EXTRAS if entry.extra(c)}) for entry in entries], args)
+    if problems:
+        raise ValueError("; ".join(problems))
     return entries
-
-
-def mu_needed(args) -> str | None:
-    """Why this run reads each study's μ-map (words for a message), or None."""
-    if args.variant == "teacher":
-        return "the teacher variant attends to each patient's attenuation map"
-    if args.variant == "student" and args.at_weight > 0:
-        return ("the student's attention transfer runs the teacher, which attends to each patient's attenuation map "
-                "(pass --at-weight 0 to fine-tune the student without it)")
-    return None
 
 
 def check_study(nac: Volume, ac: Volume, name: str) -> dict:
