@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-__all__ = ["machine", "timed", "clocked", "each_case", "installed", "markdown_table", "result", "write"]
+__all__ = ["machine", "timed", "clocked", "each_case", "installed", "meddiff_result", "markdown_table", "result",
+           "write"]
 
 Case = TypeVar("Case")
 
@@ -69,6 +70,23 @@ def installed(task: str, model_id: str) -> bool:
     from meddiffusion.catalog import list_models
 
     return any(m.id == model_id for m in list_models(task))
+
+
+def meddiff_result(*argv: str) -> dict:
+    """Run one ``meddiff`` command in this process (JSON-lines events) and return its result event; a
+    RuntimeError with its last event when it fails. Benches use the real commands, as a user runs them."""
+    import contextlib
+    import io
+
+    from meddiffusion import cli
+
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream):
+        code = cli.main([*argv, "--events", "jsonl"])
+    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    if code != 0:
+        raise RuntimeError(f"meddiff {' '.join(argv)} failed: {events[-1] if events else code}")
+    return events[-1]
 
 
 def each_case(progress, stage: str, items: Iterable[Case]) -> Iterator[Case]:

@@ -11,16 +11,13 @@ gate's, on the held-out slices of this single patient).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from meddiffusion.benchmarks.harness import markdown_table, result
+from meddiffusion.benchmarks.harness import markdown_table, meddiff_result, result
 
 __all__ = ["run"]
 
@@ -29,28 +26,15 @@ FULL, QUICK = (512, 50, 200), (128, 16, 20)
 POLL_S = 0.25
 
 
-def _meddiff(*argv: str) -> dict:
-    """Run one ``meddiff`` command in this process; its JSON result."""
-    from meddiffusion import cli
-
-    stream = io.StringIO()
-    with contextlib.redirect_stdout(stream):
-        code = cli.main([*argv, "--events", "jsonl"])
-    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    if code != 0:
-        raise RuntimeError(f"meddiff {' '.join(argv)} failed: {events[-1] if events else code}")
-    return events[-1]
-
-
 def make_pair(folder: Path, size: int, slices: int) -> Path:
     """A normal-dose and a 25 % dose CT of one phantom patient, as ``input/`` and ``target/``."""
     phantom, target, low = folder / "phantom.nrrd", folder / "pair" / "target" / "patient.nrrd", \
         folder / "pair" / "input" / "patient.nrrd"
-    _meddiff("phantom", "--modality", "ct", "--preset", "NOR", "--seed", "11", "--frames", "1",
+    meddiff_result("phantom", "--modality", "ct", "--preset", "NOR", "--seed", "11", "--frames", "1",
              "--size", f"{size},{size},{slices}", "--spacing", "0.7,0.7,1.0", "-o", str(phantom))
-    _meddiff("simulate-ldct", str(phantom), "-o", str(target), "--dose", "1.0", "--noise-free", "--i0", "200000",
+    meddiff_result("simulate-ldct", str(phantom), "-o", str(target), "--dose", "1.0", "--noise-free", "--i0", "200000",
              "--seed", "1")
-    _meddiff("simulate-ldct", str(target), "-o", str(low), "--dose", "0.25", "--seed", "2")
+    meddiff_result("simulate-ldct", str(target), "-o", str(low), "--dose", "0.25", "--seed", "2")
     return folder / "pair"
 
 
@@ -96,7 +80,7 @@ def run(device: torch.device, quick: bool = False, progress=None) -> dict:
                 "--threads", threads, "--detach"]
         if progress is not None:
             progress.log("meddiff " + " ".join(argv))
-        _meddiff(*argv)
+        meddiff_result(*argv)
         watched = watch(folder / "run")
     gate = watched["result"]["gate"]
     metric = gate["metric"]

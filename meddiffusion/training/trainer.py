@@ -43,7 +43,7 @@ from meddiffusion.training.checkpoint import (capture_rng, checkpoint_path, flat
 from meddiffusion.training.ema import EMA
 from meddiffusion.training.sampler import STREAM_STEP, STREAM_VAL, STREAM_WORKERS, StepBatchSampler, derive_seed
 
-__all__ = ["TrainConfig", "Trainer", "lr_factor"]
+__all__ = ["TrainConfig", "Trainer", "lr_factor", "batch_mean"]
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], "tuple[torch.Tensor, dict[str, Any]]"]
 ValFn = Callable[[nn.Module, Any], "dict[str, Any]"]
@@ -323,25 +323,18 @@ class Trainer:
         """Mean metrics of the EMA model over ``val_data`` (computed and logged on rank 0)."""
         if self.val_data is None or not self.is_main:
             return {}
-        loader = DataLoader(self.val_data, batch_size=self.config.batch_size, shuffle=False,
-                            num_workers=self.config.num_workers)
-        totals: dict[str, float] = {}
-        count = 0
-        for index, batch in enumerate(loader):
-            batch = _to_device(batch, self.device)
+
+        def metrics(index: int, batch: Any) -> dict[str, Any]:
             with autocast(self.device, self.precision):
-                metrics = dict(self.val_fn(self.ema.model, batch)) if self.val_fn is not None else {}
-                if "loss" not in metrics:  # the training loss at seeded noise, beside the task's own metrics
+                values = dict(self.val_fn(self.ema.model, batch)) if self.val_fn is not None else {}
+                if "loss" not in values:  # the training loss at seeded noise, beside the task's own metrics
                     generator = torch.Generator(device=self.device)
                     generator.manual_seed(derive_seed(self.config.seed, STREAM_VAL, index))
-                    metrics = {"loss": self.loss_fn(self.ema.model, batch, generator)[0], **metrics}
-            size = _batch_size(batch)
-            for name, value in metrics.items():
-                totals[name] = totals.get(name, 0.0) + _as_float(value) * size
-            count += size
-        if count == 0:
-            raise ValueError("val_data is empty")
-        self.last_val = {name: total / count for name, total in totals.items()}
+                    values = {"loss": self.loss_fn(self.ema.model, batch, generator)[0], **values}
+            return values
+
+        self.last_val = batch_mean(self.val_data, metrics, self.config.batch_size, self.device,
+                                   self.config.num_workers)
         self._write_metrics("val", self.last_val)
         self.progress.log(f"step {self.step}: validation " +
                           ", ".join(f"{k} {v:.6g}" for k, v in self.last_val.items()))
@@ -449,6 +442,24 @@ def _load_module(module: nn.Module, state: Mapping[str, torch.Tensor], source: s
         raise ValueError(f"checkpoint {source} does not match the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     module.load_state_dict(state)
+
+
+def batch_mean(data: Dataset, metrics: Callable[[int, Any], Mapping[str, Any]], batch_size: int,
+               device: torch.device, num_workers: int = 0) -> dict[str, float]:
+    """The mean over ``data`` of ``metrics(index, batch)`` (each batch on ``device``), weighted by batch size:
+    validation, and a recipe's gate score over the validation split."""
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    totals: dict[str, float] = {}
+    count = 0
+    for index, batch in enumerate(loader):
+        batch = _to_device(batch, device)
+        size = _batch_size(batch)
+        for name, value in metrics(index, batch).items():
+            totals[name] = totals.get(name, 0.0) + _as_float(value) * size
+        count += size
+    if count == 0:
+        raise ValueError("val_data is empty")
+    return {name: total / count for name, total in totals.items()}
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

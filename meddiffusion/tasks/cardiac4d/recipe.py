@@ -107,7 +107,7 @@ def build_data(args, progress) -> TrainingData:
         train = data.AnatomyLatents(studies[: args.studies], latents[: args.studies], scale)
         val = data.AnatomyLatents(studies[args.studies :], latents[args.studies :], scale)
     else:
-        parent = _parent(args)  # a fine-tune keeps the scale its network learnt Δz in
+        # a fine-tune keeps the scale its network learnt Δz in
         motion_scale = (float(parent.architecture["motion_scale"]) if parent is not None else
                         1.0 / data.motion_std(latents[: args.studies], scale))
         info["motion_scale"] = motion_scale
@@ -196,17 +196,11 @@ def score(args, net, data, device) -> Score:
     denoising error at fixed noise and timesteps (``make_val``, the same for a model and its parent)."""
     import torch
 
-    val_fn, totals, count = make_val(args), {}, 0
-    loader = torch.utils.data.DataLoader(data.val, batch_size=8)
-    net = net.to(device).eval()
+    from meddiffusion.training.trainer import batch_mean
+
+    val_fn, net = make_val(args), net.to(device).eval()
     with torch.inference_mode():
-        for batch in loader:
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            size = len(next(iter(batch.values())))
-            for key, value in val_fn(net, batch).items():
-                totals[key] = totals.get(key, 0.0) + value * size
-            count += size
-    values = {key: total / count for key, total in totals.items()}
+        values = batch_mean(data.val, lambda _, batch: val_fn(net, batch), 8, torch.device(device))
     if args.variant == "vae":
         return Score(values, "psnr", higher_is_better=True)
     return Score(values, "mse", higher_is_better=False)

@@ -15,8 +15,6 @@ table and writes ``results.json`` in ``--out``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import time
@@ -50,18 +48,13 @@ def make_cases(root: Path, args) -> list[str]:
 
 
 def fine_tune(source: str, data: Path, out: Path, args) -> dict:
-    from meddiffusion import cli
+    from meddiffusion.benchmarks.harness import meddiff_result
 
     argv = ["train", "ldct", "--source", source, "--data", str(data), "--from-model", args.parent, "--steps",
             str(args.steps), "--lr", f"{args.lr:g}", "--batch-size", str(args.batch_size), "--crop", str(args.crop),
-            "--val-every", "0", "--ckpt-every", "0", "--seed", str(args.seed), "--out", str(out), "--events", "jsonl"]
-    stream = io.StringIO()
-    with contextlib.redirect_stdout(stream):
-        code = cli.main(argv)
-    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    if code != 0:
-        raise RuntimeError(f"meddiff {' '.join(argv)} failed: {events[-1] if events else code}")
-    return {"command": "meddiff " + " ".join(argv), **{k: events[-1][k] for k in ("train_seconds", "gate")}}
+            "--val-every", "0", "--ckpt-every", "0", "--seed", str(args.seed), "--out", str(out)]
+    result = meddiff_result(*argv)
+    return {"command": "meddiff " + " ".join(argv), **{k: result[k] for k in ("train_seconds", "gate")}}
 
 
 def evaluate(model, root: Path, names: list[str]) -> dict[str, float]:
