@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from meddiffusion.tasks.cardiac4d.measure import MYO_DENSITY_G_PER_ML, check_sample, clinical_values, volumes_ml
+from meddiffusion.tasks.cardiac4d.measure import (MYO_DENSITY_G_PER_ML, check_sample, clinical_values,
+                                                 exclude_open_end_slices, volumes_ml)
 
 SPACING = (0.5, 0.5, 10.0)          # x, y, z mm
 SIZE = 200                          # pixels per side (100 mm)
@@ -276,6 +277,36 @@ def test_myocardium_vanishing_in_a_frame(heart):
     gone[5][gone[5] == 2] = 0
     result = check_sample(gone, SPACING)
     assert any("myocardial volume vanishes in frame 5" in r for r in result.reasons), result.reasons
+
+
+# -- the basal-slice reading convention ----------------------------------------------------------
+def test_open_basal_slices_are_read_as_atrium(heart):
+    """An end slice whose cavity is mostly bare loses its LV label, then the next end is judged; the rest stays."""
+    labels, _ = heart
+    base = bite(bite(labels, 0, 6, 300), 0, 5, 300)      # the two basal slices of frame 0 lose 5/6 of their ring
+    base[2, 1][base[2, 1] == 2] = 0                      # and the apical slice of frame 2 all of it
+    read, removed = exclude_open_end_slices(base)
+    assert removed == 3
+    assert not (read[0, 5:] == 3).any() and not (read[2, 1] == 3).any()
+    assert (read[0, 5:][base[0, 5:] == 3] == 0).all()    # cavity became background, nothing else moved
+    unchanged = np.ones(base.shape, bool)
+    unchanged[0, 5:] = unchanged[2, 1] = False
+    assert (read[unchanged] == base[unchanged]).all()
+    assert (base[0, 5:] == 3).any(), "the input must not be modified"
+    assert any("not enclosed" in r for r in check_sample(base, SPACING).reasons)
+    assert not any("not enclosed" in r for r in check_sample(read, SPACING).reasons)
+
+
+def test_the_convention_leaves_enclosed_hearts_and_inner_gaps_alone(heart):
+    labels, _ = heart
+    read, removed = exclude_open_end_slices(labels)
+    assert removed == 0 and (read == labels).all()
+    inner = bite(labels, 0, 3, 300)                      # mid-ventricle: still an invalid sample
+    read, removed = exclude_open_end_slices(inner)
+    assert removed == 0
+    only_reason(read, "slice 3 of frame 0", "85 % expected")
+    one, removed = exclude_open_end_slices(bite(labels, 0, 6, 300)[0])      # one frame in, one frame out
+    assert one.shape == labels.shape[1:] and removed == 1
 
 
 # -- the phantom ---------------------------------------------------------------------------------

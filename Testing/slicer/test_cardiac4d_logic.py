@@ -78,8 +78,7 @@ def column(table_node, name) -> list:
 
 def anatomy_volume(scene, name="ED frame"):
     """A short-axis stack the MR rule and the task's limits accept: 8 slices 6 mm apart, 2 mm pixels, a
-    bright blood pool in a darker ring, under a patient and study.  (The untrained tiny VAE reads an LV
-    of about 330 ml in it, inside the 40-500 ml a request may have; with 10 mm slices it reads too much.)"""
+    bright blood pool in a darker ring, under a patient and study (written as the anatomy input, not run)."""
     _, j, i = np.indices((8, 48, 48))
     radius = np.hypot(j - 24, i - 24)
     array = np.where(radius < 8, 600.0, np.where(radius < 12, 200.0, 80.0))
@@ -345,22 +344,41 @@ def test_cancel_during_the_generation_leaves_no_node_and_no_file(scene, backend,
     assert list(run_folder.iterdir()) == []
 
 
+def phantom_anatomy(scene, name="ED frame"):
+    """The end-diastolic stack of a phantom MINF cine (48² × 3.5 mm, 10 mm slices) as a volume node, and its EDV
+    measured on the phantom's labels."""
+    from meddiffusion.phantoms import Phantom
+    from meddiffusion.tasks.cardiac4d.cine import CineProtocol, acquire
+    from meddiffusion.tasks.cardiac4d.measure import clinical_values
+
+    study = acquire(Phantom.sample("MINF", 4), CineProtocol(matrix=48, pixel_mm=3.5, frames=4), 4)
+    matrix = np.diag([-3.5, -3.5, 10.0, 1.0])
+    volume = mrml_fixtures.add_volume(scene, ((study.images[0] + 1) * 500).astype(np.float32), name=name,
+                                      ijk_to_ras=matrix)
+    mrml_fixtures.put_in_study(scene, volume, study="Cine MR")
+    return volume, clinical_values(study.labels, study.grid.spacing)["lv_edv_ml"]
+
+
 def test_the_anatomy_option_keeps_the_chosen_heart_and_generates_its_motion(scene, backend, run_folder):
-    anatomy = anatomy_volume(scene)
+    """With the shipped cascade: the untrained tiny VAE reads no heart in a stack."""
+    anatomy, edv = phantom_anatomy(scene)
+    slices = nodes.dimensions(anatomy)[2]
     checksum = mrml_fixtures.volume_checksum(anatomy)
     logic = Cardiac4DSynthLogic(scene)
 
-    created = logic.synthesize("MINF", ef=35, anatomy=anatomy, timeout=180, **FAST)
+    created = logic.synthesize("MINF", ef=35, anatomy=anatomy, timeout=180,
+                               **{**FAST, "model": "cardiac4d-motion-small"})
 
     cine = created["output"]
     assert cine.GetName() == "Synthetic cine MINF EF 35 on ED frame"
     report = logic.report_of(cine)
     assert report["anatomy_given"] is True
-    assert report["requested"]["slices"] == 8  # the anatomy's stack
+    assert report["requested"]["slices"] == slices  # the anatomy's stack
+    assert report["requested"]["edv_ml"] == pytest.approx(edv, rel=0.25)  # read on the given heart
     assert report["requested"]["ef_percent"] == pytest.approx(35.0)
     assert all(logic.input_of(node) is anatomy for node in created.values())
     assert cine.GetAttribute("MedDiffusion.input") == "ED frame"
-    assert nodes.dimensions(cine.GetNthDataNode(0))[2] == 8
+    assert nodes.dimensions(cine.GetNthDataNode(0))[2] == slices
     hierarchy = scene.GetSubjectHierarchyNode()
     study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(anatomy))
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(cine)) == study

@@ -28,6 +28,17 @@ in every frame:
   of muscle. The phantom's NOR patient on the 1.75 × 1.75 × 10 mm grid varies by 12 % (max/min)
   over the cycle; a max/min ratio up to 1.25 leaves room for that and for thicker-walled
   hearts, while a myocardium that appears, vanishes or swells with the cavity fails.
+
+Reading convention (:func:`exclude_open_end_slices`)
+----------------------------------------------------
+Labels decoded from a generated cine are read as a cardiologist traces a short-axis stack
+(SCMR post-processing recommendations): a slice at either end of the LV run counts as LV only
+if myocardium surrounds at least 50 % of its blood pool; otherwise it is left atrium or
+outflow tract at the base (or a partial-volume sliver at the apex) and its cavity is
+background. At 10 mm the basal slice is a partial-volume blend while the base moves through
+it in systole, and a segmentation decoder labels it inconsistently there; the phantom's own
+labels already follow the convention, so applying it changes only such slices. Every rule
+above still applies to what is left.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["LABELS", "MYO_DENSITY_G_PER_ML", "volumes_ml", "clinical_values", "Validity", "check_sample",
+           "exclude_open_end_slices",
            "ENCLOSED_FRACTION", "END_SLICE_ENCLOSED_FRACTION", "MAX_MYO_RATIO"]
 
 LABELS = {"background": 0, "rv": 1, "myo": 2, "lv": 3}
@@ -130,20 +142,55 @@ def check_sample(labels, spacing, *, min_voxels: int = 100) -> Validity:
     return Validity(not reasons, reasons, figures)
 
 
+def exclude_open_end_slices(labels, fraction: float = END_SLICE_ENCLOSED_FRACTION) -> tuple[np.ndarray, int]:
+    """The labels read by the convention of the module docstring, and how many end slices' cavities were removed.
+
+    Per frame, while the first or last slice of the LV run has less than ``fraction`` of its
+    cavity border in myocardium, its LV cavity becomes background (the next slice is then the
+    end). The input is not modified; a cine (F, S, H, W) or one frame (S, H, W) comes back as given.
+    """
+    array = np.asarray(labels)
+    cine = _as_cine(array).copy()
+    removed = 0
+    for frame in cine:
+        while True:
+            lv = frame == LABELS["lv"]
+            slices = np.flatnonzero(lv.any(axis=(1, 2)))
+            if len(slices) == 0:
+                break
+            ends = sorted({int(slices[0]), int(slices[-1])})
+            _, share = _border_shares(frame[ends][None], lv[ends][None])
+            open_ends = [s for s, value in zip(ends, share[0]) if value < fraction]
+            if not open_ends:
+                break
+            for s in open_ends:
+                frame[s][lv[s]] = LABELS["background"]
+            removed += len(open_ends)
+    return (cine if array.ndim == 4 else cine[0]).astype(array.dtype, copy=False), removed
+
+
 # -- rules ---------------------------------------------------------------------------------------
-def _enclosure(labels, lv, has_lv, single, figures) -> list[str]:
-    """The share of each LV slice's border that is myocardium, against the limit of its place in the run."""
-    pad = ((0, 0), (0, 0), (1, 1), (1, 1))                         # outside the image is background
+def _border_shares(labels, lv) -> tuple[np.ndarray, np.ndarray]:
+    """The LV border (pixels 4-adjacent to the cavity, outside it; beyond the image is background) of each
+    (frame, slice), padded by one pixel, and the share of it that is myocardium (0 where there is no cavity)."""
+    pad = ((0, 0), (0, 0), (1, 1), (1, 1))
     lv, labels = np.pad(lv, pad), np.pad(labels, pad)
     border = ndimage.binary_dilation(lv, _IN_PLANE) & ~lv
     total = border.sum(axis=(2, 3))
     muscle = (border & (labels == LABELS["myo"])).sum(axis=(2, 3))
+    return border, np.where(total > 0, muscle / np.maximum(total, 1), 0.0)
+
+
+def _enclosure(labels, lv, has_lv, single, figures) -> list[str]:
+    """The share of each LV slice's border that is myocardium, against the limit of its place in the run."""
+    border, shares = _border_shares(labels, lv)
+    labels = np.pad(labels, ((0, 0), (0, 0), (1, 1), (1, 1)))
     failures = []
     worst = 1.0
     for f in range(lv.shape[0]):
         slices = np.flatnonzero(has_lv[f])
         for s in slices:
-            share = muscle[f, s] / total[f, s] if total[f, s] else 0.0
+            share = float(shares[f, s])
             worst = min(worst, share)
             need = END_SLICE_ENCLOSED_FRACTION if s in (slices[0], slices[-1]) else ENCLOSED_FRACTION
             if share < need:

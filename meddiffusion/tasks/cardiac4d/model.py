@@ -13,7 +13,10 @@ Drawing one cine (:meth:`Cardiac4DModel.generate`):
    encoded ED frame of a given stack;
 3. every frame's Δz from the motion LDM, conditioned on z_ED and the phase τ of the frame, all
    frames from **the same** initial noise (one heart, smooth in time);
-4. z_t = z_ED + Δz decoded by both decoders: image and labels (argmax), the central slices kept.
+4. z_t = z_ED + Δz decoded by both decoders: image and labels (argmax), the central slices kept;
+5. the labels read by the SCMR basal-slice convention (``measure.exclude_open_end_slices``): an
+   end slice of the LV whose blood pool is less than half surrounded by myocardium is atrium or
+   outflow tract, not LV.
 """
 
 from __future__ import annotations
@@ -183,6 +186,7 @@ class Cardiac4DModel:
                  anatomy: torch.Tensor | None = None, progress=None) -> Generated:
         """One cine of ``request`` (see the module docstring); ``anatomy`` a scaled ED latent to keep."""
         from meddiffusion.nets.cardiac4d import crop_slices
+        from meddiffusion.tasks.cardiac4d.measure import exclude_open_end_slices
 
         steps = self.default_steps(device) if steps is None else int(steps)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -208,9 +212,10 @@ class Cardiac4DModel:
         z = (z_ed + dz / self.motion_scale) / self.latent_scale
         images, labels = decode_frames(self.vae, z)
         images = crop_slices(images, request.slices).numpy()
-        labels = crop_slices(labels, request.slices).numpy()
+        labels, removed = exclude_open_end_slices(crop_slices(labels, request.slices).numpy())
         return Generated(images.astype(np.float32), labels.astype(np.uint8), tau,
-                         {"seed": int(seed), "steps": steps, "guidance": float(guidance)})
+                         {"seed": int(seed), "steps": steps, "guidance": float(guidance),
+                          "open_end_slices_removed": removed})
 
 
 def _schedule_of(entry: ModelEntry):
