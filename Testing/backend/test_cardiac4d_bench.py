@@ -187,6 +187,10 @@ def test_a_quick_run_with_the_untrained_tiny_cascade_reports_every_figure(tmp_pa
                                                    - useful["phantom_only"]["mean"])
     realism = out["realism"]
     assert realism["generated_vs_real"] >= 0 and realism["real_vs_real"] >= 0 and "ratio" in realism
+    trip = out["round_trip"]
+    assert trip["cines"] == bench.QUICK_SEG_TEST and 0 <= trip["valid_percent"] <= 100 and set(trip["mae"]) == {
+        "edv", "esv", "ef"}
+    assert "VAE round trip" in out["table"]
     assert out["speed"]["seconds_per_cine"] > 0 and out["speed"]["slices"] == 10 and out["speed"]["frames"] == 25
     assert set(out["targets"]) == {"controllability_r", "ef_mae", "valid", "dice_gain", "speed"}
     for target in out["targets"].values():

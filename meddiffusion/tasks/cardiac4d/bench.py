@@ -36,6 +36,11 @@ frame-slice. The test cines are split into two disjoint halves A and B; the tabl
 FD(generated, B) beside FD(A, B), the "real vs real" floor, with the generated and the A
 features subsampled to the same count.
 
+**VAE round trip.** The ceiling the decoders set: the ``SEG_TEST`` held-out phantom cines encoded
+by the cascade's VAE (mean latents) and decoded, the labels read as generated ones are
+(``measure.exclude_open_end_slices``); the share that passes ``measure.check_sample`` and the
+mean absolute EDV, ESV and EF errors against the phantoms' own labels.
+
 **Speed.** Seconds for one cine of 10 slices × 25 frames at the model's default steps on this
 device, one draw (no redraw), and the mean seconds of the controllability draws. The target (60 s
 on 2 CPU cores) is judged on a CPU only: met when it holds with at most 2 threads, missed when
@@ -102,7 +107,7 @@ PAPER = {"controllability_r": "> 0.8", "fvd": 288.08, "dice_gain_percent": 1.4,
 TARGETS = {"r": 0.9, "ef_mae": 5.0, "valid_percent": 95.0, "dice_gain": 0.0, "seconds": 60.0}
 #: the keys of the result besides ``table`` and ``machine``
 KEYS = ("model", "steps", "quick", "heldout_seed", "threads", "requests", "controllability", "validity",
-        "usefulness", "realism", "speed", "targets", "paper")
+        "usefulness", "realism", "round_trip", "speed", "targets", "paper")
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -373,13 +378,16 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     usefulness, net_a = _usefulness(train, test, generated, quick, device, progress)
     usefulness["protocol"] = protocol.to_dict()
     realism = _realism(net_a, test, [images for images, _, _ in generated], device)
+    round_trip = _round_trip(cascade, test, device)
 
     targets = _targets(control, validity, usefulness, speed, device)
     threads = torch.get_num_threads()
     lines = _table(cascade.id, steps, quick, control, validity, usefulness, realism, speed, targets, threads, device)
+    lines[-1:-1] = _round_trip_lines(round_trip)
     return result(lines, device, model=cascade.id, steps=steps, quick=quick, heldout_seed=HELDOUT_SEED,
                   threads=threads, requests=records, controllability=control, validity=validity,
-                  usefulness=usefulness, realism=realism, speed=speed, targets=targets, paper=PAPER)
+                  usefulness=usefulness, realism=realism, round_trip=round_trip, speed=speed, targets=targets,
+                  paper=PAPER)
 
 
 def _draw_requests(cascade, count: int, steps: int, device, attempts: int, progress):
@@ -449,6 +457,35 @@ def _realism(net, test, generated_images: list, device) -> dict:
     return {"generated_vs_real": fd, "real_vs_real": floor, "ratio": fd / floor if floor > 0 else None,
             "samples": n, "reference_samples": len(real_b), "feature_dims": int(real_b.shape[1]),
             "feature": "segmenter (a)'s bottleneck, global-average-pooled, per frame-slice"}
+
+
+def _round_trip(cascade, studies, device) -> dict:
+    """The held-out phantom cines through the cascade's VAE (see the module docstring)."""
+    from meddiffusion.nets.cardiac4d import crop_slices, pad_slices
+    from meddiffusion.tasks.cardiac4d.measure import check_sample, clinical_values, exclude_open_end_slices
+    from meddiffusion.tasks.cardiac4d.model import decode_frames
+
+    keys = {"edv": "lv_edv_ml", "esv": "lv_esv_ml", "ef": "lv_ef_percent"}
+    valid, errors = 0, {key: [] for key in keys}
+    for study in studies:
+        x = torch.from_numpy(pad_slices(study.images.astype(np.float32), cascade.depth, -1.0))[:, None].to(device)
+        with torch.inference_mode():
+            mu = torch.cat([cascade.vae.encode(x[i : i + 8])[0] for i in range(0, len(x), 8)])
+        _, labels = decode_frames(cascade.vae, mu)
+        labels, _ = exclude_open_end_slices(crop_slices(labels, study.slices).numpy())
+        valid += check_sample(labels, study.spacing).valid
+        read, truth = clinical_values(labels, study.spacing), clinical_values(study.labels, study.spacing)
+        for key, name in keys.items():
+            errors[key].append(abs(read[name] - truth[name]))
+    mae = {key: _finite(np.nanmean(values)) if not np.isnan(values).all() else None for key, values in errors.items()}
+    return {"cines": len(studies), "valid_percent": 100.0 * valid / max(len(studies), 1), "mae": mae}
+
+
+def _round_trip_lines(round_trip: dict) -> list[str]:
+    mae = round_trip["mae"]
+    return [f"VAE round trip of the {round_trip['cines']} held-out phantom cines (the decoders' ceiling): "
+            f"{round_trip['valid_percent']:.0f} % valid; mean absolute error against the phantoms' labels EDV "
+            f"{_fmt(mae['edv'], '.1f')} ml, ESV {_fmt(mae['esv'], '.1f')} ml, EF {_fmt(mae['ef'], '.1f')} points", ""]
 
 
 # -- targets and table -----------------------------------------------------------------------
