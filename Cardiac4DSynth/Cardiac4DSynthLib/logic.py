@@ -36,6 +36,7 @@ import numpy as np
 import slicer
 import vtk
 
+from meddiffusion.tasks.cardiac4d import GUIDANCE
 from meddiffusion.tasks.cardiac4d.clinical import DIAGNOSIS_NAMES, LIMITS
 from MedDiffusionUtilsLib import layouts, models, nodes, outputs
 from MedDiffusionUtilsLib.models import ModelChoice, card_field, card_rank
@@ -91,7 +92,7 @@ class Cardiac4DSynthParameters(ParameterSet):
     slices = Int(10, minimum=int(LIMITS["slices"][0]), maximum=int(LIMITS["slices"][1]))
     frames = Int(25, minimum=int(LIMITS["frames"][0]), maximum=int(LIMITS["frames"][1]))
     seed = Int(0, minimum=0, maximum=2**31 - 1)
-    guidance = Float(3.0, minimum=0.0, maximum=20.0)
+    guidance = Float(GUIDANCE, minimum=0.0, maximum=20.0)
     heartRate = Float(70.0, minimum=20.0, maximum=250.0)
     maxAttempts = Int(5, minimum=1, maximum=100)
     keepImplausible = Bool(False)
@@ -318,7 +319,7 @@ class Cardiac4DSynthLogic(TaskLogic):
 
     # -- running ---------------------------------------------------------------------------
     def synthesize(self, diagnosis: str, *, edv: float = 140.0, esv: float | None = None, ef: float | None = None,
-                   slices: int = 10, frames: int = 25, seed: int = 0, guidance: float = 3.0,
+                   slices: int = 10, frames: int = 25, seed: int = 0, guidance: float = GUIDANCE,
                    heart_rate: float = 70.0, anatomy=None, max_attempts: int = 5, keep_implausible: bool = False,
                    model: str = "", steps: int = CPU_STEPS, device: str = "auto",
                    timeout: float | None = None) -> dict:

@@ -21,6 +21,7 @@ import vtk
 import mrml_fixtures
 import tiny_models
 from meddiffusion.tasks import registry
+from meddiffusion.tasks.cardiac4d import GUIDANCE
 from MedDiffusionUtilsLib import nodes
 from MedDiffusionUtilsLib.runner import RunState, TaskFailed
 
@@ -117,7 +118,7 @@ def test_the_request_becomes_the_command_arguments(scene, tmp_path):
 
     assert logic.write_inputs(parameters.snapshot(), tmp_path) == outputs + [
         "--diagnosis", "DCM", "--edv", "230", "--esv", "170", "--slices", 10, "--frames", 25, "--seed", 3,
-        "--guidance", "3", "--heart-rate", "70", "--max-attempts", 5, "--steps", 20, "--device", "auto"]
+        "--guidance", f"{GUIDANCE:g}", "--heart-rate", "70", "--max-attempts", 5, "--steps", 20, "--device", "auto"]
 
     parameters.update(ef=26.5, systole="EF", guidance=2.5, keepImplausible=True, maxAttempts=2, model="m", steps=4,
                       device="cpu", heartRate=62.5)

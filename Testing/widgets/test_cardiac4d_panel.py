@@ -10,6 +10,7 @@ import pytest
 
 import mrml_fixtures
 from meddiffusion.tasks import registry
+from meddiffusion.tasks.cardiac4d import GUIDANCE
 
 if "cardiac4d" not in {spec.name for spec in registry.all_tasks()}:
     pytest.skip("the cardiac4d task is not registered in meddiffusion.tasks.registry yet", allow_module_level=True)
@@ -58,7 +59,7 @@ def test_ui_has_every_widget_the_panel_uses(make_panel, ui_widgets):
         (10, 25, 0)
     assert (widgets["slicesSpinBox"].minimum(), widgets["slicesSpinBox"].maximum()) == (6, 16)
     assert (widgets["framesSpinBox"].minimum(), widgets["framesSpinBox"].maximum()) == (10, 50)
-    assert widgets["guidanceSpinBox"].value() == pytest.approx(3.0)
+    assert widgets["guidanceSpinBox"].value() == pytest.approx(GUIDANCE)
     assert not widgets["keepImplausibleCheckBox"].isChecked() and not widgets["useAnatomyCheckBox"].isChecked()
     assert not widgets["showResultButton"].isEnabled() and widgets["resultLabel"].text() == "—"
     widgets["diagnosisComboBox"].setCurrentIndex(2)

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from meddiffusion.benchmarks.harness import clocked, each_case, markdown_table, result
+from meddiffusion.tasks.cardiac4d import GUIDANCE  # the generation default, as synth-cardiac draws
 
 __all__ = ["OPTIONS", "HELDOUT_SEED", "run", "heldout_requests", "controllability", "validity_figures",
            "dice_scores", "frechet_distance", "to_grid", "train_segmenter", "segment", "encoder_features",
@@ -81,7 +82,6 @@ REQUESTS, QUICK_REQUESTS = 10, 5
 FRAMES = 20
 SLICES = (9, 13)
 MAX_ATTEMPTS, QUICK_ATTEMPTS = 2, 2
-GUIDANCE = 3.0
 #: the cine the speed target is stated for
 SPEED_REQUEST = {"diagnosis": "NOR", "edv_ml": 135.0, "ef_percent": 62.0, "slices": 10, "frames": 25}
 #: usefulness: phantom training and test cines, synthetic cines added, the segmenter's training

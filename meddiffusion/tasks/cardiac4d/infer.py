@@ -44,7 +44,7 @@ def check_arguments(args, wanted) -> None:
     if args.max_attempts < 1:
         raise ValueError(f"--max-attempts must be >= 1, got {args.max_attempts}")
     if not (math.isfinite(args.guidance) and 0 <= args.guidance <= 20):
-        raise ValueError(f"--guidance must be 0-20 (1 = no guidance, the paper uses 3), got {args.guidance}")
+        raise ValueError(f"--guidance must be 0-20 (1 = no guidance), got {args.guidance}")
     if not 20 <= args.heart_rate <= 250:
         raise ValueError(f"--heart-rate must be 20-250 bpm, got {args.heart_rate}")
     if args.steps is not None and args.steps < 1:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from meddiffusion.catalog import ModelEntry, get_model, list_models, load_task_model
+from meddiffusion.tasks.cardiac4d import GUIDANCE
 
 __all__ = ["TASK", "DEFAULT_STEPS", "SYSTOLIC_FRACTION", "Cardiac4DModel", "Generated", "load_model",
            "load_vae", "build_network", "frame_phases", "decode_frames"]
@@ -182,7 +183,7 @@ class Cardiac4DModel:
         return out
 
     @torch.no_grad()
-    def generate(self, request, *, seed: int = 0, steps: int | None = None, guidance: float = 3.0, device="cpu",
+    def generate(self, request, *, seed: int = 0, steps: int | None = None, guidance: float = GUIDANCE, device="cpu",
                  anatomy: torch.Tensor | None = None, progress=None) -> Generated:
         """One cine of ``request`` (see the module docstring); ``anatomy`` a scaled ED latent to keep."""
         from meddiffusion.nets.cardiac4d import crop_slices

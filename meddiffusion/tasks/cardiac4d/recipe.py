@@ -233,6 +233,7 @@ def make_val(args):
 
 
 def architecture(args, outcome: Outcome | None = None) -> dict:
+    from meddiffusion.tasks.cardiac4d import GUIDANCE
     from meddiffusion.tasks.cardiac4d.model import DEFAULT_STEPS
 
     arch = {"network": NETWORKS[args.variant], "kwargs": network_kwargs(args)}
@@ -247,7 +248,7 @@ def architecture(args, outcome: Outcome | None = None) -> dict:
     arch |= {"vae": info.get("vae", _vae_id(args)),
              "diffusion": {"kind": "ddpm", "num_train_timesteps": args.timesteps, "schedule": "scaled_linear_beta",
                            "prediction": args.prediction},
-             "sampler": {"kind": "ddim", "steps": dict(DEFAULT_STEPS), "guidance": 3.0}}
+             "sampler": {"kind": "ddim", "steps": dict(DEFAULT_STEPS), "guidance": GUIDANCE}}
     if args.variant == "motion":
         arch |= {"anatomy": args.anatomy or model_id_of("anatomy", args.config),
                  "motion_scale": info.get("motion_scale", 1.0)}
