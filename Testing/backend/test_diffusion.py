@@ -495,6 +495,25 @@ def test_latent_oracle_ddim_recovers_x0(num_steps):
     torch.testing.assert_close(guided, x0, rtol=0, atol=1e-4)  # both branches agree, so guidance is exact
 
 
+def test_guidance_one_samples_the_conditional_model_with_one_call_per_step():
+    diffusion = LatentDiffusion()
+    calls = []
+
+    def model(x_in, t_in, cond):
+        calls.append(x_in.shape[0])
+        return 0.1 * x_in * cond.view(-1, 1, 1, 1) + 0.01 * t_in.view(-1, 1, 1, 1) / 1000
+
+    noise, cond, null = _randn(3), torch.tensor([2.0]), torch.tensor([0.5])
+    plain = diffusion.ddim_sample(model, noise, cond=cond, num_steps=5)
+    calls.clear()
+    one = diffusion.ddim_sample(model, noise, cond=cond, null_cond=null, num_steps=5, guidance_scale=1.0)
+    assert calls == [len(noise)] * 5                         # no unconditional pass
+    torch.testing.assert_close(one, plain, rtol=0, atol=0)
+    calls.clear()
+    guided = diffusion.ddim_sample(model, noise, cond=cond, null_cond=null, num_steps=5, guidance_scale=2.0)
+    assert calls == [2 * len(noise)] * 5 and not torch.allclose(guided, plain)
+
+
 def test_guidance_scale_interpolates_in_one_batched_call():
     x = _randn(1)
     t = torch.tensor([500, 500])

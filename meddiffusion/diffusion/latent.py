@@ -173,8 +173,9 @@ class LatentDiffusion:
     ) -> torch.Tensor:
         """Generate x0 by DDIM from standard-normal noise (a tensor, or a shape to draw it in).
 
-        With ``null_cond`` the noise prediction is guided (:func:`guided_epsilon`); without it
-        the model is called once on ``cond``.  eta = 0 is deterministic DDIM; eta = 1 matches
+        With ``null_cond`` the noise prediction is guided (:func:`guided_epsilon`); without it,
+        or at ``guidance_scale`` 1 (where guidance is the conditional prediction itself), the
+        model is called once on ``cond``.  eta = 0 is deterministic DDIM; eta = 1 matches
         DDPM's posterior variance.  Passing the same noise tensor for several calls (one per
         cardiac frame) gives the shared-noise generation of the 4D method.
         """
@@ -187,7 +188,7 @@ class LatentDiffusion:
         steps = self.ddim_timesteps(num_steps)
         for i, t in enumerate(steps):
             t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            if null_cond is None:
+            if null_cond is None or guidance_scale == 1:
                 eps = self.epsilon(model_fn(x, t_batch, cond), x, t_batch)
             else:  # guidance is linear in the output, and ε is affine in v at one (x_t, t): guide, then convert
                 eps = self.epsilon(guided_epsilon(model_fn, x, t_batch, cond, null_cond, guidance_scale), x, t_batch)
