@@ -76,8 +76,8 @@ OPTIONS = ("models",)
 HELDOUT_SEED = 9104
 TRAINING_SEED, TRAINING_STUDIES = 1, 440
 GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
-#: 10 requests (2 per group) of up to 2 draws (each ~30 s of 20 frames on 2 CPU cores): the full bench takes
-#: about 25 minutes on 2 CPU cores, the two segmenters included
+#: 10 requests (2 per group) of up to 2 draws (each ~20 s of 20 frames on 2 CPU cores at guidance 1): the full
+#: bench takes about 15 minutes on 2 CPU cores, the two segmenters included
 REQUESTS, QUICK_REQUESTS = 10, 5
 FRAMES = 20
 SLICES = (9, 13)
