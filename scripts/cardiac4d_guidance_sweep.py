@@ -22,10 +22,8 @@ VALIDATION_SEED = 5151  # the bench holds out 9104 and trains on 1
 
 
 def sweep(model, count: int, scales: list[float], steps: int = 20) -> dict:
-    from meddiffusion.nets.cardiac4d import crop_slices
     from meddiffusion.tasks.cardiac4d.bench import heldout_requests
-    from meddiffusion.tasks.cardiac4d.measure import exclude_open_end_slices, volumes_ml
-    from meddiffusion.tasks.cardiac4d.model import decode_frames
+    from meddiffusion.tasks.cardiac4d.measure import volumes_ml
 
     requests = heldout_requests(count, seed=VALIDATION_SEED)
     out = {}
@@ -37,8 +35,7 @@ def sweep(model, count: int, scales: list[float], steps: int = 20) -> dict:
             z_ed = model.draw_anatomy(cond, steps, w, generator, "cpu")
             dz = model.draw_motion(z_ed, cond, np.array([100.0]), steps, w, generator, "cpu")
             z = torch.cat([z_ed, z_ed + dz / model.motion_scale]) / model.latent_scale
-            _, labels = decode_frames(model.vae, z)
-            labels, _ = exclude_open_end_slices(crop_slices(labels, request.slices).numpy())
+            _, labels, _ = model.read(z, request.slices)
             ed, es = volumes_ml(labels, model.spacing)["lv"]
             ef = 100 * (ed - es) / ed if ed > 0 else np.nan
             rows.append((request.edv_ml, ed, request.esv_ml, es, request.ef_percent, ef))
@@ -54,6 +51,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from meddiffusion.tasks.cardiac4d.model import load_model
+    from meddiffusion.training.checkpoint import strip_prefix
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="motion model of the cascade (default: the catalogue's)")
@@ -67,8 +65,7 @@ def main() -> None:
     model = load_model(args.model)
     for net, path in ((model.anatomy, args.anatomy_weights), (model.motion, args.motion_weights)):
         if path:
-            state = load_file(path)
-            net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema/")})
+            net.load_state_dict(strip_prefix("ema/", load_file(path)))
             net.eval()
     for w, figures in sweep(model, args.count, [float(v) for v in args.guidance.split(",")]).items():
         print(json.dumps({"guidance": w, **{k: {m: round(x, 2) for m, x in v.items()} for k, v in figures.items()}}))

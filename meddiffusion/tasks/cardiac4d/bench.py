@@ -382,8 +382,8 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
 
     targets = _targets(control, validity, usefulness, speed, device)
     threads = torch.get_num_threads()
-    lines = _table(cascade.id, steps, quick, control, validity, usefulness, realism, speed, targets, threads, device)
-    lines[-1:-1] = _round_trip_lines(round_trip)
+    lines = _table(cascade.id, steps, quick, control, validity, usefulness, realism, round_trip, speed, targets,
+                   threads, device)
     return result(lines, device, model=cascade.id, steps=steps, quick=quick, heldout_seed=HELDOUT_SEED,
                   threads=threads, requests=records, controllability=control, validity=validity,
                   usefulness=usefulness, realism=realism, round_trip=round_trip, speed=speed, targets=targets,
@@ -461,18 +461,13 @@ def _realism(net, test, generated_images: list, device) -> dict:
 
 def _round_trip(cascade, studies, device) -> dict:
     """The held-out phantom cines through the cascade's VAE (see the module docstring)."""
-    from meddiffusion.nets.cardiac4d import crop_slices, pad_slices
-    from meddiffusion.tasks.cardiac4d.measure import check_sample, clinical_values, exclude_open_end_slices
-    from meddiffusion.tasks.cardiac4d.model import decode_frames
+    from meddiffusion.tasks.cardiac4d.data import encode_studies
+    from meddiffusion.tasks.cardiac4d.measure import check_sample, clinical_values
 
     keys = {"edv": "lv_edv_ml", "esv": "lv_esv_ml", "ef": "lv_ef_percent"}
     valid, errors = 0, {key: [] for key in keys}
-    for study in studies:
-        x = torch.from_numpy(pad_slices(study.images.astype(np.float32), cascade.depth, -1.0))[:, None].to(device)
-        with torch.inference_mode():
-            mu = torch.cat([cascade.vae.encode(x[i : i + 8])[0] for i in range(0, len(x), 8)])
-        _, labels = decode_frames(cascade.vae, mu)
-        labels, _ = exclude_open_end_slices(crop_slices(labels, study.slices).numpy())
+    for study, mu in zip(studies, encode_studies(cascade.vae, studies, cascade.depth, device)):
+        _, labels, _ = cascade.read(torch.from_numpy(mu).to(device), study.slices)
         valid += check_sample(labels, study.spacing).valid
         read, truth = clinical_values(labels, study.spacing), clinical_values(study.labels, study.spacing)
         for key, name in keys.items():
@@ -537,7 +532,7 @@ def _targets(control, validity, usefulness, speed, device) -> dict:
     return targets
 
 
-def _table(model_id, steps, quick, control, validity, usefulness, realism, speed, targets, threads,
+def _table(model_id, steps, quick, control, validity, usefulness, realism, round_trip, speed, targets, threads,
            device) -> list[str]:
     overall, groups = control["overall"], control["groups"]
     count = validity["count"]
@@ -600,5 +595,6 @@ def _table(model_id, steps, quick, control, validity, usefulness, realism, speed
     lines += ["", f"Speed: {speed['seconds_per_cine']:.1f} s per {speed['slices']} × {speed['frames']} cine at "
               f"{speed['steps']} steps ({_threads(threads)}); controllability draws ({FRAMES} frames, "
               f"{SLICES[0]}-{SLICES[1]} slices) {speed['draw_seconds_mean']:.1f} s each, "
-              f"{speed['request_seconds_mean']:.1f} s per request with redraws", "", PAPER["setting"]]
+              f"{speed['request_seconds_mean']:.1f} s per request with redraws", ""]
+    lines += _round_trip_lines(round_trip) + [PAPER["setting"]]
     return lines

@@ -138,12 +138,9 @@ def _anatomy(job: Job, model):
 
 
 def _measured_edv(model, z_ed, slices: int, spacing) -> float:
-    from meddiffusion.nets.cardiac4d import crop_slices
-    from meddiffusion.tasks.cardiac4d.measure import exclude_open_end_slices, volumes_ml
-    from meddiffusion.tasks.cardiac4d.model import decode_frames
+    from meddiffusion.tasks.cardiac4d.measure import volumes_ml
 
-    _, labels = decode_frames(model.vae, z_ed / model.latent_scale)
-    labels, _ = exclude_open_end_slices(crop_slices(labels, slices).numpy())
+    _, labels, _ = model.read(z_ed / model.latent_scale, slices)
     return float(volumes_ml(labels, spacing)["lv"][0])
 
 

@@ -134,6 +134,16 @@ class Cardiac4DModel:
                 "mask": slice_mask(request.slices, self.depth, h, w).expand(batch, -1, -1, -1, -1).to(device)}
 
     # ------------------------------------------------------------------ stages
+    def read(self, z: torch.Tensor, slices: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Images (float32, [-1, 1]) and labels (uint8) of unscaled latents (N, C, D, h, w), the central ``slices``
+        kept and the labels read by the basal-slice convention; and how many end slices' cavities it removed."""
+        from meddiffusion.nets.cardiac4d import crop_slices
+        from meddiffusion.tasks.cardiac4d.measure import exclude_open_end_slices
+
+        images, labels = decode_frames(self.vae, z)
+        labels, removed = exclude_open_end_slices(crop_slices(labels, slices).numpy())
+        return crop_slices(images, slices).numpy().astype(np.float32), labels.astype(np.uint8), removed
+
     @torch.no_grad()
     def encode_anatomy(self, images: np.ndarray, device) -> torch.Tensor:
         """The scaled latent (1, C, D, h, w) of a normalised ED stack (S, H, W) on the model's grid."""
@@ -186,9 +196,6 @@ class Cardiac4DModel:
     def generate(self, request, *, seed: int = 0, steps: int | None = None, guidance: float = GUIDANCE, device="cpu",
                  anatomy: torch.Tensor | None = None, progress=None) -> Generated:
         """One cine of ``request`` (see the module docstring); ``anatomy`` a scaled ED latent to keep."""
-        from meddiffusion.nets.cardiac4d import crop_slices
-        from meddiffusion.tasks.cardiac4d.measure import exclude_open_end_slices
-
         steps = self.default_steps(device) if steps is None else int(steps)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         cond = self.condition(request, device)
@@ -211,10 +218,8 @@ class Cardiac4DModel:
                 dz = self.draw_motion(z_ed, cond, tau, steps, guidance, generator, device,
                                       callback=lambda i, n: tick())
         z = (z_ed + dz / self.motion_scale) / self.latent_scale
-        images, labels = decode_frames(self.vae, z)
-        images = crop_slices(images, request.slices).numpy()
-        labels, removed = exclude_open_end_slices(crop_slices(labels, request.slices).numpy())
-        return Generated(images.astype(np.float32), labels.astype(np.uint8), tau,
+        images, labels, removed = self.read(z, request.slices)
+        return Generated(images, labels, tau,
                          {"seed": int(seed), "steps": steps, "guidance": float(guidance),
                           "open_end_slices_removed": removed})
 
