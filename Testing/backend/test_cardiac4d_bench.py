@@ -124,6 +124,26 @@ def test_generated_cines_are_resampled_onto_the_phantom_grid():
     assert np.array_equal(same[1], labels) and np.array_equal(same[0], images)
 
 
+def test_usefulness_pairs_the_two_arms_per_seed_and_averages_the_seeds(monkeypatch):
+    from types import SimpleNamespace
+
+    torch.set_num_threads(1)
+    labels = np.zeros((1, 2, 32, 32), np.uint8)
+    labels[..., 8:24, 8:24] = 3
+    images = np.where(labels > 0, 0.8, -0.8).astype(np.float32)
+    study = SimpleNamespace(images=images, labels=labels)
+    monkeypatch.setattr(bench, "QUICK_SEG_SEEDS", (3, 4))
+    useful, net = bench._usefulness([study], [study], [(images, labels, True)], True, "cpu", None)
+    assert [p["seed"] for p in useful["per_seed"]] == [3, 4] and isinstance(net, torch.nn.Module)
+    for arm in ("phantom_only", "phantom_plus_synthetic", "gain"):
+        for key in ("rv", "myo", "lv", "mean"):
+            assert useful[arm][key] == pytest.approx(np.mean([p[arm][key] for p in useful["per_seed"]]))
+    for p in useful["per_seed"]:
+        assert p["gain"]["mean"] == pytest.approx(p["phantom_plus_synthetic"]["mean"] - p["phantom_only"]["mean"])
+    a = bench.train_segmenter([(images, labels)], bench.QUICK_SEG_STEPS, bench.QUICK_SEG_BATCH, "cpu", 3)
+    assert useful["per_seed"][0]["phantom_only"]["mean"] == pytest.approx(bench._evaluate(a, [study], "cpu")["mean"])
+
+
 def test_the_segmenter_learns_a_square_and_its_features_have_one_row_per_slice():
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -183,6 +203,7 @@ def test_a_quick_run_with_the_untrained_tiny_cascade_reports_every_figure(tmp_pa
     for row in ("phantom_only", "phantom_plus_synthetic", "gain"):
         assert set(useful[row]) >= {"rv", "myo", "lv", "mean"}
     assert useful["synthetic_used"] == bench.QUICK_SYNTHETIC
+    assert [p["seed"] for p in useful["per_seed"]] == list(bench.QUICK_SEG_SEEDS)
     assert useful["gain"]["mean"] == pytest.approx(useful["phantom_plus_synthetic"]["mean"]
                                                    - useful["phantom_only"]["mean"])
     realism = out["realism"]
