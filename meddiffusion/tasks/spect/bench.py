@@ -173,7 +173,8 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
         defect = bool(patient.get("defect_shown") or patient.get("scar"))
         territories = {t for t in (patient.get("defect") if patient.get("defect_shown") else None,
                                    patient.get("scar")) if t}
-        studies.append({"index": index, "defect": defect, "patient": patient, "condition": info.get("condition")})
+        studies.append({"index": index, "defect": defect, "patient": patient, "condition": info.get("condition"),
+                        "reference_percent": [round(float(v), 1) for v in reference_map.percent]})
         for label, fn in fns:
             output, seconds = clocked(fn, study)
             figures = image_figures(output.array[box], study.ac.array[box])
