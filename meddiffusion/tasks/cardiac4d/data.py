@@ -141,8 +141,10 @@ class CineFrames:
                 "labelled": torch.tensor(True)}
 
 
-def encode_studies(vae, studies: list[Study], depth: int, device, batch: int = 8) -> list[np.ndarray]:
-    """The VAE's mean latent of every frame of every study: one (F, C, depth, h, w) float32 array per study."""
+def encode_studies(vae, studies: list[Study], depth: int, device, batch: int = 8,
+                   callback: Callable[[], None] | None = None) -> list[np.ndarray]:
+    """The VAE's mean latent of every frame of every study: one (F, C, depth, h, w) float32 array per study;
+    ``callback()`` after each study (a training set takes tens of CPU minutes)."""
     import torch
 
     from meddiffusion.nets.cardiac4d import pad_slices
@@ -153,6 +155,8 @@ def encode_studies(vae, studies: list[Study], depth: int, device, batch: int = 8
             x = torch.from_numpy(pad_slices(study.images, depth, -1.0)).float()[:, None]
             mus = [vae.encode(x[i : i + batch].to(device))[0].float().cpu() for i in range(0, len(x), batch)]
             out.append(torch.cat(mus).numpy())
+            if callback is not None:
+                callback()
     return out
 
 

@@ -138,9 +138,8 @@ def _latents(args, studies, folder, protocol, progress):
                 return [stored[name] for name in names], entry
     vae = build_network(entry.architecture, entry.state_dict())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with progress.stage("encode", total=1) as step:
-        latents = encode_studies(vae.to(device), studies, protocol.depth, device)
-        step()
+    with progress.stage("encode", total=len(studies)) as step:
+        latents = encode_studies(vae.to(device), studies, protocol.depth, device, callback=step)
     atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **dict(zip(names, latents))))
     return latents, entry
 
