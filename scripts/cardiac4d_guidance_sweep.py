@@ -18,11 +18,8 @@ import json
 import numpy as np
 import torch
 
-VALIDATION_SEED = 5151  # the bench holds out 9104 and trains on 1
-
-
 def sweep(model, count: int, scales: list[float], steps: int = 20) -> dict:
-    from meddiffusion.tasks.cardiac4d.bench import heldout_requests
+    from meddiffusion.tasks.cardiac4d.bench import VALIDATION_SEED, heldout_requests
     from meddiffusion.tasks.cardiac4d.measure import volumes_ml
 
     requests = heldout_requests(count, seed=VALIDATION_SEED)

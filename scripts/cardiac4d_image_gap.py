@@ -23,18 +23,7 @@ import argparse
 import json
 import tempfile
 
-import numpy as np
 import torch
-
-VALIDATION_SEED = 5151  # the bench holds out 9104 and trains on 1
-
-
-def mean_dice(pairs) -> dict[str, float]:
-    from meddiffusion.tasks.cardiac4d.bench import dice_scores
-
-    per = [dice_scores(pred, truth) for pred, truth in pairs]
-    return {key: round(float(np.mean([p[key] for p in per])), 4) for key in per[0]}
-
 
 def main() -> None:
     from meddiffusion.tasks.cardiac4d import GUIDANCE, data
@@ -55,28 +44,28 @@ def main() -> None:
     grid = (model.spacing[0], protocol.pixel_mm, protocol.matrix)
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = data.build_cache(args.data or tmp, range(args.train + args.test), VALIDATION_SEED, protocol)
+        paths = data.build_cache(args.data or tmp, range(args.train + args.test), B.VALIDATION_SEED, protocol)
         studies = data.load_studies(paths)
         train, test = studies[: args.train], studies[args.train :]
         net = B.train_segmenter([(s.images, s.labels) for s in train], B.SEG_STEPS, B.SEG_BATCH, "cpu")
-        out = {"phantom images vs their labels": mean_dice((B.segment(net, s.images, "cpu"), s.labels) for s in test)}
+        out = {"phantom images vs their labels": B.mean_dice((B.segment(net, s.images, "cpu"), s.labels) for s in test)}
         trips = []
         for study, z in zip(test, data.encode_studies(model.vae, test, model.depth, "cpu")):
             images, labels, _ = model.read(torch.from_numpy(z), study.images.shape[1])
             images, labels = B.to_grid(images, labels, *grid)
             trips.append((B.segment(net, images, "cpu"), labels, study.labels))
-        out["round-trip images vs decoded labels"] = mean_dice((p, lab) for p, lab, _ in trips)
-        out["round-trip images vs phantom labels"] = mean_dice((p, truth) for p, _, truth in trips)
-        out["decoded labels vs phantom labels"] = mean_dice((lab, truth) for _, lab, truth in trips)
+        out["round-trip images vs decoded labels"] = B.mean_dice((p, lab) for p, lab, _ in trips)
+        out["round-trip images vs phantom labels"] = B.mean_dice((p, truth) for p, _, truth in trips)
+        out["decoded labels vs phantom labels"] = B.mean_dice((lab, truth) for _, lab, truth in trips)
 
     generated = []
-    for i, request in enumerate(B.heldout_requests(args.count, seed=VALIDATION_SEED)):
-        cine = model.generate(request, seed=data.study_seed(VALIDATION_SEED, i), guidance=GUIDANCE)
+    for i, request in enumerate(B.heldout_requests(args.count, seed=B.VALIDATION_SEED)):
+        cine = model.generate(request, seed=data.study_seed(B.VALIDATION_SEED, i), guidance=GUIDANCE)
         images, labels = B.to_grid(cine.images, cine.labels, *grid)
         generated.append((B.segment(net, images, "cpu"), labels))
-    out["generated images vs generated labels"] = mean_dice(generated)
+    out["generated images vs generated labels"] = B.mean_dice(generated)
     for name, figures in out.items():
-        print(json.dumps({"read": name, **figures}))
+        print(json.dumps({"read": name, **{key: round(value, 4) for key, value in figures.items()}}))
 
 
 if __name__ == "__main__":
