@@ -13,8 +13,10 @@ and, for the round trips, against the phantom's:
 If the round trips' decoded labels agree with the phantom's while the segmenter reads the decoded
 images much worse than phantom images, the gap is in the image decoder, and synthetic cines
 teach a segmenter images unlike the ones it will meet. Never the bench's held-out seed.
+``--vae ID`` reads through another VAE of the same latents (an image decoder fine-tuned with
+``--decoder-only``), so a new decoder is judged before it replaces the cascade's.
 
-    python scripts/cardiac4d_image_gap.py [--train 10 --test 10 --count 20 --model ID --threads 1]
+    python scripts/cardiac4d_image_gap.py [--train 10 --test 10 --count 20 --model ID --vae ID --threads 1]
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ import json
 import tempfile
 
 import torch
+
+def use_decoder_of(model, vae_id: str) -> None:
+    """Decode the cascade's latents with ``vae_id``, which must share its encoder and latent scale."""
+    from meddiffusion.tasks.cardiac4d.model import load_vae
+
+    vae, entry = load_vae(vae_id)
+    ours, theirs = model.vae.state_dict(), vae.state_dict()
+    same = all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("image_decoder."))
+    if not same or entry.architecture["latent_scale"] != model.latent_scale:
+        raise SystemExit(f"'{vae_id}' does not share the encoder of '{model.vae_entry.id}': its latents differ")
+    model.vae, model.vae_entry = vae, entry
+
 
 def main() -> None:
     from meddiffusion.tasks.cardiac4d import GUIDANCE, data
@@ -35,11 +49,14 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=10, help="phantom cines the segmenter trains on")
     parser.add_argument("--test", type=int, default=10, help="phantom cines it reads (and their round trips)")
     parser.add_argument("--count", type=int, default=20, help="generated cines it reads")
+    parser.add_argument("--vae", help="a VAE with the cascade's encoder (a --decoder-only fine-tune) to decode with")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", help="a folder to keep the validation phantoms in")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
+    if args.vae:
+        use_decoder_of(model, args.vae)
     protocol = B.phantom_protocol(model, False)
     grid = (model.spacing[0], protocol.pixel_mm, protocol.matrix)
 

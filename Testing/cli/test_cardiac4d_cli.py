@@ -183,6 +183,36 @@ def test_each_stage_fine_tunes_from_its_card_and_lowers_the_validation_loss(env,
     assert card["architecture"]["vae"] == "ft-vae"                      # the parent's latent space, kept
 
 
+def test_a_decoder_only_fine_tune_keeps_the_latents_and_the_label_decoder(env, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from meddiffusion.catalog import get_model
+
+    common = ("train", "cardiac4d", "--variant", "vae", "--config", "tiny", "--studies", 2, "--val-studies", 1,
+              "--data", tmp_path / "data", "--batch-size", 2, "--frames", 4, "--val-every", 0, "--ckpt-every", 0,
+              "--events", "jsonl")
+    run = meddiff(*common, "--steps", 2, "--register", "dec-vae", "--out", tmp_path / "parent", env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = meddiff(*common, "--steps", 3, "--lr", "1e-3", "--from-model", "dec-vae", "--decoder-only", "--out",
+                  tmp_path / "run", env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    monkeypatch.setenv("MEDDIFF_MODEL_DIR", env["MEDDIFF_MODEL_DIR"])
+    parent = get_model("dec-vae")
+    before, after = parent.state_dict(), load_file(tmp_path / "run" / "model.safetensors")
+    changed = {name for name in before if not (before[name] == after[name]).all()}
+    assert changed and all(name.startswith("image_decoder.") for name in changed), sorted(changed)[:5]
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["architecture"]["latent_scale"] == parent.architecture["latent_scale"]
+    assert "label decoder frozen" in card["description"]
+
+
+def test_decoder_only_needs_a_vae_card_to_fine_tune(env, tmp_path):
+    run = meddiff("train", "cardiac4d", "--variant", "vae", "--config", "tiny", "--decoder-only", "--studies", 2,
+                  "--val-studies", 1, "--out", tmp_path / "run", "--events", "jsonl", env=env)
+    assert run.returncode == 2 and "name the card with --from-model" in jsonl(run.stdout)[-1]["message"]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (("--variant", "motion"), "holds the network AnatomyLDM; --variant motion fine-tunes MotionLDM cards"),
     (("--variant", "anatomy", "--vae", "tiny-c4d-vae", "--from-model", "tiny-c4d-anatomy", "--timesteps", 50),

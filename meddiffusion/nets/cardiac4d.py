@@ -220,11 +220,16 @@ class DualDecoderVAE(nn.Module):
         """Segmentation logits (B, num_classes, D, H, W)."""
         return self.label_decoder(z)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Encode, sample z (always, as MONAI's AutoencoderKL; use ``encode`` for the mean) and decode both."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                labels: bool = True) -> dict[str, torch.Tensor]:
+        """Encode, sample z (always, as MONAI's AutoencoderKL; use ``encode`` for the mean) and decode both
+        (the image only with ``labels=False``: an image-decoder fine-tune never reads them)."""
         mu, logvar = self.encode(x)
         z = self.sample(mu, logvar, generator)
-        return {"image": self.decode_image(z), "logits": self.decode_labels(z), "mu": mu, "logvar": logvar, "z": z}
+        out = {"image": self.decode_image(z), "mu": mu, "logvar": logvar, "z": z}
+        if labels:
+            out["logits"] = self.decode_labels(z)
+        return out
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

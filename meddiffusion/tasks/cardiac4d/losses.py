@@ -67,12 +67,12 @@ def vae_loss_fn(weights: VaeWeights, steps: int, step, critic=None):
 
     def loss(model, batch, generator=None):
         x, labels, labelled = batch["image"], batch["labels"], batch["labelled"].bool()
-        out = model(x, generator=generator)
+        out = model(x, generator=generator, labels=weights.dice > 0)
         fake = out["image"]
         l1, structure = F.l1_loss(fake, x), ssim(fake, x)
         logs = {"l1": l1.detach(), "ssim_loss": structure.detach()}
         total = l1 + weights.perceptual * structure
-        if labelled.any():
+        if weights.dice > 0 and labelled.any():
             seg = dice_ce(out["logits"][labelled], labels[labelled][:, None])
             total = total + weights.dice * seg
             logs["dice_ce"] = seg.detach()

@@ -17,6 +17,12 @@ from the VAE's mean latents of each frame, which is the target that teacher appr
 its VAE's latent space (an LDM keeps the VAE it was trained on, and the motion LDM its motion
 scale) and its diffusion schedule. The registration gate compares the validation image PSNR
 (VAE) or the validation denoising error at fixed noise (LDMs).
+
+``--variant vae --from-model ID --decoder-only`` trains the image decoder alone: the encoder and
+the label decoder stay frozen, so every latent, and with them the LDMs trained on that VAE, stay
+valid (Stable Diffusion sharpened its released decoders the same way). The critic plays from the
+first step, since the decoder it judges is already trained; Dice and KL terms are left out, as
+nothing they weigh can change.
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ def build_data(args, progress) -> TrainingData:
 
     if args.studies < 1 or args.val_studies < 1:
         raise ValueError(f"--studies and --val-studies must be >= 1, got {args.studies} and {args.val_studies}")
+    if getattr(args, "decoder_only", False) and (args.variant != "vae" or not getattr(args, "from_model", None)):
+        raise ValueError("--decoder-only fine-tunes the image decoder of a VAE card: use it with --variant vae and "
+                         "name the card with --from-model")
     if args.variant == "vae" and args.anatomy:
         raise ValueError("--anatomy names the anatomy model a motion model runs with; it is read with --variant "
                          "motion only")
@@ -187,7 +196,11 @@ def from_card(args, entry):
     from meddiffusion.tasks.cardiac4d.model import build_network
 
     _check_parent(args, entry)
-    return build_network(entry.architecture, entry.state_dict()).train()
+    net = build_network(entry.architecture, entry.state_dict()).train()
+    if args.variant == "vae" and getattr(args, "decoder_only", False):
+        net.requires_grad_(False)
+        net.image_decoder.requires_grad_(True)
+    return net
 
 
 def score(args, net, data, device) -> Score:
@@ -217,7 +230,10 @@ def make_loss(args, step):
     if args.variant == "vae":
         from meddiffusion.nets.cardiac4d import make_discriminator
 
-        weights = losses.VaeWeights(args.perceptual_weight, args.adv_weight, args.dice_weight, args.kl_weight)
+        if getattr(args, "decoder_only", False):
+            weights = losses.VaeWeights(args.perceptual_weight, args.adv_weight, dice=0.0, kl=0.0, adv_start=0.0)
+        else:
+            weights = losses.VaeWeights(args.perceptual_weight, args.adv_weight, args.dice_weight, args.kl_weight)
         critic = make_discriminator() if args.adv_weight > 0 else None
         return losses.vae_loss_fn(weights, args.steps, step, critic)
     return losses.ldm_loss_fn(args.variant, _diffusion(args), args.cfg_dropout)
@@ -241,6 +257,10 @@ def architecture(args, outcome: Outcome | None = None) -> dict:
         protocol = _protocol(args)
         arch["grid"] = {"matrix": protocol.matrix, "pixel_mm": protocol.pixel_mm, "slice_mm": protocol.slice_mm,
                         "depth": protocol.depth}
+        parent = _parent(args) if getattr(args, "decoder_only", False) else None
+        if parent is not None:  # the frozen encoder keeps its latents and their scale
+            arch["latent_scale"] = float(parent.architecture["latent_scale"])
+            return arch
         std = (outcome.val_end.get("latent_std") if outcome is not None else None) or 1.0
         arch["latent_scale"] = 1.0 / std
         return arch
@@ -270,7 +290,9 @@ def card(args, outcome: Outcome) -> dict:
                      f"{p['pixel_mm']:g} mm, {p['slice_mm']:g} mm slices, 8-16 slices covering the LV, "
                      f"{p['frames']} frames per cycle, ACDC labels; data seed {args.seed}")
     description = {
-        "vae": "dual-decoder VAE (image and labels) of short-axis cine frames, anisotropic (slices never pooled)",
+        "vae": "dual-decoder VAE (image and labels) of short-axis cine frames, anisotropic (slices never pooled)"
+               + (f"; image decoder fine-tuned from {args.from_model} with its encoder and label decoder frozen "
+                  "(same latents)" if getattr(args, "decoder_only", False) else ""),
         "anatomy": f"static anatomy LDM (end-diastolic latent from diagnosis, EF, EDV, ESV, slices), VAE "
                    f"{info.get('vae')}",
         "motion": f"residual-motion LDM (Δz of each cardiac phase from the end-diastolic latent), VAE {info.get('vae')}",
@@ -316,6 +338,10 @@ RECIPE = Recipe(
                                                                          "the run (default: 0.1; 0 turns it off)"}),
         Option(("--dice-weight",), {"type": float, "default": 20.0, "help": "VAE: weight of the labels' DiceCE "
                                                                            "(default: 20)"}),
+        Option(("--decoder-only",), {"action": "store_true",
+                                     "help": "VAE fine-tune (--from-model): train the image decoder only; the encoder "
+                                             "and label decoder stay frozen, so the latents and the LDMs trained on "
+                                             "them stay valid"}),
         Option(("--kl-weight",), {"type": float, "default": 1e-7, "help": "VAE: KL weight, ramped in from 20 %% of "
                                                                          "the run (default: 1e-7)"}),
     ),
@@ -323,7 +349,8 @@ RECIPE = Recipe(
     sources=(PHANTOM,),
     read_with={"--vae": ("--variant", ("anatomy", "motion")), "--anatomy": ("--variant", ("motion",)),
                **dict.fromkeys(("--timesteps", "--prediction", "--cfg-dropout"), ("--variant", ("anatomy", "motion"))),
-               **dict.fromkeys(("--perceptual-weight", "--adv-weight", "--dice-weight", "--kl-weight"),
+               **dict.fromkeys(("--perceptual-weight", "--adv-weight", "--dice-weight", "--kl-weight",
+                                "--decoder-only"),
                                ("--variant", ("vae",)))},
     build_data=build_data, make_model=make_model, make_loss=make_loss, make_val=make_val, model_id=model_id,
     card=card, from_card=from_card, score=score,
