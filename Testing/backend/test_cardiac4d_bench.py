@@ -161,6 +161,15 @@ def test_the_segmenter_learns_a_square_and_its_features_have_one_row_per_slice()
     assert feats.shape == (4, bench.SEG_FEATURES[4])
 
 
+def test_the_augmentations_change_intensities_only_and_repeat_with_their_seed():
+    x = torch.linspace(-1, 1, 64 * 32).reshape(64, 1, 1, 32).expand(64, 1, 32, 32).clone()
+    first, again, other = bench.augmenter(3)(x), bench.augmenter(3)(x), bench.augmenter(4)(x)
+    assert first.shape == x.shape and first.dtype == x.dtype and torch.equal(first, again)
+    changed = (first - x).flatten(1).abs().amax(1) > 1e-6
+    assert 0 < int(changed.sum()) < len(x)          # some slices augmented, not all (each transform is drawn)
+    assert not torch.equal(first, other)
+
+
 # -- realism ---------------------------------------------------------------------------------
 def test_frechet_distance_of_identical_sets_is_zero_and_of_a_shift_its_squared_length():
     rng = np.random.default_rng(0)

@@ -21,7 +21,8 @@ never passes counts its ``MAX_ATTEMPTS``), and the myocardial volume's max/min o
 the first draws (mean and worst; a myocardium that vanishes in a frame is counted apart).
 
 **Usefulness.** A 2D segmentation UNet (MONAI ``BasicUNet``, 4 classes, DiceCE, Adam,
-``SEG_STEPS`` steps of ``SEG_BATCH`` random short-axis slices) is trained (a) on ``SEG_TRAIN``
+``SEG_STEPS`` steps of ``SEG_BATCH`` random short-axis slices, each with nnU-Net's intensity
+augmentations, :func:`augmenter`, as the paper's nnU-Net trains) is trained (a) on ``SEG_TRAIN``
 phantom cines and (b) on the same plus ``SYNTHETIC`` generated cines (the controllability
 cines, valid ones first; the table says how many were valid), and both are scored with Dice
 (RV, MYO, LV, mean; per cine over all frames and slices, then averaged; a class absent from
@@ -71,7 +72,7 @@ from meddiffusion.benchmarks.harness import clocked, each_case, markdown_table, 
 from meddiffusion.tasks.cardiac4d import GUIDANCE  # the generation default, as synth-cardiac draws
 
 __all__ = ["OPTIONS", "HELDOUT_SEED", "run", "heldout_requests", "controllability", "validity_figures",
-           "dice_scores", "mean_dice", "frechet_distance", "to_grid", "train_segmenter", "segment", "encoder_features",
+           "dice_scores", "mean_dice", "frechet_distance", "to_grid", "augmenter", "train_segmenter", "segment", "encoder_features",
            "phantom_protocol", "KEYS"]
 
 OPTIONS = ("models",)
@@ -297,9 +298,34 @@ def sample_slices(cines: list, batch: int, rng: np.random.Generator):
             torch.from_numpy(np.stack(ys)[:, None].astype(np.int64)))
 
 
+def augmenter(seed: int):
+    """nnU-Net's intensity augmentations (its 2D defaults, MONAI transforms) of one (1, H, W) slice in [-1, 1].
+
+    The paper scores synthetic data with nnU-Net, which never trains without them: Gaussian noise
+    (p 0.1), Gaussian blur (p 0.2, σ 0.5-1 px), brightness (p 0.15, ×0.75-1.25), contrast about
+    the mean (p 0.15, ×0.75-1.25), simulated low resolution (p 0.25, zoom 0.5-1) and gamma (p 0.3,
+    0.7-1.5). Spatial ones are left out: the phantoms are already posed like the test cines.
+    ``seed`` fixes the stream, so the two arms of a pair see the same draws.
+    """
+    from monai.transforms import (Compose, RandAdjustContrast, RandGaussianNoise, RandGaussianSmooth,
+                                  RandScaleIntensity, RandScaleIntensityFixedMean, RandSimulateLowResolution)
+
+    chain = Compose([
+        RandGaussianNoise(prob=0.1, std=0.2, sample_std=True),  # nnU-Net: variance ≤ 0.1 of z-scored data
+        RandGaussianSmooth(sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), prob=0.2),
+        RandScaleIntensity(factors=0.25, prob=0.15),
+        RandScaleIntensityFixedMean(factors=0.25, prob=0.15),
+        RandSimulateLowResolution(prob=0.25, zoom_range=(0.5, 1.0), upsample_mode="bilinear"),
+        RandAdjustContrast(gamma=(0.7, 1.5), prob=0.3),
+    ])
+    chain.set_random_state(seed=int(seed))
+    return lambda x: torch.stack([torch.as_tensor(chain(image)) for image in x])
+
+
 def train_segmenter(cines: list, steps: int, batch: int, device, seed: int = SEG_SEED, progress=None,
                     stage: str = "segmenter") -> torch.nn.Module:
-    """The 2D UNet trained on slices of ``cines`` [(images (F, S, H, W), labels)]: DiceCE, Adam, fixed seed."""
+    """The 2D UNet trained on slices of ``cines`` [(images (F, S, H, W), labels)], augmented (:func:`augmenter`):
+    DiceCE, Adam, fixed seed."""
     from monai.losses import DiceCELoss
 
     from meddiffusion.progress import Progress
@@ -308,9 +334,11 @@ def train_segmenter(cines: list, steps: int, batch: int, device, seed: int = SEG
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=SEG_LR)
     rng = np.random.default_rng([int(seed), 5])
+    augment = augmenter(seed)
     with (progress or Progress()).stage(stage, total=steps) as step:
         for _ in range(steps):
             x, y = sample_slices(cines, batch, rng)
+            x = augment(x)
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(net(x.to(device)), y.to(device))
             loss.backward()
