@@ -120,6 +120,38 @@ def test_ldm_datasets_condition_on_measured_values_and_have_no_motion_at_ed(tmp_
     assert float(motion[2]["tau"]) == pytest.approx(float(studies[0].tau[2]))
 
 
+def test_resized_copies_scale_the_heart_and_its_volumes_and_join_the_anatomy_set(tmp_path):
+    from meddiffusion.nets.cardiac4d import DualDecoderVAE
+    from meddiffusion.tasks.cardiac4d.data import (AFFINE_SCALE, AnatomyLatents, affine_copies, build_cache,
+                                                   load_studies, resize_in_plane)
+
+    protocol = CineProtocol(matrix=32, pixel_mm=5.0, frames=4)
+    studies = load_studies(build_cache(tmp_path, range(2), 3, protocol))
+    images, labels = studies[0].images[0].astype(np.float32), studies[0].labels[0]
+    same_image, same_labels = resize_in_plane(images, labels, (1.0, 1.0))
+    assert np.allclose(same_image, images, atol=1e-5) and np.array_equal(same_labels, labels)
+    _, bigger = resize_in_plane(images, labels, (1.09, 1.09))
+    assert set(np.unique(bigger)) <= {0, 1, 2, 3}
+    assert (bigger == 3).sum() / (labels == 3).sum() == pytest.approx(1.09 ** 2, rel=0.15)
+
+    vae = DualDecoderVAE(channels=(8, 8), latent_channels=4).eval()
+    copies = affine_copies(studies, vae, protocol.depth, 3, seed=1, device="cpu")
+    assert len(copies) == 6 and copies[0][0].shape == (4, 16, 16, 16)
+    for k, (_, values) in enumerate(copies):
+        v = studies[k // 3].values
+        ratio = values["lv_edv_ml"] / v["lv_edv_ml"]
+        assert (1 - AFFINE_SCALE) ** 2 * 0.85 < ratio < (1 + AFFINE_SCALE) ** 2 * 1.15
+        assert values["lv_esv_ml"] / v["lv_esv_ml"] == pytest.approx(ratio)
+        assert values["lv_ef_percent"] == v["lv_ef_percent"]
+    assert affine_copies(studies, vae, protocol.depth, 3, seed=1, device="cpu")[4][1] == copies[4][1]  # seeded
+    latents = [np.zeros((4, 4, 16, 16, 16), np.float32) for _ in studies]
+    anatomy = AnatomyLatents(studies, latents, 2.0, copies)
+    assert len(anatomy) == 8
+    assert torch.allclose(anatomy[2 + 4]["z"], torch.from_numpy(copies[4][0] * 2.0))
+    assert anatomy[2 + 4]["scalars"][1] == pytest.approx(copies[4][1]["lv_edv_ml"] / 600, rel=1e-5)
+    assert int(anatomy[2 + 4]["diagnosis"]) == int(anatomy[1]["diagnosis"])  # the copy keeps its study's group
+
+
 def test_every_frame_starts_from_one_noise_and_ed_has_no_motion(cascade):
     cond = cascade.condition(make_request("NOR", 140, ef_percent=60, slices=8, frames=10), "cpu")
     z_ed = torch.randn(1, 2, 16, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -156,9 +156,11 @@ def test_three_stages_train_and_their_cascade_runs(env, tmp_path):
     assert cards["vae"]["architecture"]["grid"] == {"matrix": 96, "pixel_mm": 1.75, "slice_mm": 10.0, "depth": 16}
     assert cards["motion"]["architecture"]["anatomy"] == "t-anatomy" and cards["motion"]["architecture"]["vae"] == "t-vae"
     assert cards["motion"]["architecture"]["motion_scale"] > 0
+    assert "5 copies resized" in cards["anatomy"]["training_data"]
     command = cards["motion"]["training_command"]
     assert command.startswith("meddiff train cardiac4d") and "--variant motion" in command and "--vae t-vae" in command
     assert list(data.glob("latents-*.npz"))  # the LDM stages share one encoding of the studies
+    assert list(data.glob("anatomy-copies-*-n5.npz"))  # the anatomy stage's resized copies, the paper's five
     run = meddiff("synth-cardiac", *REQUEST, *LOOSE, "--model", "t-motion", "-o", tmp_path / "c.seq.nrrd", env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert read_sequence(tmp_path / "c.seq.nrrd")[0][0].shape == (9, 96, 96)

@@ -11,7 +11,9 @@ What each stage reads:
   (:class:`CineFrames`);
 - the anatomy and motion LDMs, the VAE's latents of every frame (:func:`encode_studies`), with
   each study's clinical values **measured on its labels** (``measure.clinical_values``): the
-  model is asked for volumes as a reader would measure them on its output, so it learns those.
+  model is asked for volumes as a reader would measure them on its output, so it learns those;
+- the anatomy LDM also, as the paper, resized copies of each end-diastolic stack
+  (:func:`affine_copies`), their volumes rescaled with the heart.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from meddiffusion.training import cache
 from meddiffusion.training.cache import item_seed as study_seed  # the one seed rule of cached datasets
 
 __all__ = ["STEM", "study_seed", "describe", "make_study", "build_cache", "Study", "load_studies",
-           "CineFrames", "spacing_of", "encode_studies", "AnatomyLatents", "MotionLatents"]
+           "CineFrames", "spacing_of", "encode_studies", "AFFINE_SCALE", "resize_in_plane", "affine_copies",
+           "AnatomyLatents", "MotionLatents"]
 
 STEM = "cine"
 _REFITS = 20
@@ -160,14 +163,66 @@ def encode_studies(vae, studies: list[Study], depth: int, device, batch: int = 8
     return out
 
 
-def _condition(study: Study, depth: int, h: int, w: int) -> dict:
-    """The clinical condition of a study as the LDMs read it: group id, measured EF/EDV/ESV and slices, mask."""
+#: the paper's in-plane scale range of its anatomy copies (±9 %); its ±5 % through-plane is left
+#: out, since a stack of 10 mm slices cannot be stretched by half a slice without changing the
+#: slice count the model is conditioned on
+AFFINE_SCALE = 0.09
+
+
+def resize_in_plane(images: np.ndarray, labels: np.ndarray, scale_yx) -> tuple[np.ndarray, np.ndarray]:
+    """A stack (S, H, W) and its labels resized in-plane about the image centre by ``scale_yx`` (same size:
+    cropped, or padded with the edge for the image and background for the labels; MONAI ``Zoom``)."""
+    from monai.transforms import Zoom
+
+    image = Zoom(tuple(scale_yx), mode="bilinear", padding_mode="edge", align_corners=False)(images.astype(np.float32))
+    label = Zoom(tuple(scale_yx), mode="nearest", padding_mode="constant")(labels.astype(np.float32))
+    return np.asarray(image, np.float32), np.rint(np.asarray(label)).astype(np.uint8)
+
+
+def affine_copies(studies: list[Study], vae, depth: int, copies: int, seed: int, device,
+                  callback: Callable[[], None] | None = None) -> list[tuple[np.ndarray, dict]]:
+    """``copies`` resized versions of each study's end-diastolic stack, as (mean latent (C, depth, h, w), values).
+
+    The paper's anatomy augmentation: each copy is scaled in-plane by a factor per axis drawn in
+    1 ± ``AFFINE_SCALE`` (seeded by ``seed``, the study and the copy), encoded by ``vae``, and its
+    EDV and ESV multiplied by the ratio of the LV volumes of the resized and the original ED
+    labels (EF unchanged). Rarer sizes, dilated hearts above all, are then seen more often.
+    """
+    import torch
+
+    from meddiffusion.nets.cardiac4d import LABELS, pad_slices
+
+    lv = LABELS.index("LV")
+    out = []
+    with torch.inference_mode():
+        for index, study in enumerate(studies):
+            images, labels = study.images[0].astype(np.float32), study.labels[0]
+            stacks, values = [], []
+            for copy in range(copies):
+                rng = np.random.default_rng([int(seed), index, copy, 11])
+                scale = 1.0 + rng.uniform(-AFFINE_SCALE, AFFINE_SCALE, 2)
+                image, label = resize_in_plane(images, labels, scale)
+                ratio = float((label == lv).sum()) / max(float((labels == lv).sum()), 1.0)
+                v = dict(study.values)
+                v["lv_edv_ml"], v["lv_esv_ml"] = v["lv_edv_ml"] * ratio, v["lv_esv_ml"] * ratio
+                stacks.append(pad_slices(image, depth, -1.0)), values.append(v)
+            x = torch.from_numpy(np.stack(stacks))[:, None].to(device)
+            mus = vae.encode(x)[0].float().cpu().numpy()
+            out.extend(zip(mus, values))
+            if callback is not None:
+                callback()
+    return out
+
+
+def _condition(study: Study, depth: int, h: int, w: int, values: dict | None = None) -> dict:
+    """The clinical condition of a study as the LDMs read it: group id, measured EF/EDV/ESV (or ``values``) and
+    slices, mask."""
     import torch
 
     from meddiffusion.nets.cardiac4d import clinical_scalars, slice_mask
     from meddiffusion.tasks.cardiac4d.clinical import DIAGNOSIS_IDS
 
-    v = study.values
+    v = values or study.values
     return {"diagnosis": torch.tensor(DIAGNOSIS_IDS[study.preset]),
             "scalars": clinical_scalars(v["lv_ef_percent"], v["lv_edv_ml"], v["lv_esv_ml"], study.slices)
             .reshape(4).float(),
@@ -175,14 +230,21 @@ def _condition(study: Study, depth: int, h: int, w: int) -> dict:
 
 
 class AnatomyLatents:
-    """The end-diastolic latent of each study (frame 0, the R-wave trigger) times the latent scale, with its condition."""
+    """The end-diastolic latent of each study (frame 0, the R-wave trigger) times the latent scale, with its condition;
+    then the study's resized copies (:func:`affine_copies`, ``copies`` per study, in study order), if given."""
 
-    def __init__(self, studies: list[Study], latents: list[np.ndarray], latent_scale: float):
+    def __init__(self, studies: list[Study], latents: list[np.ndarray], latent_scale: float,
+                 copies: list[tuple[np.ndarray, dict]] = ()):
         import torch
 
-        self.z = torch.from_numpy(np.stack([z[0] for z in latents]) * latent_scale).float()
+        per_study = len(copies) // len(studies)
+        if len(copies) != per_study * len(studies):
+            raise ValueError(f"{len(copies)} copies do not divide among {len(studies)} studies")
+        z = [z[0] for z in latents] + [mu for mu, _ in copies]
+        self.z = torch.from_numpy(np.stack(z) * latent_scale).float()
         depth, h, w = self.z.shape[-3:]
         self.cond = [_condition(s, depth, h, w) for s in studies]
+        self.cond += [_condition(studies[k // per_study], depth, h, w, values) for k, (_, values) in enumerate(copies)]
 
     def __len__(self) -> int:
         return len(self.z)

@@ -9,7 +9,10 @@ Train in order, each stage naming the one before:
 
 Studies ``0 .. studies-1`` of dataset ``--seed`` train and the next ``--val-studies`` validate;
 the stages share the cache (``--data``). The LDM stages encode the studies once with the VAE
-into ``latents-<vae sha256>.npz`` beside the cache. The paper's deterministic latent-motion
+into ``latents-<vae sha256>.npz`` beside the cache; the anatomy stage adds ``--affine-copies``
+resized copies of each training study's end-diastolic stack (the paper's augmentation, with
+the volumes rescaled; ``data.affine_copies``), encoded once into ``anatomy-copies-…npz``. The
+paper's deterministic latent-motion
 teacher (its stage 2) is not trained: the phantom labels every frame, so Δz is taken directly
 from the VAE's mean latents of each frame, which is the target that teacher approximates.
 
@@ -113,7 +116,8 @@ def build_data(args, progress) -> TrainingData:
     scale = float(vae_entry.architecture["latent_scale"])
     info |= {"vae": vae_entry.id, "latent_scale": scale}
     if args.variant == "anatomy":
-        train = data.AnatomyLatents(studies[: args.studies], latents[: args.studies], scale)
+        copies = _anatomy_copies(args, studies[: args.studies], folder, protocol, progress)
+        train = data.AnatomyLatents(studies[: args.studies], latents[: args.studies], scale, copies)
         val = data.AnatomyLatents(studies[args.studies :], latents[args.studies :], scale)
     else:
         # a fine-tune keeps the scale its network learnt Δz in
@@ -151,6 +155,44 @@ def _latents(args, studies, folder, protocol, progress):
         latents = encode_studies(vae.to(device), studies, protocol.depth, device, callback=step)
     atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **dict(zip(names, latents))))
     return latents, entry
+
+
+def _anatomy_copies(args, studies, folder, protocol, progress) -> list:
+    """The training studies' resized end-diastolic copies under the VAE, cached per VAE, seed and count."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from meddiffusion.files import atomic_write
+    from meddiffusion.tasks.cardiac4d import data
+    from meddiffusion.tasks.cardiac4d.model import build_network
+
+    if args.affine_copies < 0:
+        raise ValueError(f"--affine-copies must be >= 0, got {args.affine_copies}")
+    if args.affine_copies == 0:
+        return []
+    entry = _vae_entry(args)
+    path = folder / f"anatomy-copies-{entry.sha256[:12]}-s{args.seed}-n{args.affine_copies}.npz"
+    names = [s.path.name for s in studies]
+    if path.exists():
+        with np.load(path) as stored:
+            if all(name in stored for name in names):
+                return [(mu, values) for name in names
+                        for mu, values in zip(stored[name], json.loads(str(stored[f"{name}.values"])))]
+    vae = build_network(entry.architecture, entry.state_dict())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with progress.stage("resized copies", total=len(studies)) as step:
+        copies = data.affine_copies(studies, vae.to(device), protocol.depth, args.affine_copies, args.seed, device,
+                                    callback=step)
+    n = args.affine_copies
+    arrays = {}
+    for k, name in enumerate(names):
+        chunk = copies[k * n : (k + 1) * n]
+        arrays[name] = np.stack([mu for mu, _ in chunk])
+        arrays[f"{name}.values"] = np.asarray(json.dumps([values for _, values in chunk]))
+    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    return copies
 
 
 def _groups(studies) -> dict[str, int]:
@@ -283,7 +325,11 @@ def card(args, outcome: Outcome) -> dict:
     info = outcome.data.info
     groups = ", ".join(f"{n} {g}" for g, n in sorted(info["groups"].items()))
     p = info["protocol"]
-    what = {"vae": f"{len(outcome.data.train)} frames", "anatomy": f"{len(outcome.data.train)} end-diastolic latents",
+    copies = getattr(args, "affine_copies", 0)
+    anatomy = (f"{len(outcome.data.train)} end-diastolic latents" if not copies else
+               f"{len(outcome.data.train)} end-diastolic latents (each stack and {copies} copies resized in-plane by "
+               "up to ±9 %, volumes rescaled)")
+    what = {"vae": f"{len(outcome.data.train)} frames", "anatomy": anatomy,
             "motion": f"{len(outcome.data.train)} frame latents"}[args.variant]
     training_data = (f"{what} of {args.studies} simulated short-axis cine studies of thorax-phantom patients "
                      f"({groups}): bSSFP magnitude with coil shading, Rician noise and contrast varied, {p['matrix']}² × "
@@ -326,6 +372,10 @@ RECIPE = Recipe(
         Option(("--frames",), {"type": int, "default": 20, "help": "frames per cycle of the studies (default: 20)"}),
         Option(("--data",), {"metavar": "DIR", "help": "the study cache to use and fill, shareable between stages and "
                                                        "runs with the same --seed (default: <out>/data)"}),
+        Option(("--affine-copies",), {"type": int, "default": 5,
+                                      "help": "anatomy LDM: resized copies of each training study's end-diastolic "
+                                              "stack, in-plane scale ±9 %%, volumes rescaled (default: 5, the paper's; "
+                                              "0: none)"}),
         Option(("--timesteps",), {"type": int, "default": 1000, "help": "DDPM timesteps of the LDMs (default: 1000)"}),
         Option(("--prediction",), {"choices": ("v", "epsilon"), "default": "v",
                                    "help": "what the LDMs predict: v (default; stable after short runs) or epsilon (the "
@@ -348,6 +398,7 @@ RECIPE = Recipe(
     defaults={"steps": 3000, "batch_size": 4, "lr": 1e-4},
     sources=(PHANTOM,),
     read_with={"--vae": ("--variant", ("anatomy", "motion")), "--anatomy": ("--variant", ("motion",)),
+               "--affine-copies": ("--variant", ("anatomy",)),
                **dict.fromkeys(("--timesteps", "--prediction", "--cfg-dropout"), ("--variant", ("anatomy", "motion"))),
                **dict.fromkeys(("--perceptual-weight", "--adv-weight", "--dice-weight", "--kl-weight",
                                 "--decoder-only"),
