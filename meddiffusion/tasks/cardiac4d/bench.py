@@ -623,8 +623,8 @@ def _table(model_id, steps, quick, control, validity, usefulness, realism, round
 
     u = usefulness
     seeds = ", ".join(str(p["seed"]) for p in u["per_seed"])
-    lines += ["", f"Usefulness: 2D UNet (BasicUNet, {u['steps']} steps × {u['batch']} slices), Dice on "
-              f"{u['test_cines']} held-out phantom cines, means over the segmenter seeds {seeds}", ""]
+    lines += ["", f"Usefulness: 2D UNet (BasicUNet, {u['steps']} steps × {u['batch']} slices, nnU-Net's intensity "
+              f"augmentations), Dice on {u['test_cines']} held-out phantom cines, means over the segmenter seeds {seeds}", ""]
     lines += markdown_table(
         ("trained on", "Dice RV", "Dice MYO", "Dice LV", "mean Dice", "s to train"),
         [(f"{u['train_cines']} phantom cines", *[f"{u['phantom_only'][k]:.3f}" for k in (*CLASSES, "mean")],
