@@ -121,16 +121,18 @@ def test_the_tasks_own_options_are_offered_and_make_a_command_the_cli_takes(pane
     ui.settingsCollapsibleButton.setProperty("collapsed", False)  # a folded section disables its widgets here
     ui.taskComboBox.setCurrentIndex(ui.taskComboBox.findData("cardiac4d"))
     choices, numbers = form_rows(ui.taskOptionsWidget), form_rows(ui.taskSettingsWidget)
-    assert list(choices) == ["Variant:", "Vae model:", "Anatomy model:", "Prediction:"]
+    assert list(choices) == ["Variant:", "Vae model:", "Anatomy model:", "Prediction:", "Decoder only:"]
     assert items(choices["Variant:"]) == ["vae", "anatomy", "motion"]
     assert items(choices["Vae model:"])[0] == "(default)" and "cardiac4d-vae-small" in items(choices["Vae model:"])
     assert "tiny-ldct" not in items(choices["Vae model:"])  # only the task's own models
     assert numbers["Studies:"].value() == 360 and numbers["Kl weight:"].decimals() == 9
     assert numbers["Kl weight:"].value() == pytest.approx(1e-7) and "KL weight" in numbers["Kl weight:"].toolTip()
     assert not choices["Vae model:"].isEnabled() and numbers["Kl weight:"].isEnabled()  # a VAE run
+    assert choices["Decoder only:"].isEnabled() and not numbers["Affine copies:"].isEnabled()
     choices["Variant:"].setCurrentIndex(2)
     assert choices["Vae model:"].isEnabled() and choices["Anatomy model:"].isEnabled()
     assert not numbers["Kl weight:"].isEnabled() and numbers["Timesteps:"].isEnabled()
+    assert not choices["Decoder only:"].isEnabled() and not numbers["Affine copies:"].isEnabled()
     choices["Vae model:"].setCurrentIndex(choices["Vae model:"].findText("cardiac4d-vae-small"))
     numbers["Studies:"].setValue(8)
     assert panel.parameters.taskOptions == '{"--variant": "motion", "--vae": "cardiac4d-vae-small", "--studies": 8}'
