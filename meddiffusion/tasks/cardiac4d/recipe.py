@@ -94,6 +94,8 @@ def build_data(args, progress) -> TrainingData:
     if getattr(args, "decoder_only", False) and (args.variant != "vae" or not getattr(args, "from_model", None)):
         raise ValueError("--decoder-only fine-tunes the image decoder of a VAE card: use it with --variant vae and "
                          "name the card with --from-model")
+    if args.affine_copies < 0:
+        raise ValueError(f"--affine-copies must be >= 0, got {args.affine_copies}")
     if args.variant == "vae" and args.anatomy:
         raise ValueError("--anatomy names the anatomy model a motion model runs with; it is read with --variant "
                          "motion only")
@@ -132,29 +134,21 @@ def build_data(args, progress) -> TrainingData:
 
 def _latents(args, studies, folder, protocol, progress):
     """Every study's latents under the VAE, cached per VAE (its sha256) beside the studies."""
-    import numpy as np
-    import torch
-
-    from meddiffusion.files import atomic_write
     from meddiffusion.tasks.cardiac4d.data import encode_studies
-    from meddiffusion.tasks.cardiac4d.model import build_network
 
     entry = _vae_entry(args)
     if entry.architecture["grid"]["matrix"] != protocol.matrix:
         raise ValueError(f"--vae '{entry.id}' learned a {entry.architecture['grid']['matrix']}² grid; the studies are "
                          f"{protocol.matrix}²")
-    path = folder / f"latents-{entry.sha256[:12]}.npz"
     names = [s.path.name for s in studies]
-    if path.exists():
-        with np.load(path) as stored:
-            if all(name in stored for name in names):
-                return [stored[name] for name in names], entry
-    vae = build_network(entry.architecture, entry.state_dict())
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with progress.stage("encode", total=len(studies)) as step:
-        latents = encode_studies(vae.to(device), studies, protocol.depth, device, callback=step)
-    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **dict(zip(names, latents))))
-    return latents, entry
+
+    def encode() -> dict:
+        vae, device = _vae_on_device(entry)
+        with progress.stage("encode", total=len(studies)) as step:
+            return dict(zip(names, encode_studies(vae, studies, protocol.depth, device, callback=step)))
+
+    arrays = _cached(folder / f"latents-{entry.sha256[:12]}.npz", names, encode)
+    return [arrays[name] for name in names], entry
 
 
 def _anatomy_copies(args, studies, folder, protocol, progress) -> list:
@@ -162,37 +156,56 @@ def _anatomy_copies(args, studies, folder, protocol, progress) -> list:
     import json
 
     import numpy as np
-    import torch
 
-    from meddiffusion.files import atomic_write
-    from meddiffusion.tasks.cardiac4d import data
-    from meddiffusion.tasks.cardiac4d.model import build_network
+    from meddiffusion.tasks.cardiac4d.data import affine_copies
 
-    if args.affine_copies < 0:
-        raise ValueError(f"--affine-copies must be >= 0, got {args.affine_copies}")
-    if args.affine_copies == 0:
+    n = args.affine_copies
+    if n == 0:
         return []
     entry = _vae_entry(args)
-    path = folder / f"anatomy-copies-{entry.sha256[:12]}-s{args.seed}-n{args.affine_copies}.npz"
     names = [s.path.name for s in studies]
+
+    def resize() -> dict:
+        vae, device = _vae_on_device(entry)
+        with progress.stage("resized copies", total=len(studies)) as step:
+            copies = affine_copies(studies, vae, protocol.depth, n, args.seed, device, callback=step)
+        arrays = {}
+        for k, name in enumerate(names):
+            chunk = copies[k * n : (k + 1) * n]
+            arrays[name] = np.stack([mu for mu, _ in chunk])
+            arrays[f"{name}.values"] = np.asarray(json.dumps([values for _, values in chunk]))
+        return arrays
+
+    path = folder / f"anatomy-copies-{entry.sha256[:12]}-s{args.seed}-n{n}.npz"
+    arrays = _cached(path, names + [f"{name}.values" for name in names], resize)
+    return [(mu, values) for name in names
+            for mu, values in zip(arrays[name], json.loads(str(arrays[f"{name}.values"])))]
+
+
+def _vae_on_device(entry):
+    """The card's VAE on the GPU when there is one, and that device."""
+    import torch
+
+    from meddiffusion.tasks.cardiac4d.model import build_network
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return build_network(entry.architecture, entry.state_dict()).to(device), device
+
+
+def _cached(path, keys: list[str], make) -> dict:
+    """The arrays ``keys`` from the npz ``path`` when it holds them all; else ``make()``'s, written there atomically
+    (the stages and later runs share what one encoded)."""
+    import numpy as np
+
+    from meddiffusion.files import atomic_write
+
     if path.exists():
         with np.load(path) as stored:
-            if all(name in stored for name in names):
-                return [(mu, values) for name in names
-                        for mu, values in zip(stored[name], json.loads(str(stored[f"{name}.values"])))]
-    vae = build_network(entry.architecture, entry.state_dict())
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with progress.stage("resized copies", total=len(studies)) as step:
-        copies = data.affine_copies(studies, vae.to(device), protocol.depth, args.affine_copies, args.seed, device,
-                                    callback=step)
-    n = args.affine_copies
-    arrays = {}
-    for k, name in enumerate(names):
-        chunk = copies[k * n : (k + 1) * n]
-        arrays[name] = np.stack([mu for mu, _ in chunk])
-        arrays[f"{name}.values"] = np.asarray(json.dumps([values for _, values in chunk]))
+            if all(key in stored for key in keys):
+                return {key: stored[key] for key in keys}
+    arrays = make()
     atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
-    return copies
+    return arrays
 
 
 def _groups(studies) -> dict[str, int]:
