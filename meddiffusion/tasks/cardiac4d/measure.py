@@ -159,7 +159,7 @@ def exclude_open_end_slices(labels, fraction: float = END_SLICE_ENCLOSED_FRACTIO
             if len(slices) == 0:
                 break
             ends = sorted({int(slices[0]), int(slices[-1])})
-            _, share = _border_shares(frame[ends][None], lv[ends][None])
+            _, _, share = _border_shares(frame[ends][None], lv[ends][None])
             open_ends = [s for s, value in zip(ends, share[0]) if value < fraction]
             if not open_ends:
                 break
@@ -170,21 +170,21 @@ def exclude_open_end_slices(labels, fraction: float = END_SLICE_ENCLOSED_FRACTIO
 
 
 # -- rules ---------------------------------------------------------------------------------------
-def _border_shares(labels, lv) -> tuple[np.ndarray, np.ndarray]:
+def _border_shares(labels, lv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The LV border (pixels 4-adjacent to the cavity, outside it; beyond the image is background) of each
-    (frame, slice), padded by one pixel, and the share of it that is myocardium (0 where there is no cavity)."""
+    (frame, slice) and the labels it indexes, both padded by one pixel, and the share of the border that is
+    myocardium (0 where there is no cavity)."""
     pad = ((0, 0), (0, 0), (1, 1), (1, 1))
     lv, labels = np.pad(lv, pad), np.pad(labels, pad)
     border = ndimage.binary_dilation(lv, _IN_PLANE) & ~lv
     total = border.sum(axis=(2, 3))
     muscle = (border & (labels == LABELS["myo"])).sum(axis=(2, 3))
-    return border, np.where(total > 0, muscle / np.maximum(total, 1), 0.0)
+    return border, labels, np.where(total > 0, muscle / np.maximum(total, 1), 0.0)
 
 
 def _enclosure(labels, lv, has_lv, single, figures) -> list[str]:
     """The share of each LV slice's border that is myocardium, against the limit of its place in the run."""
-    border, shares = _border_shares(labels, lv)
-    labels = np.pad(labels, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    border, labels, shares = _border_shares(labels, lv)
     failures = []
     worst = 1.0
     for f in range(lv.shape[0]):
