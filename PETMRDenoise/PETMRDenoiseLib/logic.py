@@ -46,8 +46,9 @@ __all__ = [
     "copy_units", "ijk_to_world", "lesion_regions", "PETMRDenoiseLogic",
 ]
 
-#: CSRD's Heun steps on a GPU and on a CPU when a card says nothing (the cards' own counts win)
-DEFAULT_STEPS, CPU_STEPS = 32, 4
+#: Heun steps on a GPU and on a CPU when a card says nothing (the cards' own counts win): the
+#: backend's measured default, one step (``meddiffusion.tasks.petmr.model.DEFAULT_STEPS``)
+DEFAULT_STEPS, CPU_STEPS = 1, 1
 #: the backend accepts 1-1000 Heun steps
 MAX_STEPS = 1000
 DEVICES = ("auto", "cpu", "cuda")

@@ -185,6 +185,17 @@ def test_model_choices_follow_the_cards_rank_and_per_device_steps():
     assert [reads_mr(entry) for entry in entries] == [False, True, True]  # use_mr defaults to True
 
 
+def test_a_card_without_steps_gets_the_backends_measured_default():
+    from meddiffusion.tasks.petmr.model import DEFAULT_STEPS
+    from PETMRDenoiseLib.logic import CPU_STEPS
+    from PETMRDenoiseLib.logic import DEFAULT_STEPS as GPU_STEPS
+
+    assert (GPU_STEPS, CPU_STEPS) == (DEFAULT_STEPS["cuda"], DEFAULT_STEPS["cpu"])
+    bare = card("bare", use_mr=True, rank=1)
+    del bare["architecture"]["sampler"]
+    assert model_choices([bare])[0].default_steps_for("cpu") == DEFAULT_STEPS["cpu"]
+
+
 # -- display --------------------------------------------------------------------------------
 def test_input_and_denoised_side_by_side_fused_over_the_mr(scene, pet, mr, slice_views):
     denoised = mrml_fixtures.add_volume(scene, pet_phantom.brain_pet(noise=0.0), name="Brain denoised",

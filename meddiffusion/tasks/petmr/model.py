@@ -37,9 +37,12 @@ TASK = "petmr"
 SIGMA_DATA = 0.5
 P_MEAN, P_STD = -1.2, 1.2
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
-#: Heun steps by device: on a CPU 4 steps (7 network passes) keep a 128³ volume within ~2 min
-#: with the ``small`` network (one 128³ pass: 17 s on 2 busy cores); CSRD samples with 100
-DEFAULT_STEPS = {"cpu": 4, "cuda": 32}
+#: Heun steps by device, chosen by measurement (docs/experiments/petmr.md): one step returns the
+#: denoiser's estimate from σ_max (the minimum-mean-squared-error answer); with a few steps Heun's
+#: trapezoid over a step tens of σ wide multiplies the denoiser's disagreement between levels and
+#: ruins the sample. CSRD samples with 100; raise it only where ``meddiff bench petmr``'s sweep
+#: shows more steps help a model
+DEFAULT_STEPS = {"cpu": 1, "cuda": 1}
 #: the residual's factor in the diffused space (about σ_data over its std inside the body)
 RESIDUAL_SCALE = 20.0
 #: training patch (CSRD: 64³). The inference window is the patch a model was trained on: its
