@@ -68,7 +68,7 @@ LESION_TABLE_SUFFIX = "lesion SUV"
 WINDOW_PERCENTILE = 99.9
 #: attribute of the output holding what the backend reported (registration, total activity)
 PETMR_ATTRIBUTE = ATTRIBUTE_PREFIX + "petmr"
-REPORTED = ("mr_guided", "registration", "total_activity_ratio", "total_rescaled", "summary")
+REPORTED = ("steps", "samples", "mr_guided", "registration", "total_activity_ratio", "total_rescaled", "summary")
 
 
 class PETMRDenoiseParameters(ParameterSet):

@@ -153,6 +153,15 @@ def test_outside_training_warns_with_the_range():
     assert len(both) == 2 and both[0].startswith("EDV 60 ml") and both[1].startswith("EF 80 %")
 
 
+def test_a_stack_shorter_or_longer_than_the_groups_training_stacks_warns():
+    assert outside_training(make_request("DCM", 280, ef_percent=25, slices=10)) == []
+    assert outside_training(make_request("DCM", 280, ef_percent=25, slices=9)) == [
+        "9 slices is outside the DCM training stacks' 10-14 slices (the stack covers the heart): the model "
+        "extrapolates"]
+    assert outside_training(make_request("NOR", 140, ef_percent=62, slices=9)) == []
+    assert outside_training(make_request("HCM", 110, ef_percent=70, slices=14))[0].startswith("14 slices")
+
+
 def test_within_the_margin_there_is_no_warning():
     assert outside_training(make_request("DCM", 340, ef_percent=37)) == []      # 320 · 1.0625, 35 · 1.057
     assert math.isclose(TRAINING_MARGIN, 0.10)

@@ -102,15 +102,34 @@ def test_whole_volume_heun_sampler_reaches_the_gaussian_oracles_answer_through_s
     cond = conditions(model, np.zeros((10, 12, 9), np.float32), None)
     r = sample_residual(model, cond, steps=steps, overlap=0.5, seed=3).double()
     noise = torch.randn((1, 1, *cond.shape[2:]), generator=torch.Generator().manual_seed(3))
-    exact = mu + s * (noise.double() * 80.0 - mu) / math.sqrt(s**2 + 80.0**2)
+    top = model.sigma_max
+    exact = mu + s * (noise.double() * top - mu) / math.sqrt(s**2 + top**2)
     assert (r - exact).abs().max() < 0.03  # Heun's error at 40 steps (test_diffusion.py)
 
     def ideal(x, sigma):  # the same denoiser applied directly, without windows or preconditioning
         v = sigma.view(-1, 1, 1, 1, 1) ** 2
         return (s**2 * x + v * mu) / (s**2 + v)
 
-    direct = heun_sample(ideal, noise, steps)
+    direct = heun_sample(ideal, noise, steps, sigma_max=top)
     assert (r - direct.double()).abs().max() < 1e-4
+
+
+def test_averaged_samples_are_the_mean_of_the_seeds_and_approach_the_posterior_mean():
+    """``samples = K`` averages the samples from seeds seed .. seed + K - 1. For N(mu, s²) each
+    sample keeps its start noise with std s·σ_max/√(s² + σ_max²); the mean of K keeps 1/√K of it."""
+    mu, s = 0.3, 0.5
+    model = PetmrModel(_GaussianOracle(mu, s), use_mr=False, window=8)
+    cond = conditions(model, np.zeros((10, 12, 9), np.float32), None)
+    ticks = []
+    mean = sample_residual(model, cond, steps=4, seed=3, samples=3, callback=lambda done, total: ticks.append((done, total)))
+    each = [sample_residual(model, cond, steps=4, seed=seed) for seed in (3, 4, 5)]
+    assert torch.allclose(mean, sum(each) / 3, atol=1e-6)
+    assert ticks[-1] == (12, 12) and len(ticks) == 12
+    many = sample_residual(model, cond, steps=40, seed=0, samples=16).double()
+    noise = sum(torch.randn((1, 1, *cond.shape[2:]), generator=torch.Generator().manual_seed(k)) for k in range(16)) / 16
+    top = model.sigma_max
+    assert (many - (mu + s * (noise.double() * top - mu) / math.sqrt(s**2 + top**2))).abs().max() < 0.03
+    assert float(many.std()) < 0.4 * float(each[0].std())  # 1/√16 of one sample's spread, with margin
 
 
 class _Pointwise(torch.nn.Module):

@@ -12,7 +12,7 @@ import torch
 from meddiffusion.io import Volume
 from meddiffusion.physics.pet import PetProtocol
 from meddiffusion.tasks.petmr import SPEC, infer
-from meddiffusion.tasks.petmr.model import (RESIDUAL_SCALE, architecture_of, denormalize_pet, normalize_mr,
+from meddiffusion.tasks.petmr.model import (DEFAULT_SAMPLES, RESIDUAL_SCALE, architecture_of, denormalize_pet, normalize_mr,
                                             normalize_pet, pet_range)
 
 #: subjects small enough for tests: 8 mm voxels, 32 views, OSEM 2 × 8
@@ -138,6 +138,8 @@ def test_the_model_follows_whether_an_mr_is_given(tiny_models):
         infer.check_arguments(argparse.Namespace(model=pet_only, mr="mr.nrrd", overlap=0.25), frozenset())
     with pytest.raises(ValueError, match="overlap"):
         infer.check_arguments(argparse.Namespace(model=None, mr=None, overlap=1.0), frozenset())
+    with pytest.raises(ValueError, match="--samples must be 1-64"):
+        infer.check_arguments(argparse.Namespace(model=None, mr=None, overlap=0.25, samples=0), frozenset())
 
 
 @pytest.mark.parametrize("with_mr", [True, False])
@@ -155,7 +157,7 @@ def test_the_command_path_denoises_a_tiny_pet_on_its_grid_in_its_units(tiny_mode
     write_volume(mr, tmp_path / "mr.nrrd")
     args = argparse.Namespace(_task=SPEC, pet=str(tmp_path / "pet.nrrd"), mr=str(tmp_path / "mr.nrrd") if with_mr
                               else None, output=str(tmp_path / "out.nrrd"), model=tiny_models[0 if with_mr else 1],
-                              steps=2, batch_size=2,
+                              steps=2, batch_size=2, samples=2 if with_mr else None,
                               overlap=0.25, seed=0, device="cpu", threads=1, precision="auto",
                               no_value_check=False)
     result = run_command(args, Progress())
@@ -164,6 +166,7 @@ def test_the_command_path_denoises_a_tiny_pet_on_its_grid_in_its_units(tiny_mode
     assert out.array.min() >= 0 and 0.5 < out.array.max() / pet.array.max() < 2  # SUV, not the network's scale
     assert abs(out.array.sum() / pet.array.sum() - 1) <= infer.TOTAL_TOLERANCE + 1e-4
     assert result["model"] == ("tiny-petmr" if with_mr else "tiny-petmr-nomr") and result["steps"] == 2
+    assert result["samples"] == (2 if with_mr else DEFAULT_SAMPLES["cpu"])  # asked, or the card's
     assert ("registration" in result) == with_mr and "total activity" in result["summary"]
 
 

@@ -4,8 +4,8 @@ A request names an ACDC group and the left ventricle's end-diastolic volume (EDV
 its end-systolic volume (ESV) or its ejection fraction (EF = 100 · (EDV − ESV) / EDV). It is
 refused when a number is outside what the model can draw (EDV 40-500 ml, EF 5-85 %, 6-16
 slices, the network's stack depth being 16, and 10-50 frames) or when the volumes contradict the
-diagnosis's own definition. Volumes outside the group's training range are allowed, with a
-warning (:func:`outside_training`).
+diagnosis's own definition. Volumes and slice counts outside the group's training range are
+allowed, with a warning (:func:`outside_training`).
 
 Diagnostic criteria
 -------------------
@@ -38,7 +38,7 @@ import math
 from dataclasses import asdict, dataclass
 
 __all__ = ["DIAGNOSIS_IDS", "DIAGNOSIS_NAMES", "Request", "make_request", "TRAINING_RANGES", "TRAINING_MARGIN",
-           "outside_training", "LIMITS", "BSA_RANGE_M2"]
+           "TRAINING_SLICES", "outside_training", "LIMITS", "BSA_RANGE_M2"]
 
 #: the network's class ids (0 is "unknown")
 DIAGNOSIS_IDS = {"NOR": 1, "MINF": 2, "DCM": 3, "HCM": 4, "RV": 5}
@@ -60,6 +60,10 @@ TRAINING_RANGES = {
 }
 #: the model learned volumes measured on the phantom's labels, which differ a few % from its parameters
 TRAINING_MARGIN = 0.10
+#: slices of the training stacks by group (the shipped models' 440 studies, dataset seed 1): the
+#: stack covers the heart, so larger hearts have more slices and a dilated heart was never drawn
+#: in 9
+TRAINING_SLICES = {"NOR": (9, 13), "MINF": (10, 14), "DCM": (10, 14), "HCM": (10, 13), "RV": (9, 13)}
 
 _NOR_EDV_MAX = 90.0 * BSA_RANGE_M2[1]       # 198 ml
 _DCM_EDV_MIN = 100.0 * BSA_RANGE_M2[0]      # 160 ml
@@ -129,6 +133,10 @@ def outside_training(request: Request) -> list[str]:
         if not low * (1 - TRAINING_MARGIN) <= value <= high * (1 + TRAINING_MARGIN):
             warnings.append(f"{label} {_fmt(value)}{unit} is outside the {request.diagnosis} training range "
                             f"{_fmt(low)}-{_fmt(high)}{unit}: the model extrapolates")
+    low, high = TRAINING_SLICES[request.diagnosis]
+    if not low <= request.slices <= high:
+        warnings.append(f"{request.slices} slices is outside the {request.diagnosis} training stacks' {low}-{high} "
+                        f"slices (the stack covers the heart): the model extrapolates")
     return warnings
 
 

@@ -47,7 +47,12 @@ checked against the input's and kept within 1 %.""",
         Option(("--overlap",), {"type": float, "default": 0.25, "help": "overlap of the sliding windows for volumes "
                                                                        "larger than the model's window, from 0 "
                                                                        "to below 1 (default: 0.25)"}),
-        Option(("--seed",), {"type": int, "default": 0, "help": "seed of the sampler's starting noise (default: 0)"}),
+        Option(("--seed",), {"type": int, "default": 0, "help": "seed of the sampler's starting noise; sample k "
+                                                               "starts from seed + k (default: 0)"}),
+        Option(("--samples",), {"type": int, "default": None, "help": "samples averaged, each from its own "
+                                                                     "starting noise; their mean estimates the "
+                                                                     "posterior mean (default: the model card's, "
+                                                                     "3 on a CPU)"}),
     ),
     infer="meddiffusion.tasks.petmr.infer:run",
     check_arguments="meddiffusion.tasks.petmr.infer:check_arguments",

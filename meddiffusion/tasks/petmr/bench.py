@@ -37,10 +37,11 @@ GAUSSIAN_FWHM_MM = (2.0, 3.0, 4.0, 6.0, 8.0)
 #: NLM's h and BM4D's σ as fractions of the image's 99th percentile (scale-free)
 NLM_H = (0.02, 0.04, 0.08, 0.16)
 BM4D_SIGMA = (0.02, 0.04, 0.08)
-#: Heun steps compared on the tuning subjects (the CPU default is chosen from this sweep)
-SWEEP_STEPS = (1, 2, 4, 8)
+#: (Heun steps, samples averaged) compared on the tuning subjects (the CPU defaults are chosen
+#: from this sweep): steps at one sample, then samples at one step
+SWEEP = ((1, 1), (2, 1), (4, 1), (8, 1), (1, 2), (1, 3), (1, 4))
 SWEEP_CROP = 64
-#: the model the Heun-steps sweep and the 128³ timing use
+#: the model the sampler sweep and the 128³ timing use
 GUIDED = "petmr-csrd-small"
 #: (label, model id) of the network rows
 NETWORKS = (
@@ -189,13 +190,14 @@ def _network_fn(model_id: str, device):
     def fn(subject):
         low = subject.low[DRF]
         return denoise(model, low, _mr_for(model, low, subject.mr), steps=model.default_steps(device),
-                       device=device)[0].array
+                       device=device)[0].array  # and the card's samples
 
     return fn
 
 
 def speed_128(model_id: str, device) -> float | None:
-    """Seconds for the MR-guided model on a 128³ brain-like volume at its default steps (registration included)."""
+    """Seconds for the MR-guided model on a 128³ brain-like volume at its default steps and samples
+    (registration included)."""
     from meddiffusion.io import Volume
     from meddiffusion.tasks.petmr.infer import denoise
     from meddiffusion.tasks.petmr.model import load_model
@@ -214,8 +216,8 @@ def speed_128(model_id: str, device) -> float | None:
     return clocked(run)[1]
 
 
-def steps_sweep(model_id: str, subjects: list, device, steps=SWEEP_STEPS) -> dict[int, dict[str, float]]:
-    """PSNR/SSIM and seconds of ``model_id`` by Heun steps on the central 64³ of ``subjects``
+def sampler_sweep(model_id: str, subjects: list, device, settings=SWEEP) -> dict[str, dict[str, float]]:
+    """PSNR/SSIM and seconds of ``model_id`` by ``"<steps>×<samples>"`` on the central 64³ of ``subjects``
     (training subjects: the default is chosen off the held-out set; the crop keeps the sweep to
     minutes)."""
     from meddiffusion.io import Volume
@@ -232,12 +234,12 @@ def steps_sweep(model_id: str, subjects: list, device, steps=SWEEP_STEPS) -> dic
                                      low.direction, modality=volume.modality, units=volume.units)
         cases.append((crop(low), None if mr is None else crop(mr), _crop(subject.full.array, SWEEP_CROP)))
     sweep = {}
-    for n in steps:
+    for steps, samples in settings:
         figures = []
         for low, mr, full in cases:
-            (out, _), seconds = clocked(denoise, model, low, mr, steps=n, device=device)
+            (out, _), seconds = clocked(denoise, model, low, mr, steps=steps, samples=samples, device=device)
             figures.append((psnr_minmax(out.array, full), ssim_minmax(out.array, full), seconds))
-        sweep[n] = dict(zip(("psnr", "ssim", "seconds"), np.mean(figures, axis=0).tolist()))
+        sweep[f"{steps}×{samples}"] = dict(zip(("psnr", "ssim", "seconds"), np.mean(figures, axis=0).tolist()))
     return sweep
 
 
@@ -247,7 +249,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     networks = [(label, m) for label, m in networks if m not in missing]
     tune = [heldout_subject(i, dataset_seed=0) for i in TUNE_SUBJECTS]
     tuned = tune_classical(tune, progress)
-    sweep = None if quick or not installed("petmr", GUIDED) else steps_sweep(GUIDED, tune, device)
+    sweep = None if quick or not installed("petmr", GUIDED) else sampler_sweep(GUIDED, tune, device)
     del tune
 
     def classical(name):
@@ -277,11 +279,11 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     seconds_128 = None if quick else speed_128(GUIDED, device)
     lines = _table(rows, count, missing, tuned, seconds_128)
     if sweep:
-        lines += ["", f"{GUIDED} by Heun steps on the central {SWEEP_CROP}³ of the tuning subjects: "
+        lines += ["", f"{GUIDED} by Heun steps × samples averaged on the central {SWEEP_CROP}³ of the tuning subjects: "
                   + "; ".join(f"{n}: {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}, {v['seconds']:.0f} s"
                               for n, v in sweep.items())]
     return result(lines, device, rows=rows, subjects=subjects, per_subject=per_method, tuned=tuned,
-                  seconds_128=seconds_128, steps_sweep=sweep, missing=missing, paper=PAPER_SETTING)
+                  seconds_128=seconds_128, sampler_sweep=sweep, missing=missing, paper=PAPER_SETTING)
 
 
 def _summary(values: list[dict]) -> dict:
@@ -318,7 +320,7 @@ def _table(rows: dict, count: int, missing: list[str], tuned: dict, seconds_128)
         f"{name} {', '.join(f'{value}: {psnr:.2f}' for value, psnr in scores.items())}"
         for name, scores in tuned["scores"].items())]
     if seconds_128 is not None:
-        lines += [f"{GUIDED} on a 128³ volume at its default steps (MR registration included): "
+        lines += [f"{GUIDED} on a 128³ volume at its default steps and samples (MR registration included): "
                   f"{seconds_128:.0f} s"]
     lines += ["", PAPER_SETTING]
     if missing:

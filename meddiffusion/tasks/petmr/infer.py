@@ -43,10 +43,13 @@ MIN_OVERLAP = 0.5
 
 
 def check_arguments(args, wanted) -> None:  # noqa: ARG001 - one output
-    """--overlap in [0, 1); without --model the cards' first model that matches whether an MR is given."""
+    """--overlap in [0, 1), --samples in 1..MAX_SAMPLES; without --model the cards' first model that
+    matches whether an MR is given."""
     overlap = getattr(args, "overlap", 0.25)
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"--overlap must be in [0, 1), got {overlap}")
+    if getattr(args, "samples", None) is not None:
+        PetmrModel.check_samples(args.samples)
     with_mr = bool(getattr(args, "mr", None))
     if args.model is None:
         args.model = default_model_for(with_mr, getattr(args, "device", "cpu") or "cpu")
@@ -144,8 +147,10 @@ def conditions(model: PetmrModel, low_n: np.ndarray, mr_n: np.ndarray | None, de
 
 
 def sample_residual(model: PetmrModel, cond: torch.Tensor, *, steps: int, overlap: float = 0.25,
-                    batch_size: int = 1, seed: int = 0, window: int | None = None, callback=None) -> torch.Tensor:
-    """r̂ (1, 1, D', H', W'): the Heun sampler over the whole (padded) volume, each pass through sliding windows."""
+                    batch_size: int = 1, seed: int = 0, window: int | None = None, callback=None,
+                    samples: int = 1) -> torch.Tensor:
+    """r̂ (1, 1, D', H', W'): the Heun sampler over the whole (padded) volume, each pass through sliding windows;
+    the mean of ``samples`` samples from seeds ``seed``, ``seed + 1``, ... (``callback(done, steps × samples)``)."""
     from monai.inferers import SlidingWindowInferer
 
     window = int(window or model.window)
@@ -166,14 +171,21 @@ def sample_residual(model: PetmrModel, cond: torch.Tensor, *, steps: int, overla
     def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return precond.denoise(net_fn, x, sigma, cond)
 
-    generator = torch.Generator(device=cond.device).manual_seed(int(seed))
-    with torch.inference_mode():
-        return heun_sample(denoiser, (1, 1, *cond.shape[2:]), steps, generator, model.sigma_min, model.sigma_max,
-                           model.rho, device=cond.device, callback=callback)
+    total = int(steps) * int(samples)
+    mean = None
+    for k in range(int(samples)):
+        generator = torch.Generator(device=cond.device).manual_seed(int(seed) + k)
+        done = (lambda i, _n, k=k: callback(k * steps + i, total)) if callback is not None else None
+        with torch.inference_mode():
+            r = heun_sample(denoiser, (1, 1, *cond.shape[2:]), steps, generator, model.sigma_min, model.sigma_max,
+                            model.rho, device=cond.device, callback=done)
+        mean = r if mean is None else mean + (r - mean) / (k + 1)
+    return mean
 
 
 def denoise(model: PetmrModel, pet: Volume, mr: Volume | None = None, *, steps: int, overlap: float = 0.25,
-            batch_size: int = 1, seed: int = 0, device="cpu", callback=None) -> tuple[Volume, dict]:
+            batch_size: int = 1, seed: int = 0, device="cpu", callback=None,
+            samples: int | None = None) -> tuple[Volume, dict]:
     """The denoised PET on ``pet``'s grid and units (``mr`` already on that grid), and its activity check."""
     if model.use_mr and mr is None:
         raise ValueError(f"model '{model.id}' is MR-guided and needs the MR")
@@ -181,8 +193,9 @@ def denoise(model: PetmrModel, pet: Volume, mr: Volume | None = None, *, steps: 
     low_n = normalize_pet(pet.array.astype(np.float32), scale)
     mr_n = normalize_mr(mr.array) if model.use_mr else None
     cond = conditions(model, low_n, mr_n, device)
+    samples = model.default_samples(device) if samples is None else model.check_samples(samples)
     r = sample_residual(model, cond, steps=steps, overlap=overlap, batch_size=batch_size, seed=seed,
-                        callback=callback)
+                        callback=callback, samples=samples)
     depth, height, width = pet.shape
     full_n = low_n + r[0, 0, :depth, :height, :width].float().cpu().numpy() / model.residual_scale
     out = np.clip(denormalize_pet(full_n, scale), 0.0, None).astype(np.float32)
@@ -199,10 +212,13 @@ def denoise(model: PetmrModel, pet: Volume, mr: Volume | None = None, *, steps: 
 def run(job) -> tuple[dict, dict]:
     """The task's ``infer``: the denoised PET on the input's grid, with the registration and activity figures."""
     model: PetmrModel = job.model
-    steps = model.check_steps(job.steps) if model.objective == "edm" else 1
+    edm = model.objective == "edm"
+    steps = model.check_steps(job.steps) if edm else 1
+    asked = getattr(job.args, "samples", None)
+    samples = (model.default_samples(job.device) if asked is None else model.check_samples(asked)) if edm else 1
     pet = job.inputs["pet"]
     started = time.perf_counter()
-    info: dict = {"model": model.id, "steps": steps, "mr_guided": model.use_mr}
+    info: dict = {"model": model.id, "steps": steps, "samples": samples, "mr_guided": model.use_mr}
     mr = None
     if model.use_mr:
         if job.inputs.get("mr") is None:
@@ -210,9 +226,9 @@ def run(job) -> tuple[dict, dict]:
         with job.progress.stage("register MR", total=1) as step:
             mr, info["registration"] = register_mr(pet, job.inputs["mr"])
             step()
-    with job.progress.stage("denoise", total=steps) as step:
+    with job.progress.stage("denoise", total=steps * samples) as step:
         out, figures = denoise(model, pet, mr, steps=steps, overlap=job.args.overlap, batch_size=job.args.batch_size,
-                               seed=getattr(job.args, "seed", 0), device=job.device,
+                               seed=getattr(job.args, "seed", 0), device=job.device, samples=samples,
                                callback=lambda done, total: step())
     info.update(figures)
     info["seconds"] = round(time.perf_counter() - started, 2)
@@ -220,7 +236,7 @@ def run(job) -> tuple[dict, dict]:
     where = ("" if reg is None else
              f"; MR {'registered' if reg['registered'] else 'aligned'} (measured {reg['shift_mm']:.1f} mm, "
              f"{reg['rotation_deg']:.1f}°)")
-    info["summary"] = (f"denoised a {'×'.join(map(str, pet.shape[::-1]))} PET with {model.id} ({f'{steps} Heun steps' if model.objective == 'edm' else 'one pass'}, "
+    info["summary"] = (f"denoised a {'×'.join(map(str, pet.shape[::-1]))} PET with {model.id} ({f'{steps} Heun steps, mean of {samples} samples' if edm else 'one pass'}, "
                        f"{'MR-guided' if model.use_mr else 'PET only'}) in {info['seconds']:.1f} s{where}; total "
                        f"activity × {figures['total_activity_ratio']:.3f}"
                        + (" (rescaled to the input's)" if figures["total_rescaled"] else ""))
