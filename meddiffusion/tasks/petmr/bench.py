@@ -190,7 +190,7 @@ def _network_fn(model_id: str, device):
     def fn(subject):
         low = subject.low[DRF]
         return denoise(model, low, _mr_for(model, low, subject.mr), steps=model.default_steps(device),
-                       device=device)[0].array  # and the card's samples
+                       device=device)[0].array
 
     return fn
 

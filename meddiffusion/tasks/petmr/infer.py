@@ -193,7 +193,7 @@ def denoise(model: PetmrModel, pet: Volume, mr: Volume | None = None, *, steps: 
     low_n = normalize_pet(pet.array.astype(np.float32), scale)
     mr_n = normalize_mr(mr.array) if model.use_mr else None
     cond = conditions(model, low_n, mr_n, device)
-    samples = model.default_samples(device) if samples is None else model.check_samples(samples)
+    samples = model.samples_for(samples, device)
     r = sample_residual(model, cond, steps=steps, overlap=overlap, batch_size=batch_size, seed=seed,
                         callback=callback, samples=samples)
     depth, height, width = pet.shape
@@ -214,8 +214,7 @@ def run(job) -> tuple[dict, dict]:
     model: PetmrModel = job.model
     edm = model.objective == "edm"
     steps = model.check_steps(job.steps) if edm else 1
-    asked = getattr(job.args, "samples", None)
-    samples = (model.default_samples(job.device) if asked is None else model.check_samples(asked)) if edm else 1
+    samples = model.samples_for(getattr(job.args, "samples", None), job.device) if edm else 1
     pet = job.inputs["pet"]
     started = time.perf_counter()
     info: dict = {"model": model.id, "steps": steps, "samples": samples, "mr_guided": model.use_mr}

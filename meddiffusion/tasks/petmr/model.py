@@ -8,8 +8,8 @@
   with the same two numbers;
 - **residual**: r = full − low in that space, times ``RESIDUAL_SCALE``, is what EDM diffuses
   (σ_data = 0.5, training noise ln σ ~ N(−1.2, 1.2²), Heun sampling from σ_max to
-  σ_min = 0.002, ρ = 7; see ``SIGMA_MAX`` and ``DEFAULT_SAMPLES`` for the few-step CPU setting). The scale is ours: in this space the residual of a clinical PET is
-  small (std 0.01-0.03 inside the body against CSRD's σ_data = 0.5), and EDM's
+  σ_min = 0.002, ρ = 7; ``SIGMA_MAX`` and ``DEFAULT_SAMPLES`` give the few-step CPU setting).
+  The scale is ours: in this space the residual of a clinical PET is small (std 0.01-0.03 inside the body against CSRD's σ_data = 0.5), and EDM's
   preconditioning assumes data of σ_data's size; unscaled, the network learns the noise levels
   above the residual's size poorly and the sampler's first steps add more than they remove.
 
@@ -123,12 +123,14 @@ class PetmrModel:
         return int(getattr(self.net, "multiple", 1))
 
     def default_steps(self, device: torch.device | str = "cpu") -> int:
-        kind = torch.device(device).type
-        return int(self.steps.get(kind, self.steps.get("cpu", DEFAULT_STEPS["cpu"])))
+        return _for_device(self.steps, device, DEFAULT_STEPS)
 
     def default_samples(self, device: torch.device | str = "cpu") -> int:
-        kind = torch.device(device).type
-        return int(self.samples.get(kind, self.samples.get("cpu", DEFAULT_SAMPLES["cpu"])))
+        return _for_device(self.samples, device, DEFAULT_SAMPLES)
+
+    def samples_for(self, asked: int | None, device: torch.device | str = "cpu") -> int:
+        """The samples to average: ``asked`` (checked), or the card's default for ``device``."""
+        return self.default_samples(device) if asked is None else self.check_samples(asked)
 
     @staticmethod
     def check_samples(samples: int) -> int:
@@ -143,6 +145,16 @@ class PetmrModel:
         if not 1 <= int(steps) <= 1000:
             raise ValueError(f"--steps must be 1-1000 Heun steps, got {steps}")
         return int(steps)
+
+
+def _for_device(table: dict, device: torch.device | str, default: dict) -> int:
+    """A per-device setting: the device type's entry, else the CPU's, else ``default``'s CPU value."""
+    return int(table.get(torch.device(device).type, table.get("cpu", default["cpu"])))
+
+
+def _by_device(value) -> dict:
+    """A card's per-device setting as a dict: ``{"cpu": 4, "cuda": 32}``, or one number for the CPU."""
+    return dict(value) if isinstance(value, dict) else {"cpu": int(value)}
 
 
 def architecture_of(use_mr: bool, network_kwargs: dict, patch: int = PATCH) -> dict:
@@ -178,10 +190,8 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
     if state is not None:
         net.load_state_dict(dict(state))
     sampler = architecture.get("sampler", {})
-    steps = sampler.get("steps", DEFAULT_STEPS)
-    steps = dict(steps) if isinstance(steps, dict) else {"cpu": int(steps)}
-    samples = sampler.get("samples", DEFAULT_SAMPLES)
-    samples = dict(samples) if isinstance(samples, dict) else {"cpu": int(samples)}
+    steps, samples = (_by_device(sampler.get(key, default))
+                      for key, default in (("steps", DEFAULT_STEPS), ("samples", DEFAULT_SAMPLES)))
     return PetmrModel(net.eval(), net.use_mr, steps, int(sampler.get("window", WINDOW)), SIGMA_DATA,
                       float(sampler.get("sigma_min", SIGMA_MIN)), float(sampler.get("sigma_max", SIGMA_MAX)),
                       float(sampler.get("rho", RHO)), entry,
