@@ -236,8 +236,9 @@ def make_val_fn(architecture: dict):
     def val(net, batch):
         sampler.net = net
         ld = normalize(batch["ld"].float())
-        denoised = denormalize(sampler.denoise(ld, sampler.default_steps(ld.device)))
-        quality = image_quality(denoised[:, 0].float().cpu().numpy(), batch["nd"][:, 0].float().cpu().numpy())
+        denoised = denormalize(sampler.denoise(ld, sampler.default_steps(ld.device)))[:, 0].float().cpu().numpy()
+        denoised = np.nan_to_num(denoised, nan=HU_MIN, posinf=HU_MIN + HU_RANGE, neginf=HU_MIN)  # diverged: worst
+        quality = image_quality(denoised, batch["nd"][:, 0].float().cpu().numpy())
         return {"psnr": quality["psnr"], "ssim": quality["ssim"]}
 
     return val
@@ -283,18 +284,33 @@ def training_crops(model: torch.nn.Module, batch: dict[str, torch.Tensor], crop:
 
 #: ``--loss-weighting``: ``noise`` weighs each crop by 1 / its low-dose error; ``none`` is CoreDiff's plain mean
 LOSS_WEIGHTINGS = ("noise", "none")
+#: plain MSEs are taken in units of (100 HU)², the network's own intensity unit: on CoreDiff's
+#: [0, 1] scale (4096 HU per unit) a 20 HU error is an MSE of 2e-5, whose gradients fall under
+#: Adam's epsilon (1e-8) and shrink its steps (docs/experiments/ldct.md, version 3)
+LOSS_UNIT_HU = 100.0
+
+
+def plain_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """MSE of two images on CoreDiff's [0, 1] scale, in units of (``LOSS_UNIT_HU``)²."""
+    return ((a - b) * (HU_RANGE / LOSS_UNIT_HU)).pow(2).mean()
 
 
 def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share: float = 0.25,
                  weighting: str = "noise"):
     """CoreDiff's two-stage loss on random crops, for :class:`meddiffusion.training.Trainer`.
 
-    With ``weighting="noise"`` each crop's two-stage MSE is divided by its low-dose MSE (the
-    weights, without gradient, average to one over the batch): a relative error, so every
-    noise level counts alike. The plain mean is ruled by the noisiest crops (a 7 % dose crop
-    has 100× the MSE of a quiet head), and a model trained on it smooths away the texture of
-    low-noise scans: on validation crops of 3-250 HU noise it lost 1.4 dB on average and 10.8 dB
-    on the quietest, where the weighted loss gained (docs/experiments/ldct.md).
+    ``weighting="none"`` is CoreDiff's plain mean of the two stages' MSEs (:func:`plain_mse`).
+
+    With ``weighting="noise"`` each crop's two-stage MSE is divided by its low-dose MSE (a
+    weight without gradient): a relative error, so every noise level counts alike, and the
+    mean of ``-10 log10`` of it is the PSNR gain the benches report. The plain mean is ruled
+    by the noisiest crops (a 7 % dose crop has 100× the MSE of a quiet head), and a model
+    trained on it smooths away the texture of low-noise scans (docs/experiments/ldct.md).
+
+    The relative error is of order one (1 for the identity). It must not be rescaled to the
+    size of an MSE on CoreDiff's [0, 1] scale (about 1e-5): the gradients would then be about
+    1e-9 per weight, below Adam's epsilon (1e-8), and Adam would take steps many times smaller
+    than its learning rate says (the first version of this loss did, and learnt slowly).
     """
     if weighting not in LOSS_WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {', '.join(LOSS_WEIGHTINGS)}")
@@ -305,11 +321,12 @@ def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share:
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
         model_fn, centre, context, nd = training_crops(model, batch, crop, generator, replicate_share)
         t = diffusion.random_timestep(generator)
-        loss, x0_hat, x0_hat2 = diffusion.two_stage_loss(model_fn, nd, centre, t, context=context)
+        _, x0_hat, x0_hat2 = diffusion.two_stage_loss(model_fn, nd, centre, t, context=context)
         if weighting == "noise":
             weights = 1.0 / (per_crop(centre, nd) + 1e-10)
-            weights = weights / weights.mean()
             loss = (weights * 0.5 * (per_crop(x0_hat, nd) + per_crop(x0_hat2, nd))).mean()
+        else:
+            loss = 0.5 * plain_mse(x0_hat, nd) + 0.5 * plain_mse(x0_hat2, nd)
         rmse_hu = ((x0_hat2.detach() - nd) * HU_RANGE).pow(2).mean().sqrt()
         return loss, {"rmse_hu": rmse_hu}
 

@@ -34,13 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
-from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 from meddiffusion.io import Volume
 from meddiffusion.metrics.image import image_quality
-from meddiffusion.tasks.ldct.data import LDCTPairs, pad_slices, training_crops
+from meddiffusion.tasks.ldct.data import LDCTPairs, pad_slices, plain_mse, training_crops
 from meddiffusion.tasks.ldct.infer import body_box, denoise_volume
 from meddiffusion.tasks.ldct.model import HU_MIN, HU_RANGE, build_model
 from meddiffusion.training import cache, userdata
@@ -190,7 +189,7 @@ def make_self_supervised_loss(diffusion: MeanPreservingDiffusion, crop: int, rep
             proxy = model_fn(centre, last, context, None)
         t = diffusion.random_timestep(generator)
         _, x0_hat, x0_hat2 = diffusion.two_stage_loss(model_fn, proxy, centre, t, context=context)
-        loss = 0.5 * F.mse_loss(x0_hat, target) + 0.5 * F.mse_loss(x0_hat2, target)
+        loss = 0.5 * plain_mse(x0_hat, target) + 0.5 * plain_mse(x0_hat2, target)
         return loss, {"rmse_hu": ((x0_hat2.detach() - target) * HU_RANGE).pow(2).mean().sqrt()}
 
     return loss_fn
