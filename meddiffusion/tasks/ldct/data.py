@@ -229,7 +229,7 @@ def make_val_fn(architecture: dict):
     card's default steps for the device) and scored against their normal dose, PSNR / SSIM in
     [-1000, 1000] HU, as the bench and the registration gate score them."""
     from meddiffusion.metrics.image import image_quality
-    from meddiffusion.tasks.ldct.model import build_model, denormalize, normalize
+    from meddiffusion.tasks.ldct.model import build_model, denormalize, normalize, worst_if_diverged
 
     sampler = build_model(architecture)
 
@@ -237,8 +237,7 @@ def make_val_fn(architecture: dict):
         sampler.net = net
         ld = normalize(batch["ld"].float())
         denoised = denormalize(sampler.denoise(ld, sampler.default_steps(ld.device)))[:, 0].float().cpu().numpy()
-        denoised = np.nan_to_num(denoised, nan=HU_MIN, posinf=HU_MIN + HU_RANGE, neginf=HU_MIN)  # diverged: worst
-        quality = image_quality(denoised, batch["nd"][:, 0].float().cpu().numpy())
+        quality = image_quality(worst_if_diverged(denoised), batch["nd"][:, 0].float().cpu().numpy())
         return {"psnr": quality["psnr"], "ssim": quality["ssim"]}
 
     return val

@@ -41,7 +41,7 @@ from meddiffusion.io import Volume
 from meddiffusion.metrics.image import image_quality
 from meddiffusion.tasks.ldct.data import LDCTPairs, pad_slices, plain_mse, training_crops
 from meddiffusion.tasks.ldct.infer import body_box, denoise_volume
-from meddiffusion.tasks.ldct.model import HU_MIN, HU_RANGE, build_model
+from meddiffusion.tasks.ldct.model import HU_RANGE, build_model, worst_if_diverged
 from meddiffusion.training import cache, userdata
 from meddiffusion.training.recipe import CLEAN_FOLDER, LOWDOSE_FOLDER, PAIRED_FOLDER, Score, TrainingData
 from meddiffusion.training.sampler import STREAM_DATA, derive_seed
@@ -208,7 +208,7 @@ def score(args, net, data: TrainingData, device) -> Score:
 
     def denoise(array: np.ndarray) -> np.ndarray:  # a diverged network scores as the worst image, not an error
         out = denoise_volume(Volume(array, modality="CT"), model, device=device).array
-        return np.nan_to_num(out, nan=HU_MIN, posinf=HU_MIN + HU_RANGE, neginf=HU_MIN)
+        return worst_if_diverged(out)
     totals, count = {}, 0
     for nd, ld in data.val.slabs:
         volume = ld.astype(np.float32)

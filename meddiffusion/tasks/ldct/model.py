@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from meddiffusion.catalog import ModelEntry, load_task_model
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
 
-__all__ = ["TASK", "HU_MIN", "HU_RANGE", "DEFAULT_DOSE", "LDCTModel", "normalize", "denormalize", "build_model",
-           "load_model"]
+__all__ = ["TASK", "HU_MIN", "HU_RANGE", "DEFAULT_DOSE", "LDCTModel", "normalize", "denormalize",
+           "worst_if_diverged", "build_model", "load_model"]
 
 TASK = "ldct"
 #: CoreDiff's intensity scale: HU in [HU_MIN, HU_MIN + HU_RANGE] maps to [0, 1]
@@ -33,6 +34,12 @@ def normalize(hu: torch.Tensor) -> torch.Tensor:
 def denormalize(x: torch.Tensor) -> torch.Tensor:
     """CoreDiff's [0, 1] scale -> HU."""
     return x * HU_RANGE + HU_MIN
+
+
+def worst_if_diverged(hu: np.ndarray) -> np.ndarray:
+    """``hu`` with NaN and infinities set to the ends of the HU range: a diverged network's output scores as
+    the worst image in validation, instead of stopping the run with an error."""
+    return np.nan_to_num(hu, nan=HU_MIN, posinf=HU_MIN + HU_RANGE, neginf=HU_MIN)
 
 
 # -- the model ---------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@
 - **residual**: r = full − low in that space, times ``RESIDUAL_SCALE``, is what EDM diffuses
   (σ_data = 0.5, training noise ln σ ~ N(−1.2, 1.2²), Heun sampling from σ_max to
   σ_min = 0.002, ρ = 7; ``SIGMA_MAX`` and ``DEFAULT_SAMPLES`` give the few-step CPU setting).
-  The scale is ours: in this space the residual of a clinical PET is small (std 0.01-0.03 inside the body against CSRD's σ_data = 0.5), and EDM's
-  preconditioning assumes data of σ_data's size; unscaled, the network learns the noise levels
-  above the residual's size poorly and the sampler's first steps add more than they remove.
+  The scale is ours: in this space the residual of a clinical PET is small (std 0.01-0.03
+  inside the body against CSRD's σ_data = 0.5), and EDM's preconditioning assumes data of
+  σ_data's size; unscaled, the network learns the noise levels above the residual's size
+  poorly and the sampler's first steps add more than they remove.
 
 A model is a :class:`~meddiffusion.nets.csrd.CSRDUNet3D` with (``use_mr``) or without the MR
 channel; the second runs on PET alone and is the ablation of the first. The bench's plain 3D
