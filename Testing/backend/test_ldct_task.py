@@ -241,12 +241,14 @@ def test_slab_draws_follow_the_scanner_and_anatomy_options(tmp_path):
     assert {s.nd_kernel for s in specs} == {s.ld_kernel for s in specs} == {"ram-lak", "hann"}
     assert all(0.05 <= s.dose <= 0.5 and 0 <= s.electronic_noise <= 40 for s in specs)
     assert np.median([s.dose for s in specs]) < 0.275  # log-uniform: the median is the geometric mean 0.16
+    assert all(0.1 <= s.texture_scale <= 1.5 for s in specs) and np.median([s.texture_scale for s in specs]) < 0.8
     leaves = next(i for i, s in enumerate(specs) if s.source == "deadleaves")
     path, = build_cache(tmp_path, 1, seed=1, options=options, first=leaves)
     with np.load(path) as data:
         nd, ld = data["nd"].astype(float), data["ld"].astype(float)
     assert nd.shape == (2, 48, 48) and (ld - nd).std() > 1.0
-    for bad in ({"procedural": 1.5}, {"kernels": ("sharp",)}, {"dose": (0.5, 0.1)}, {"electronic_noise": (-1, 2)}):
+    for bad in ({"procedural": 1.5}, {"kernels": ("sharp",)}, {"dose": (0.5, 0.1)}, {"electronic_noise": (-1, 2)},
+                {"texture_scale": (0.0, 1.0)}):
         with pytest.raises(ValueError):
             DataOptions(**{**options.__dict__, **bad})
 

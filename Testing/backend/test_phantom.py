@@ -107,6 +107,17 @@ def test_end_of_cycle_coincides_with_end_diastole(normal, small_chest):
     assert normal.lv_volume(rr) == pytest.approx(normal.params.heart.edv_ml)
 
 
+def test_ct_texture_scale_sets_the_tissue_texture_amplitude(normal, small_chest):
+    """Scale 0 leaves each tissue flat at its HU; scale 2 doubles every deviation from it."""
+    flat = render_ct(normal, small_chest, 0.0, texture_scale=0.0).array
+    textured = render_ct(normal, small_chest, 0.0).array
+    double = render_ct(normal, small_chest, 0.0, texture_scale=2.0).array
+    assert np.allclose(double - flat, 2.0 * (textured - flat), atol=1e-3)
+    assert (textured - flat).std() > 1.0
+    with pytest.raises(ValueError, match="texture_scale"):
+        render_ct(normal, small_chest, 0.0, texture_scale=-1.0)
+
+
 def test_plaques_ride_on_the_moving_epicardium(normal):
     es = normal.truth()["es_time_ms"] / 1000.0
     ed_pos, es_pos = normal.plaque_positions(0.0), normal.plaque_positions(es)

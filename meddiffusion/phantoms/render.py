@@ -82,10 +82,17 @@ def texture_field(grid: Grid, seed: int) -> torch.Tensor:
 
 
 def render_ct(phantom: Phantom, grid: Grid, t: float = 0.0, *, seed: int | None = None,
-              calcium: bool = True) -> Volume:
-    """Non-contrast CT in HU at time t; ``calcium=False`` leaves the plaques out."""
+              calcium: bool = True, texture_scale: float = 1.0) -> Volume:
+    """Non-contrast CT in HU at time t; ``calcium=False`` leaves the plaques out.
+
+    ``texture_scale`` multiplies every tissue's texture amplitude: real organs range from
+    nearly flat (brain, fluid) to coarse (liver, muscle), and a denoiser that only ever saw
+    one amplitude mistakes noise of that size for anatomy.
+    """
+    if not texture_scale >= 0:
+        raise ValueError(f"texture_scale must be >= 0, got {texture_scale}")
     hu, amplitude = _images(phantom, grid, t, ("hu", "texture"), calcium)
-    hu += amplitude * texture_field(grid, _seed(phantom, seed))
+    hu += (texture_scale * amplitude) * texture_field(grid, _seed(phantom, seed))
     return grid.volume(hu, modality="CT", units="HU")
 
 

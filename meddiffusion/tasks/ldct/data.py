@@ -6,7 +6,7 @@ are made exactly as the evaluation makes them from real scans:
 
 1. the noise-free phantom slices get full-dose noise, giving the normal-dose (ND) images,
    which carry realistic noise like a clinical scan. Its level is drawn log-uniform in HU
-   (clinical full-dose scans range from ~3 HU, heads, to ~30 HU, large bodies) and I0 is
+   (clinical full-dose scans range from ~2 HU, smooth-kernel heads, to ~30 HU, large bodies) and I0 is
    calibrated to it on the middle slice: drawing I0 itself would make the noise depend on
    body size and pixel size, from nothing to photon-starved streaks;
 2. the low-dose (LD) images are simulated *from the ND images* with ``input_is_noisy=True``
@@ -52,7 +52,8 @@ class DataOptions:
     """How slabs are drawn: image size, slices per slab, pixel and slice spacing, anatomy and scanner ranges.
 
     ``procedural`` is the share of slabs that are dead leaves (``phantoms.deadleaves``) instead
-    of the thorax phantom. Each slab draws its dose log-uniform in ``dose`` (one value: fixed),
+    of the thorax phantom, whose tissue texture each slab scales by a factor drawn log-uniform in
+    ``texture_scale`` (from nearly flat, like brain, to coarser than the phantom's own). Each slab draws its dose log-uniform in ``dose`` (one value: fixed),
     the reconstruction kernel of its full-dose noise and, independently, of the inserted
     low-dose noise from ``kernels`` (ramp windows from sharp ``ram-lak`` to smooth ``hann``),
     and the detector's electronic noise (counts) uniform in ``electronic_noise``.
@@ -60,19 +61,20 @@ class DataOptions:
 
     size: int = 512
     slices: int = 4
-    pixel_mm: tuple[float, float] = (0.3, 1.0)
+    pixel_mm: tuple[float, float] = (0.25, 1.0)
     slice_mm: tuple[float, float] = (0.6, 3.0)
-    nd_noise_hu: tuple[float, float] = (2.0, 40.0)
+    nd_noise_hu: tuple[float, float] = (1.0, 40.0)
     dose: tuple[float, float] = (DEFAULT_DOSE, DEFAULT_DOSE)
     num_views: int = 720
     procedural: float = 0.5
     kernels: tuple[str, ...] = FILTERS
     electronic_noise: tuple[float, float] = (5.0, 30.0)
+    texture_scale: tuple[float, float] = (0.1, 1.5)
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.slices < 1:
             raise ValueError(f"slabs need size >= 16 and slices >= 1, got {self.size} and {self.slices}")
-        for name in ("pixel_mm", "slice_mm", "nd_noise_hu", "dose"):
+        for name in ("pixel_mm", "slice_mm", "nd_noise_hu", "dose", "texture_scale"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high, got {(low, high)}")
@@ -105,6 +107,7 @@ class SlabSpec:
     nd_kernel: str = "hann"
     ld_kernel: str = "hann"
     electronic_noise: float = 10.0
+    texture_scale: float = 1.0
 
 
 def slab_spec(seed: int, index: int, options: DataOptions) -> SlabSpec:
@@ -124,7 +127,7 @@ def slab_spec(seed: int, index: int, options: DataOptions) -> SlabSpec:
         angle_deg=float(rng.uniform(-20, 20)), nd_noise_hu=nd_noise, noise_seed=int(rng.integers(2**31)),
         source="deadleaves" if rng.uniform() < options.procedural else "phantom", dose=log_uniform(*options.dose),
         nd_kernel=str(rng.choice(options.kernels)), ld_kernel=str(rng.choice(options.kernels)),
-        electronic_noise=float(rng.uniform(*options.electronic_noise)))
+        electronic_noise=float(rng.uniform(*options.electronic_noise)), texture_scale=log_uniform(*options.texture_scale))
 
 
 def render_clean(spec: SlabSpec, options: DataOptions) -> np.ndarray:
@@ -140,7 +143,7 @@ def render_clean(spec: SlabSpec, options: DataOptions) -> np.ndarray:
     c, s = math.cos(math.radians(spec.angle_deg)), math.sin(math.radians(spec.angle_deg))
     grid = Grid.centred((options.size, options.size, options.slices), (spec.pixel_mm, spec.pixel_mm, spec.slice_mm),
                         spec.centre_mm, (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
-    return render_ct(phantom, grid).array
+    return render_ct(phantom, grid, texture_scale=spec.texture_scale).array
 
 
 def render_slab(spec: SlabSpec, options: DataOptions) -> dict[str, np.ndarray | float]:

@@ -50,7 +50,8 @@ def data_options(args):
     from meddiffusion.tasks.ldct.data import DataOptions
 
     given = {"nd_noise_hu": args.noise_range, "pixel_mm": args.pixel_range, "procedural": args.procedural,
-             "kernels": args.kernels, "electronic_noise": args.electronic_noise}  # unset: DataOptions' defaults
+             "kernels": args.kernels, "electronic_noise": args.electronic_noise,
+             "texture_scale": args.texture_range}  # unset: DataOptions' defaults
     return DataOptions(size=args.size, slices=args.slices, dose=tuple(args.dose_range or (args.dose, args.dose)),
                        **{name: value if name == "procedural" else tuple(value)
                           for name, value in given.items() if value is not None})
@@ -169,7 +170,8 @@ def card(args, outcome: Outcome) -> dict:
         "architecture": architecture(args),
         "normalization": {"kind": "hu_offset_scale", "offset_hu": 1024, "scale_hu": 4096, "clip": [0.0, 1.0]},
         "training_data": (f"{len(outcome.data.train)} slices of {args.slabs} slabs ({options.procedural:.0%} "
-                          f"procedural dead leaves in HU, the rest thorax phantom; {options.size}², "
+                          f"procedural dead leaves in HU, the rest thorax phantom with its tissue texture scaled "
+                          f"{options.texture_scale[0]:g}-{options.texture_scale[1]:g}× log-uniform; {options.size}², "
                           f"pixels {options.pixel_mm[0]:g}-{options.pixel_mm[1]:g} mm, full-dose noise "
                           f"{options.nd_noise_hu[0]:g}-{options.nd_noise_hu[1]:g} HU log-uniform, kernels "
                           f"{', '.join(options.kernels)}, electronic noise {options.electronic_noise[0]:g}-"
@@ -229,9 +231,12 @@ RECIPE = Recipe(
         Option(("--slices",), {"type": int, "default": 4, "help": "adjacent slices per slab (default: 4)"}),
         Option(("--size",), {"type": int, "default": 512, "help": "slab image size in pixels (default: 512)"}),
         Option(("--pixel-range",), {"type": float, "nargs": 2, "default": None, "metavar": ("MIN", "MAX"),
-                                    "help": "pixel size range in mm (default: 0.3 1.0)"}),
+                                    "help": "pixel size range in mm (default: 0.25 1.0)"}),
         Option(("--noise-range",), {"type": float, "nargs": 2, "default": None, "metavar": ("MIN", "MAX"),
-                                    "help": "full-dose noise in HU, drawn log-uniform per slab (default: 2 40)"}),
+                                    "help": "full-dose noise in HU, drawn log-uniform per slab (default: 1 40)"}),
+        Option(("--texture-range",), {"type": float, "nargs": 2, "default": None, "metavar": ("MIN", "MAX"),
+                                      "help": "factor on the phantom's tissue texture, drawn log-uniform per slab, "
+                                              "from nearly flat organs to coarse ones (default: 0.1 1.5)"}),
         Option(("--crop",), {"type": int, "default": 96, "help": "training crop size in pixels (default: 96)"}),
         Option(("--timesteps",), {"type": int, "default": 10, "help": "diffusion steps T (default: 10, as CoreDiff)"}),
         Option(("--loss-weighting",), {"choices": ("noise", "none"), "default": "noise",
