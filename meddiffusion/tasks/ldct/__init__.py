@@ -58,6 +58,6 @@ meddiff ldct-adapt.""",
     simulate_pair="meddiffusion.tasks.ldct.physics:simulate_pair",
     commands=("meddiffusion.commands.simulate_ldct", "meddiffusion.commands.ldct_adapt"),
     module="LDCTDenoise",
-    limits=Limits(min_slices=1, pixel_mm=(0.1, 5.0), pixel_mm_usual=(0.3, 1.0),
-                  why="the models learned the noise of 0.45-0.9 mm pixels"),
+    limits=Limits(min_slices=1, pixel_mm=(0.1, 5.0), pixel_mm_usual=(0.25, 1.0),
+                  why="the models learned the noise of 0.25-1.0 mm pixels"),
 )
