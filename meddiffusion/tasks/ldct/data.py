@@ -53,10 +53,11 @@ class DataOptions:
 
     ``procedural`` is the share of slabs that are dead leaves (``phantoms.deadleaves``) instead
     of the thorax phantom, whose tissue texture each slab scales by a factor drawn log-uniform in
-    ``texture_scale`` (from nearly flat, like brain, to coarser than the phantom's own). Each slab draws its dose log-uniform in ``dose`` (one value: fixed),
-    the reconstruction kernel of its full-dose noise and, independently, of the inserted
-    low-dose noise from ``kernels`` (ramp windows from sharp ``ram-lak`` to smooth ``hann``),
-    and the detector's electronic noise (counts) uniform in ``electronic_noise``.
+    ``texture_scale`` (from nearly flat, like brain, to coarser than the phantom's own). Each slab
+    draws its dose log-uniform in ``dose`` (one value: fixed), the reconstruction kernel of its
+    full-dose noise and, independently, of the inserted low-dose noise from ``kernels`` (ramp
+    windows from sharp ``ram-lak`` to smooth ``hann``), and the detector's electronic noise
+    (counts) uniform in ``electronic_noise``.
     """
 
     size: int = 512
@@ -127,7 +128,8 @@ def slab_spec(seed: int, index: int, options: DataOptions) -> SlabSpec:
         angle_deg=float(rng.uniform(-20, 20)), nd_noise_hu=nd_noise, noise_seed=int(rng.integers(2**31)),
         source="deadleaves" if rng.uniform() < options.procedural else "phantom", dose=log_uniform(*options.dose),
         nd_kernel=str(rng.choice(options.kernels)), ld_kernel=str(rng.choice(options.kernels)),
-        electronic_noise=float(rng.uniform(*options.electronic_noise)), texture_scale=log_uniform(*options.texture_scale))
+        electronic_noise=float(rng.uniform(*options.electronic_noise)),
+        texture_scale=log_uniform(*options.texture_scale))
 
 
 def render_clean(spec: SlabSpec, options: DataOptions) -> np.ndarray:
