@@ -115,8 +115,8 @@ def ordinal(records: list[dict], alpha: float = 0.05) -> list[dict]:
 
     ``log_odds`` is the log odds ratio of a higher score for a method against the reference
     method (the first of :func:`method_order`); positive means better-rated.  The model with
-    reader effects is tried first; if it does not converge (few answers, a reader using one
-    level only) the method-only model is fitted and ``model`` says so; if that fails too, one
+    reader effects is tried first; if a reader used one level only (perfect separation) or it does
+    not converge (few answers) the method-only model is fitted and ``model`` says so; if that fails too, one
     row with ``model`` = "not fitted" records why no estimate is given.
     """
     rows = []
@@ -128,10 +128,16 @@ def ordinal(records: list[dict], alpha: float = 0.05) -> list[dict]:
             "reader": [str(r["reader"]) for r in group],
         })
         model, fit = "method only (one reader)", None
-        if frame["reader"].nunique() > 1:
+        # a reader who gave one level only separates perfectly: the reader model has no finite
+        # estimate, whether or not the optimiser reports convergence
+        one_level = frame.groupby("reader")["answer"].nunique().min() == 1
+        if frame["reader"].nunique() > 1 and one_level:
+            model = "method only (a reader used one level)"
+        elif frame["reader"].nunique() > 1:
             model, fit = "method + reader", _fit(frame, ["method", "reader"])
+            if fit is None:
+                model = "method only (reader model did not converge)"
         if fit is None:
-            model = model if frame["reader"].nunique() == 1 else "method only (reader model did not converge)"
             fit = _fit(frame, ["method"])
         base = {"question": question, "criterion": label(group), "reference": methods[0]}
         if fit is None:
