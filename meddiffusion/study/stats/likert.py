@@ -115,9 +115,9 @@ def ordinal(records: list[dict], alpha: float = 0.05) -> list[dict]:
 
     ``log_odds`` is the log odds ratio of a higher score for a method against the reference
     method (the first of :func:`method_order`); positive means better-rated.  The model with
-    reader effects is tried first; if a reader used one level only (perfect separation) or it does
-    not converge (few answers) the method-only model is fitted and ``model`` says so; if that fails too, one
-    row with ``model`` = "not fitted" records why no estimate is given.
+    reader effects is tried first; if a reader used one level only (perfect separation) or it
+    does not converge (few answers) the method-only model is fitted and ``model`` says so; if
+    that fails too, one row with ``model`` = "not fitted" records why no estimate is given.
     """
     rows = []
     for question, group in by_question(records).items():
