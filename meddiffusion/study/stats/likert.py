@@ -128,12 +128,12 @@ def ordinal(records: list[dict], alpha: float = 0.05) -> list[dict]:
             "reader": [str(r["reader"]) for r in group],
         })
         model, fit = "method only (one reader)", None
+        levels_per_reader = frame.groupby("reader")["answer"].nunique()
         # a reader who gave one level only separates perfectly: the reader model has no finite
         # estimate, whether or not the optimiser reports convergence
-        one_level = frame.groupby("reader")["answer"].nunique().min() == 1
-        if frame["reader"].nunique() > 1 and one_level:
+        if len(levels_per_reader) > 1 and levels_per_reader.min() == 1:
             model = "method only (a reader used one level)"
-        elif frame["reader"].nunique() > 1:
+        elif len(levels_per_reader) > 1:
             model, fit = "method + reader", _fit(frame, ["method", "reader"])
             if fit is None:
                 model = "method only (reader model did not converge)"
