@@ -436,6 +436,18 @@ def test_edm_loss_zero_for_oracle_and_one_per_element_for_zero_network():
     assert zero.item() / r[0].numel() == pytest.approx(1.0, rel=0.15)
 
 
+def test_edm_start_share_trains_that_share_at_the_samplers_start():
+    draw = lambda share: EDMPreconditioning.sample_sigma(20000, generator=torch.Generator().manual_seed(0),
+                                                         start_share=share, start_sigma=5.0)
+    paper, mixed = draw(0.0), draw(0.5)
+    assert (paper == 5.0).float().mean().item() == 0.0 and (paper >= 5.0).float().mean().item() < 0.02
+    assert (mixed == 5.0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    rest = mixed[mixed != 5.0].log()  # the others keep ln sigma ~ N(-1.2, 1.2^2)
+    assert rest.mean().item() == pytest.approx(-1.2, abs=0.05) and rest.std().item() == pytest.approx(1.2, abs=0.05)
+    with pytest.raises(ValueError, match="start_share"):
+        draw(1.5)
+
+
 def test_edm_seeded_sampling_is_reproducible():
     denoiser = lambda x, sigma: 0.5 * x / (1 + sigma.view(-1, 1, 1, 1) ** 2)
 

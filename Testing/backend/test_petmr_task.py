@@ -176,7 +176,8 @@ def test_a_tiny_training_run_lowers_the_validation_loss(tmp_path, monkeypatch):
 
     monkeypatch.setattr(recipe, "_protocols", lambda args: dict(TINY))
     args = argparse.Namespace(config="tiny", no_mr=False, subjects=2, val_subjects=1, kind="both", patch=16,
-                              data=str(tmp_path / "data"), out=str(tmp_path / "run"), seed=0, variant="csrd")
+                              data=str(tmp_path / "data"), out=str(tmp_path / "run"), seed=0, variant="csrd",
+                              start_share=0.0)
     data = recipe.build_data(args, Progress())
     torch.manual_seed(0)
     net = recipe.make_model(args)
@@ -219,7 +220,8 @@ def test_the_plain_unet_baseline_trains_by_regression_and_runs_in_one_pass(tmp_p
 
     monkeypatch.setattr(recipe, "_protocols", lambda args: dict(TINY))
     args = argparse.Namespace(config="tiny", no_mr=False, subjects=2, val_subjects=1, kind="both", patch=32,
-                              data=str(tmp_path / "data"), out=str(tmp_path / "run"), seed=0, variant="unet")
+                              data=str(tmp_path / "data"), out=str(tmp_path / "run"), seed=0, variant="unet",
+                              start_share=0.0)
     data = recipe.build_data(args, Progress())
     torch.manual_seed(0)
     net = recipe.make_model(args)
@@ -236,6 +238,10 @@ def test_the_plain_unet_baseline_trains_by_regression_and_runs_in_one_pass(tmp_p
     with torch.no_grad():
         assert float(val_fn(net, batch)["loss"]) < 0.8 * before
     assert recipe.model_id(args) == "petmr-unet-tiny"
+    args.start_share = 0.5                                            # a diffusion option: refused, not ignored
+    with pytest.raises(ValueError, match="--start-share"):
+        recipe.build_data(args, Progress())
+    args.start_share = 0.0
     model = build_model(recipe.architecture(args), net.state_dict())
     assert model.objective == "regression" and model.use_mr
     pet = Volume(np.abs(np.random.default_rng(0).normal(2, 0.5, (10, 20, 20))).astype(np.float32), (3.0, 3.0, 3.0))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from meddiffusion.diffusion.edm import EDMPreconditioning
-from meddiffusion.tasks.petmr.model import P_MEAN, P_STD, SIGMA_DATA
+from meddiffusion.tasks.petmr.model import P_MEAN, P_STD, SIGMA_DATA, SIGMA_MAX
 from meddiffusion.training.sampler import fixed_noise_val
 
 __all__ = ["conditions_of", "make_loss_fn", "make_val_fn", "make_regression_loss_fn"]
@@ -28,8 +28,13 @@ def conditions_of(batch: dict[str, torch.Tensor], use_mr: bool, device, coords: 
     return torch.cat([part.to(device) for part in parts], dim=1)
 
 
-def make_loss_fn(use_mr: bool, p_mean: float = P_MEAN, p_std: float = P_STD, sigma_data: float = SIGMA_DATA):
-    """``loss_fn(model, batch, generator) -> (loss, logs)`` for the trainer."""
+def make_loss_fn(use_mr: bool, p_mean: float = P_MEAN, p_std: float = P_STD, sigma_data: float = SIGMA_DATA,
+                 start_share: float = 0.0, start_sigma: float = SIGMA_MAX):
+    """``loss_fn(model, batch, generator) -> (loss, logs)`` for the trainer.
+
+    ``start_share``: the share of samples trained at the sampler's start σ (``start_sigma``) instead
+    of a log-normal σ; the CPU default answer is the denoiser at that level (one step, a few samples).
+    """
     precond = EDMPreconditioning(sigma_data)
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
@@ -40,7 +45,7 @@ def make_loss_fn(use_mr: bool, p_mean: float = P_MEAN, p_std: float = P_STD, sig
         def net_fn(x_in: torch.Tensor, c: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
             return model(torch.cat([x_in, c], dim=1), c_noise)
 
-        loss = precond.edm_loss(net_fn, r, cond, generator, p_mean, p_std) / r[0].numel()
+        loss = precond.edm_loss(net_fn, r, cond, generator, p_mean, p_std, start_share, start_sigma) / r[0].numel()
         return loss, {"edm": loss.detach()}
 
     return loss_fn

@@ -47,6 +47,11 @@ def _protocols(args) -> dict:
 def _check(args) -> None:
     from meddiffusion.tasks.petmr.model import PATCH, UNET_MULTIPLE
 
+    if not 0.0 <= args.start_share <= 1.0:
+        raise ValueError(f"--start-share must be between 0 and 1, got {args.start_share}")
+    if args.start_share > 0 and args.variant == "unet":
+        raise ValueError("--start-share applies to the diffusion model (--variant csrd), not the UNet baseline")
+
     if args.subjects < 1 or args.val_subjects < 1:
         raise ValueError(f"--subjects and --val-subjects must be >= 1, got {args.subjects} and {args.val_subjects}")
     multiple = UNET_MULTIPLE if args.variant == "unet" else 2 ** (len(network_kwargs(args.config)["channel_mult"]) - 1)
@@ -87,7 +92,9 @@ def make_model(args):
 def make_loss(args, step):  # noqa: ARG001 - no schedule over the steps
     from meddiffusion.tasks.petmr.losses import make_loss_fn, make_regression_loss_fn
 
-    return make_regression_loss_fn(not args.no_mr) if args.variant == "unet" else make_loss_fn(not args.no_mr)
+    if args.variant == "unet":
+        return make_regression_loss_fn(not args.no_mr)
+    return make_loss_fn(not args.no_mr, start_share=args.start_share)
 
 
 def make_val(args):
@@ -214,6 +221,11 @@ def card(args, outcome: Outcome) -> dict:
     inputs = "low-count PET, T1 MR and x/y/z coordinates" if not args.no_mr else \
         "low-count PET and x/y/z coordinates (no MR: PET only, CSRD's ablation)"
     description = f"CSRD: EDM residual diffusion (r = full − low) with a 3D DDPM++-style UNet on {inputs} ({args.config})"
+    if args.start_share > 0:
+        from meddiffusion.tasks.petmr.model import SIGMA_MAX
+
+        description += (f"; {args.start_share:.0%} of the training samples at the sampler's start σ = {SIGMA_MAX:g}, "
+                        f"the rest at ln σ ~ N(−1.2, 1.2²)")
     if args.variant == "unet":
         description = (f"plain 3D UNet baseline (MONAI BasicUNet, L1 regression of r = full − low) on low-count PET"
                        f"{' and T1 MR' if not args.no_mr else ''} ({args.config})")
@@ -238,6 +250,10 @@ RECIPE = Recipe(
                                         "(regression, for the bench)"}),
         Option(("--no-mr",), {"action": "store_true", "help": "train the PET-only model (CSRD's ablation; for PET "
                                                                "without an MR)"}),
+        Option(("--start-share",), {"type": float, "default": 0.0, "metavar": "Q",
+                                    "help": "CSRD: share of training samples at the sampler's start σ (5) instead "
+                                            "of ln σ ~ N(-1.2, 1.2²), for the few-step CPU sampler (default: 0, "
+                                            "the paper's)"}),
         Option(("--subjects",), {"type": int, "default": 24, "help": "training subjects (default: 24)"}),
         Option(("--val-subjects",), {"type": int, "default": 4, "help": "validation subjects, the next ones "
                                                                         "(default: 4)"}),
