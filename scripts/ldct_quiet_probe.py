@@ -11,8 +11,15 @@ way ``meddiff bench ldct`` makes them:
 BM3D gets the bench's σ sweep (``bench._bm3d``) around the measured low-dose noise. Never the
 held-out real slices.
 
+``--breakdown`` also splits each output's squared error (HU²) by where it lies: by spatial
+frequency (radial bands of the 2D spectrum, in cycles per pixel: below 0.08, 0.08-0.2, above
+0.2) and by place (flat tissue, where the reference's gradient is below 20 HU per pixel, and
+the rest). Residual noise left in flat tissue shows as error in flat and high bands, blurred
+edges as error at edges; the input's row shows the noise to remove.
+
     python scripts/ldct_quiet_probe.py --models default MODEL_ID --validation 2 4 5 6 7 --dose 0.1
     python scripts/ldct_quiet_probe.py --models default MODEL_ID --slabs runs/RUN/data --first 40 --count 4
+    python scripts/ldct_quiet_probe.py --models default --validation 5 6 7 --dose 0.1 --breakdown
 """
 
 from __future__ import annotations
@@ -27,7 +34,31 @@ import torch
 from meddiffusion.metrics.image import psnr
 from meddiffusion.tasks.ldct import bench
 from meddiffusion.tasks.ldct.model import load_model
-from meddiffusion.tasks.ldct.physics import calibrate_source_i0, simulate_pair
+
+#: band edges (cycles per pixel) and the flat-tissue gradient limit (HU per pixel) of ``--breakdown``
+BANDS = (0.08, 0.2)
+FLAT_GRADIENT_HU = 20.0
+
+
+def error_breakdown(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Mean squared error (HU²) of ``out`` by frequency band and by flat / edge place (see the module docstring)."""
+    from scipy import ndimage
+
+    error = (out - reference).astype(np.float64)
+    spectrum = np.abs(np.fft.fft2(error)) ** 2 / error.size ** 2   # Parseval: sums to the mean squared error
+    fy, fx = np.meshgrid(np.fft.fftfreq(error.shape[0]), np.fft.fftfreq(error.shape[1]), indexing="ij")
+    radius = np.hypot(fy, fx)
+    low, high = BANDS
+    gradient = np.hypot(ndimage.sobel(reference.astype(np.float64), 0), ndimage.sobel(reference.astype(np.float64), 1)) / 8
+    flat = gradient < FLAT_GRADIENT_HU
+    return {"low": float(spectrum[radius < low].sum()), "mid": float(spectrum[(radius >= low) & (radius < high)].sum()),
+            "high": float(spectrum[radius >= high].sum()), "flat": float(np.mean(error[flat] ** 2)),
+            "edges": float(np.mean(error[~flat] ** 2)), "flat_share": float(flat.mean())}
+
+
+def _breakdown_line(name: str, figures: dict[str, float]) -> str:
+    return (f"    {name:>14}: low {figures['low']:7.1f}  mid {figures['mid']:7.1f}  high {figures['high']:7.1f}  |  "
+            f"flat {figures['flat']:7.1f}  edges {figures['edges']:7.1f}  (HU², flat {100 * figures['flat_share']:.0f} %)")
 
 
 def validation_cases(indices: list[int], dose: float):
@@ -35,12 +66,8 @@ def validation_cases(indices: list[int], dose: float):
     slices = bench.validation_slices(max(indices) + 1)
     for k in indices:
         item = slices[k]
-        reference = item["hu"]
-        i0, noise_nd = calibrate_source_i0(reference, item["pixel_mm"])
-        generator = torch.Generator().manual_seed(1000 * k + round(100 * dose))  # the bench's seed
-        low = simulate_pair(torch.from_numpy(reference), dose, pixel_size_mm=item["pixel_mm"], i0=i0,
-                            generator=generator).numpy()
-        yield item["description"], low, reference, item["pixel_mm"], bench._low_dose_noise(low, reference, noise_nd)
+        low, noise_nd = bench.simulate_low_dose(k, item, dose)
+        yield item["description"], low, item["hu"], item["pixel_mm"], bench._low_dose_noise(low, item["hu"], noise_nd)
 
 
 def slab_cases(folder: Path, first: int, count: int):
@@ -62,6 +89,7 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--breakdown", action="store_true", help="split each output's error by frequency and place")
     args = parser.parse_args()
     if (args.validation is None) == (args.slabs is None):
         parser.error("give either --validation K ... or --slabs DIR")
@@ -72,12 +100,14 @@ def main() -> None:
         slab_cases(args.slabs, args.first, args.count)
     for name, low, reference, pixel_mm, noise_ld in cases:
         base = psnr(low, reference)
-        gains = {"BM3D": psnr(bench._bm3d(low, reference, noise_ld, bench.BM3D_FACTORS)[0], reference) - base}
+        outputs = {"BM3D": bench._bm3d(low, reference, noise_ld, bench.BM3D_FACTORS)[0]}
         for model_name, model in models.items():
-            out = bench._denoise(model, low, pixel_mm, model.default_steps(device), device)
-            gains[model_name] = psnr(out, reference) - base
+            outputs[model_name] = bench._denoise(model, low, pixel_mm, model.default_steps(device), device)
         print(f"{name}: input {base:.2f} dB, added noise {noise_ld:.1f} HU, gain "
-              + ", ".join(f"{k} {v:+.2f}" for k, v in gains.items()), flush=True)
+              + ", ".join(f"{k} {psnr(v, reference) - base:+.2f}" for k, v in outputs.items()), flush=True)
+        if args.breakdown:
+            for label, image in {"input": low, **outputs}.items():
+                print(_breakdown_line(label, error_breakdown(image, reference)), flush=True)
 
 
 if __name__ == "__main__":

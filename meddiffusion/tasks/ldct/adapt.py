@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from meddiffusion.metrics.image import HU_WINDOW
 from meddiffusion.tasks.ldct.infer import body_box
-from meddiffusion.tasks.ldct.model import LDCTModel, denormalize, normalize
+from meddiffusion.tasks.ldct.model import HU_MIN, HU_RANGE, LDCTModel, denormalize, normalize
 
 __all__ = ["Adaptation", "trajectory", "fit_weights", "band_energy_loss", "ssim_loss", "adapt"]
 
@@ -105,11 +105,19 @@ def trajectory(model: LDCTModel, low_dose_hu: torch.Tensor, steps: int | None = 
         raise ValueError("the low-dose slice must be (3, H, W) = [above, centre, below], "
                          f"got {tuple(low_dose_hu.shape)}")
     device = next(model.net.parameters()).device
-    slices = normalize(low_dose_hu.to(device, torch.float32))[None]
+    stack, gain = low_dose_hu.detach().cpu().numpy().astype(np.float32)[None], None
+    if model.noise_gain is not None:  # the sampler sees what ldct-denoise shows it (tasks/ldct/noisegain.py)
+        gain = model.noise_gain.gains(stack[0, 1:2])
+        original, stack = stack[:, 1], np.clip(model.noise_gain.amplify(stack, gain), HU_MIN, HU_MIN + HU_RANGE)
+    slices = normalize(torch.from_numpy(stack).to(device))
     steps = model.default_steps(device) if steps is None else steps
     centre, context = slices[:, 1:2], torch.cat([slices[:, :1], slices[:, 2:]], dim=1)
     _, images = model.diffusion.sample(model.model_fn, centre, steps, context=context, return_trajectory=True)
-    return torch.cat(images).float().cpu()
+    images = torch.cat(images).float().cpu()
+    if gain is None:
+        return images
+    restored = model.noise_gain.restore(original, stack[:, 1], denormalize(images[:, 0]).numpy(), gain)
+    return normalize(torch.from_numpy(restored.astype(np.float32)))[:, None]
 
 
 def fit_weights(images: torch.Tensor, target: torch.Tensor, paired: bool, iterations: int = 300, lr: float = 0.05,

@@ -101,6 +101,23 @@ def validation_slices(count: int) -> list[dict]:
     return slices
 
 
+def simulate_low_dose(k: int, item: dict, dose: float) -> tuple[np.ndarray, float]:
+    """The bench's low-dose version of evaluation slice ``k`` (``item`` of ``load_eval_slices`` or
+    ``validation_slices``) at ``dose``, and the reference's own measured noise (HU).
+
+    The source is calibrated to the reference's noise and the seed is fixed by (k, dose), so every
+    script that scores on these slices sees the bench's very images.
+    """
+    from meddiffusion.tasks.ldct.physics import calibrate_source_i0, simulate_pair
+
+    reference = item["hu"]
+    i0, noise_nd = calibrate_source_i0(reference, item["pixel_mm"])
+    generator = torch.Generator().manual_seed(1000 * k + round(100 * dose))
+    low = simulate_pair(torch.from_numpy(reference), dose, pixel_size_mm=item["pixel_mm"], i0=i0,
+                        generator=generator).numpy()
+    return low, noise_nd
+
+
 def _low_dose_noise(low: np.ndarray, reference: np.ndarray, noise_nd: float) -> float:
     """The low-dose slice's noise (HU) for BM3D's sigma: measured in its flat soft tissue, or on a
     slice with too little of it (dense dead leaves) the reference's measured noise plus the RMS of
@@ -195,7 +212,6 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     from meddiffusion.devices import cpu_has_bf16
     from meddiffusion.metrics.image import per_slice_quality
     from meddiffusion.tasks.ldct.model import load_model
-    from meddiffusion.tasks.ldct.physics import calibrate_source_i0, simulate_pair
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -222,11 +238,8 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     per_slice, lows = [], {}
     for k, item in each_case(progress, "evaluate", enumerate(slices)):
         reference = item["hu"]
-        i0, noise_nd = calibrate_source_i0(reference, item["pixel_mm"])
         for dose in DOSES:
-            generator = torch.Generator().manual_seed(1000 * k + round(100 * dose))
-            low = simulate_pair(torch.from_numpy(reference), dose, pixel_size_mm=item["pixel_mm"], i0=i0,
-                                generator=generator).numpy()
+            low, noise_nd = simulate_low_dose(k, item, dose)
             lows[(k, dose)] = low
             noise_ld = _low_dose_noise(low, reference, noise_nd)
             outputs = {"low-dose input": low}
@@ -237,7 +250,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
                 outputs[name] = _denoise(model, low, item["pixel_mm"], s, device)
             for name, other in extra.items():
                 outputs[name] = _denoise(other, low, item["pixel_mm"], other.default_steps(device), device)
-            row = {"file": item["name"], "dose": dose, "i0": i0, "noise_nd_hu": noise_nd, "noise_ld_hu": noise_ld,
+            row = {"file": item["name"], "dose": dose, "noise_nd_hu": noise_nd, "noise_ld_hu": noise_ld,
                    "bm3d_sigma_factor": factor}
             for name, image in outputs.items():
                 quality = {key: float(v[0]) for key, v in per_slice_quality(image, reference).items()}
@@ -247,7 +260,7 @@ def run(device: torch.device, quick: bool = False, progress=None, models: list[s
     with progress.stage("adapt", total=1) as step:
         adaptation = _adaptation(model, slices, lows, device, default_steps)
         step()
-    low_512, pixel_512 = _abdomen_low(slices, per_slice)
+    low_512, pixel_512 = _abdomen_low(slices, lows)
     with progress.stage("speed", total=1) as step:
         speeds = _speed(model, low_512, pixel_512, step_counts, device, repeats=1 if quick else 3)
         step()
@@ -294,16 +307,10 @@ def _adaptation(model, slices: list[dict], lows: dict, device, steps: int, dose:
             "weights": [round(float(w), 3) for w in result.weights], **mean}
 
 
-def _abdomen_low(slices: list[dict], per_slice: list[dict]) -> tuple[np.ndarray, float]:
+def _abdomen_low(slices: list[dict], lows: dict) -> tuple[np.ndarray, float]:
     """A 512² low-dose slice and its pixel size for timing: the first 512² evaluation slice at 25 % dose."""
-    from meddiffusion.tasks.ldct.physics import simulate_pair
-
-    item = next((s for s in slices if s["hu"].shape == (512, 512)), slices[0])
-    i0 = next(r["i0"] for r in per_slice if r["file"] == item["name"])
-    generator = torch.Generator().manual_seed(7)
-    low = simulate_pair(torch.from_numpy(item["hu"]), DOSES[0], pixel_size_mm=item["pixel_mm"], i0=i0,
-                        generator=generator).numpy()
-    return low, item["pixel_mm"]
+    k = next((k for k, s in enumerate(slices) if s["hu"].shape == (512, 512)), 0)
+    return lows[(k, DOSES[0])], slices[k]["pixel_mm"]
 
 
 def _table(rows: list[dict], slices: list[dict], skipped: list[str], memory: dict, speeds: dict, precision: str,

@@ -6,7 +6,9 @@
 - **air skipping**: only the bounding box of the body (HU > -500 after a small opening, plus a
   margin) of each batch of slices goes through the network; outside it the input is copied;
 - **out of range**: voxels outside [-1024, 3072] HU (padding outside the field of view, metal)
-  are handed back unchanged.
+  are handed back unchanged;
+- **noise-level gain**: where the model card has one, quiet slices are shown to the network at
+  a higher noise level and its change scaled back (:mod:`meddiffusion.tasks.ldct.noisegain`).
 
 A 512² × 300 volume is processed in batches of slices: besides the input, only the output
 array and one batch of tensors are held, so memory stays near two float32 copies of the volume.
@@ -81,14 +83,17 @@ def denoise_volume(volume: Volume, model: LDCTModel, *, steps: int | None = None
     model.diffusion.sample_steps(steps)
     with torch.no_grad():  # not inference mode: the weights must stay usable for adaptation afterwards
         model.net.to(device, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
+    gains = model.noise_gain.gains(array) if model.noise_gain is not None else None
     with torch.inference_mode():
-        output = _denoise_slices(array, model, steps, batch_size, device, precision, callback)
+        output = _denoise_slices(array, model, steps, batch_size, device, precision, callback, gains)
     return volume.with_array(output)
 
 
 def _denoise_slices(array: np.ndarray, model: LDCTModel, steps: int, batch_size: int, device: torch.device,
-                    precision: str, callback: Callable[[int, int], None] | None) -> np.ndarray:
-    """The batches of ``denoise_volume``: context stacks of the body's box through the sampler."""
+                    precision: str, callback: Callable[[int, int], None] | None,
+                    gains: np.ndarray | None = None) -> np.ndarray:
+    """The batches of ``denoise_volume``: context stacks of the body's box through the sampler, each slice
+    amplified by its noise-level gain (``gains``, one per slice) where there is one."""
     num_slices = array.shape[0]
     output = np.array(array, dtype=np.float32, copy=True)
     total, done = num_slices * steps, 0
@@ -103,7 +108,10 @@ def _denoise_slices(array: np.ndarray, model: LDCTModel, steps: int, batch_size:
             continue
         y0, y1, x0, x1 = box
         stack = np.stack([array[above, y0:y1, x0:x1], array[index, y0:y1, x0:x1], array[below, y0:y1, x0:x1]], axis=1)
-        slices = normalize(torch.from_numpy(stack).to(device, torch.float32))
+        original = array[index, y0:y1, x0:x1]
+        if gains is not None:  # clipped to the network's HU range, so that restoring is exact where it clamps
+            stack = np.clip(model.noise_gain.amplify(stack, gains[index]), HU_MIN, HU_MIN + HU_RANGE)
+        slices = normalize(torch.from_numpy(np.ascontiguousarray(stack, np.float32)).to(device, torch.float32))
         slices = slices.contiguous(memory_format=torch.channels_last)
 
         def on_step(step: int, _steps: int, base: int = done, size: int = len(index)) -> None:
@@ -114,7 +122,8 @@ def _denoise_slices(array: np.ndarray, model: LDCTModel, steps: int, batch_size:
             result = model.denoise(slices, steps, callback=on_step)
         done += len(index) * steps
         denoised = denormalize(result[:, 0].float()).cpu().numpy()
-        original = array[index, y0:y1, x0:x1]
+        if gains is not None:
+            denoised = model.noise_gain.restore(original, stack[:, 1], denoised, gains[index])
         out_of_range = (original < HU_MIN) | (original > HU_MIN + HU_RANGE)
         output[index, y0:y1, x0:x1] = np.where(out_of_range, original, denoised)
     return output

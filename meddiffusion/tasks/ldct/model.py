@@ -15,6 +15,7 @@ import torch
 
 from meddiffusion.catalog import ModelEntry, load_task_model
 from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
+from meddiffusion.tasks.ldct.noisegain import NoiseGain
 
 __all__ = ["TASK", "HU_MIN", "HU_RANGE", "DEFAULT_DOSE", "LDCTModel", "normalize", "denormalize",
            "worst_if_diverged", "build_model", "load_model"]
@@ -49,6 +50,8 @@ class LDCTModel:
 
     ``trajectory_weights`` (one per sampling step, summing to 1) come from one-shot adaptation:
     the output is then the weighted sum of the images after every step instead of the last one.
+    ``noise_gain`` (from the card) shows quiet slices to the network at a higher noise level
+    (:mod:`meddiffusion.tasks.ldct.noisegain`); whole-volume inference applies it.
     """
 
     net: torch.nn.Module
@@ -58,6 +61,7 @@ class LDCTModel:
     trajectory_weights: torch.Tensor | None = None
     cpu_bf16_ok: bool = False
     entry: ModelEntry | None = None
+    noise_gain: NoiseGain | None = None
 
     @property
     def id(self) -> str:
@@ -98,7 +102,8 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
     """An :class:`LDCTModel` from a model card's ``architecture`` and (optionally) its tensors.
 
     The card's architecture is ``{"network": "CLEARNet", "kwargs": {...}, "diffusion":
-    {"num_timesteps": T}, "sampler": {"steps": S, "cpu_steps": S_cpu}, "cpu_bf16_ok": bool}``;
+    {"num_timesteps": T}, "sampler": {"steps": S, "cpu_steps": S_cpu}, "cpu_bf16_ok": bool}``
+    and optionally ``"noise_gain": {"target_noise_hu": ..., "max_gain": ..., "smooth_px": ...}``;
     an adapted model's weights file also holds ``trajectory_weights``.
     """
     from meddiffusion import nets
@@ -116,7 +121,8 @@ def build_model(architecture: dict, state: dict[str, torch.Tensor] | None = None
         net.load_state_dict(state)
     steps = int(sampler.get("steps", timesteps))
     model = LDCTModel(net.eval(), MeanPreservingDiffusion(timesteps), steps, int(sampler.get("cpu_steps", steps)),
-                      weights, bool(architecture.get("cpu_bf16_ok", False)), entry)
+                      weights, bool(architecture.get("cpu_bf16_ok", False)), entry,
+                      NoiseGain.from_card(architecture.get("noise_gain")))
     for value in {model.steps, model.cpu_steps}:
         model.diffusion.sample_steps(value)  # raises a clear error for a step count outside 1..T
     return model
