@@ -19,13 +19,14 @@ edges as error at edges; the input's row shows the noise to remove.
 
     python scripts/ldct_quiet_probe.py --models default MODEL_ID --validation 2 4 5 6 7 --dose 0.1
     python scripts/ldct_quiet_probe.py --models default MODEL_ID --slabs runs/RUN/data --first 40 --count 4
-    python scripts/ldct_quiet_probe.py --models default --validation 5 6 7 --dose 0.1 --breakdown
+    python scripts/ldct_quiet_probe.py --models default --validation 5 6 7 --dose 0.1 --breakdown [--gain-off]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def error_breakdown(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 
 def _breakdown_line(name: str, figures: dict[str, float]) -> str:
-    return (f"    {name:>14}: low {figures['low']:7.1f}  mid {figures['mid']:7.1f}  high {figures['high']:7.1f}  |  "
+    return (f"    {name:>17}: low {figures['low']:7.1f}  mid {figures['mid']:7.1f}  high {figures['high']:7.1f}  |  "
             f"flat {figures['flat']:7.1f}  edges {figures['edges']:7.1f}  (HU², flat {100 * figures['flat_share']:.0f} %)")
 
 
@@ -90,12 +91,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--breakdown", action="store_true", help="split each output's error by frequency and place")
+    parser.add_argument("--gain-off", action="store_true",
+                        help="also score each model whose card has a noise-level gain without it ('ID, no gain')")
     args = parser.parse_args()
     if (args.validation is None) == (args.slabs is None):
         parser.error("give either --validation K ... or --slabs DIR")
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     models = {name: load_model(None if name == "default" else name, device) for name in args.models}
+    if args.gain_off:
+        models |= {f"{name}, no gain": replace(model, noise_gain=None) for name, model in models.items()
+                   if model.noise_gain is not None}
     cases = validation_cases(args.validation, args.dose) if args.validation else \
         slab_cases(args.slabs, args.first, args.count)
     for name, low, reference, pixel_mm, noise_ld in cases:
