@@ -129,3 +129,15 @@ def test_adaptation_trajectory_goes_through_the_same_gain():
             np.testing.assert_allclose(gained[-1, 0], normalize(low[1]), atol=1e-5)
         else:
             assert not np.allclose(gained, plain, atol=1e-6)
+
+
+def test_precomputed_gains_are_checked_and_described():
+    from meddiffusion.tasks.ldct.infer import _gain_line
+
+    array = tissue_volume([4.0, 40.0])
+    model = LDCTModel(Identity(), MeanPreservingDiffusion(10), 1, 1, noise_gain=NoiseGain(15.0))
+    with pytest.raises(ValueError, match="one value per axial slice"):
+        denoise_volume(Volume(array, (0.7, 0.7, 2.0), modality="CT"), model, steps=1, gains=np.ones(3))
+    line = _gain_line(model.noise_gain.gains(array), 15.0)
+    assert "1 of 2 slice(s) quieter than 15 HU" in line and "×3.00" in line
+    assert "no slice is quieter" in _gain_line(np.ones(2), 15.0)

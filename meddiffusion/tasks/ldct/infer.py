@@ -69,11 +69,13 @@ def _grow(start: int, stop: int, size: int, margin: int, multiple: int) -> tuple
 
 def denoise_volume(volume: Volume, model: LDCTModel, *, steps: int | None = None, batch_size: int = 4,
                    device: torch.device | str = "cpu", precision: str = "auto",
-                   callback: Callable[[int, int], None] | None = None) -> Volume:
+                   callback: Callable[[int, int], None] | None = None, gains: np.ndarray | None = None) -> Volume:
     """Denoise every axial slice of a CT volume in HU; the result is a new volume on the same grid.
 
     ``callback(done, total)`` counts slice-steps (slices × sampling steps), so progress and
-    cancellation are checked after every network call.
+    cancellation are checked after every network call. ``gains`` are the model's noise-level
+    gains of the slices if already measured (``model.noise_gain.gains``); by default they are
+    measured here.
     """
     device = torch.device(device)
     if batch_size < 1:
@@ -83,7 +85,12 @@ def denoise_volume(volume: Volume, model: LDCTModel, *, steps: int | None = None
     model.diffusion.sample_steps(steps)
     with torch.no_grad():  # not inference mode: the weights must stay usable for adaptation afterwards
         model.net.to(device, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
-    gains = model.noise_gain.gains(array) if model.noise_gain is not None else None
+    if model.noise_gain is None:
+        gains = None
+    elif gains is None:
+        gains = model.noise_gain.gains(array)
+    elif len(gains) != array.shape[0]:
+        raise ValueError(f"gains must hold one value per axial slice ({array.shape[0]}), got {len(gains)}")
     with torch.inference_mode():
         output = _denoise_slices(array, model, steps, batch_size, device, precision, callback, gains)
     return volume.with_array(output)
@@ -150,9 +157,12 @@ def run(job):
     job.progress.log(f"model {model.id}, {steps} step(s), {ct.shape[0]} slice(s) of "
                      f"{ct.shape[1]}×{ct.shape[2]} on {job.device}")
     start = time.monotonic()
+    gains = model.noise_gain.gains(ct.array) if model.noise_gain is not None else None
+    if gains is not None:
+        job.progress.log(_gain_line(gains, model.noise_gain.target_noise_hu))
     denoised = denoise_volume(ct, model, steps=steps, batch_size=job.args.batch_size, device=job.device,
                               precision=job.args.precision,
-                              callback=job.progress.callback("denoise", ct.shape[0] * steps))
+                              callback=job.progress.callback("denoise", ct.shape[0] * steps), gains=gains)
     seconds = time.monotonic() - start
     denoised.metadata["SeriesDescription"] = f"LDCT denoised ({model.id}, {steps} steps)"
     outputs = {"output": denoised}
@@ -160,7 +170,17 @@ def run(job):
         outputs["png"] = before_after_image(ct, denoised, slice_index=png_slice)
     png = job.args.png
     info = {"model": model.id, "steps": steps, "slices": ct.shape[0], "seconds": round(seconds, 2),
+            "noise_gain": None if gains is None else [round(float(gains.min()), 2), round(float(gains.max()), 2)],
             "seconds_per_slice": round(seconds / ct.shape[0], 3),
             "summary": (f"denoised {ct.shape[0]} slice(s) with {model.id} ({steps} steps) in {seconds:.1f} s "
                         f"-> {job.args.output}" + (f" (before/after picture {png})" if png else ""))}
     return outputs, info
+
+
+def _gain_line(gains: np.ndarray, target_hu: float) -> str:
+    """What the noise-level gain does to this volume, in words."""
+    quiet = int((gains > 1.0).sum())
+    if not quiet:
+        return f"noise-level gain: no slice is quieter than {target_hu:g} HU; every slice is denoised as it is"
+    return (f"noise-level gain: {quiet} of {len(gains)} slice(s) quieter than {target_hu:g} HU, their fine detail "
+            f"amplified ×{gains[gains > 1].min():.2f}–{gains.max():.2f} for the network and its change scaled back")
