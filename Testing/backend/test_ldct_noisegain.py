@@ -12,23 +12,12 @@ from meddiffusion.io import Volume
 from meddiffusion.tasks.ldct.infer import denoise_volume
 from meddiffusion.tasks.ldct.model import LDCTModel, build_model
 from meddiffusion.tasks.ldct.noisegain import NoiseGain
-
-TINY = {"channels": (8, 8, 16), "convs_per_level": (1, 1, 1), "decoder_convs": (1, 1), "time_dim": 8,
-        "emm_channels": (4, 4, 4)}
-
-
-class ContextMean(torch.nn.Module):
-    """x0_hat = mean of [above, x_t, below]: a linear smoother across slices."""
-
-    def __init__(self):
-        super().__init__()
-        self.unused = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, x, t, emm_input=None):
-        return x.mean(dim=1, keepdim=True)
+from test_ldct_task import TINY, ContextMean  # the tiny network and the linear stand-in of the LDCT tests
 
 
 class Identity(ContextMean):
+    """x0_hat = x_t: a network that changes nothing."""
+
     def forward(self, x, t, emm_input=None):
         return x[:, 1:2]
 
