@@ -14,7 +14,9 @@ frequencies) is amplified, the slow anatomy and the HU scale stay, and the netwo
 is divided by the same k, so whatever it keeps comes back at its own amplitude. Slices with
 ``target`` HU of noise or more, and slices without flat soft tissue to measure, are passed
 as they are (k = 1). A model card turns the gain on with ``architecture["noise_gain"]``
-(the target chosen on the validation split: ``scripts/ldct_noise_gain_sweep.py``).
+(the target chosen on the validation split: ``scripts/ldct_noise_gain_sweep.py``). A network
+continued or fine-tuned from a card inherits the card's architecture and so its gain; the
+sweep's ``--model ID`` checks the target for the new weights.
 """
 
 from __future__ import annotations
