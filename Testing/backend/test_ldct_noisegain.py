@@ -130,3 +130,53 @@ def test_precomputed_gains_are_checked_and_described():
     line = _gain_line(model.noise_gain.gains(array), 15.0)
     assert "1 of 2 slice(s) quieter than 15 HU" in line and "×3.00" in line
     assert "no slice is quieter" in _gain_line(np.ones(2), 15.0)
+
+
+# -- training on what the gain shows ---------------------------------------------------------------
+def test_training_crops_are_amplified_like_inference_and_noisy_ones_kept():
+    from meddiffusion.tasks.ldct.data import amplify_crop
+
+    rng = np.random.default_rng(2)
+    nd = 40.0 + ndimage.gaussian_filter(rng.normal(0, 30, (64, 64)), 4)        # smooth anatomy
+    gain = NoiseGain(15.0)
+    for sigma in (2.0, 10.0):
+        ld = nd + rng.normal(0, sigma, (3, 64, 64))
+        pair = torch.from_numpy(np.concatenate([ld, nd[None]]).astype(np.float32))
+        out = amplify_crop(pair, gain).numpy()
+        k = min(15.0 / np.sqrt(np.mean((ld[1] - nd) ** 2)), 3.0)
+        assert (k == 3.0) == (sigma == 2.0)
+        np.testing.assert_allclose(out[:3], gain.amplify(pair[:3].numpy()[None], np.array([k]))[0], atol=1e-3)
+        np.testing.assert_allclose(out[1] - out[3], k * (ld[1] - nd), atol=1e-3)   # the noise, amplified k times
+    noisy = torch.from_numpy(np.concatenate([nd + rng.normal(0, 30, (3, 64, 64)), nd[None]]).astype(np.float32))
+    assert amplify_crop(noisy, gain) is noisy
+
+
+def test_validation_with_a_gain_inverts_it_exactly():
+    from meddiffusion.metrics.image import image_quality
+    from meddiffusion.tasks.ldct.data import make_val_fn
+
+    array = tissue_volume([4.0, 5.0, 6.0])
+    batch = {"ld": torch.from_numpy(array[None]), "nd": torch.from_numpy(np.full((1, 1, 96, 96), 40.0, np.float32))}
+    batch["nd"][0, 0][array[1] < -500] = -1000.0
+    arch = {"network": "CLEARNet", "kwargs": TINY, "noise_gain": {"target_noise_hu": 15}}
+    figures = make_val_fn(arch)(Identity(), batch)
+    expected = image_quality(array[1:2], batch["nd"][:, 0].numpy())
+    assert figures["psnr"] == pytest.approx(expected["psnr"], abs=0.05)
+
+
+def test_recipe_puts_the_gain_on_the_card_and_refuses_it_without_targets():
+    from types import SimpleNamespace
+
+    from meddiffusion.tasks.ldct import recipe
+
+    args = SimpleNamespace(config="tiny", timesteps=10, cpu_steps=None, noise_gain=None, source=None, crop=32,
+                           loss_weighting="noise")
+    assert "noise_gain" not in recipe.architecture(args)
+    args.noise_gain = 12.0
+    assert recipe.architecture(args)["noise_gain"] == {"target_noise_hu": 12.0, "max_gain": 3.0, "smooth_px": 2.0}
+    parent = {**recipe.architecture(args), "noise_gain": {"target_noise_hu": 14.0}}
+    args.start_architecture, args.noise_gain = parent, None
+    assert recipe.architecture(args)["noise_gain"] == {"target_noise_hu": 14.0}    # a parent's gain is kept
+    args.noise_gain, args.source = 12.0, "lowdose-folder"
+    with pytest.raises(ValueError, match="lowdose-folder"):
+        recipe.make_loss(args, 0)

@@ -88,7 +88,7 @@ def test_the_recipes_declare_their_options_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     options, torch_loaded = json.loads(result.stdout)
     assert list(options) == ["ldct", "motion", "spect", "petmr", "cardiac4d"] and not torch_loaded
-    assert [len(options[name]) for name in ("ldct", "motion", "spect")] == [18, 12, 8]
+    assert [len(options[name]) for name in ("ldct", "motion", "spect")] == [19, 12, 8]
     assert {"--no-mr", "--subjects", "--val-subjects", "--kind", "--patch", "--data"} <= set(options["petmr"])
     assert {"--variant", "--vae", "--anatomy", "--studies", "--cfg-dropout", "--perceptual-weight"} <= set(
         options["cardiac4d"])

@@ -237,11 +237,19 @@ def make_val_fn(architecture: dict):
     from meddiffusion.tasks.ldct.model import build_model, denormalize, normalize, worst_if_diverged
 
     sampler = build_model(architecture)
+    gain = sampler.noise_gain
 
     def val(net, batch):
         sampler.net = net
-        ld = normalize(batch["ld"].float())
-        denoised = denormalize(sampler.denoise(ld, sampler.default_steps(ld.device)))[:, 0].float().cpu().numpy()
+        ld = batch["ld"].float()
+        if gain is not None:  # each slice with its own gain, as ldct-denoise shows it to the network
+            k = np.array([gain.gains(slice_[1:2].cpu().numpy())[0] for slice_ in ld])
+            original = ld[:, 1].cpu().numpy()
+            ld = torch.from_numpy(np.clip(gain.amplify(ld.cpu().numpy(), k), HU_MIN, HU_MIN + HU_RANGE)).to(ld.device)
+        denoised = denormalize(sampler.denoise(normalize(ld), sampler.default_steps(ld.device)))
+        denoised = denoised[:, 0].float().cpu().numpy()
+        if gain is not None:
+            denoised = gain.restore(original, ld[:, 1].cpu().numpy(), denoised, k)
         quality = image_quality(worst_if_diverged(denoised), batch["nd"][:, 0].float().cpu().numpy())
         return {"psnr": quality["psnr"], "ssim": quality["ssim"]}
 
@@ -249,11 +257,14 @@ def make_val_fn(architecture: dict):
 
 
 def random_crops(batch: dict[str, torch.Tensor], crop: int, generator: torch.Generator,
-                 replicate_share: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+                 replicate_share: float = 0.25, gain=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised (B, 3, c, c) LD context and (B, 1, c, c) ND crops, mostly over the body.
 
     Each crop is centred at a uniform point of the body's box, then flipped/transposed at
     random; ``replicate_share`` of the samples replace both neighbours by the centre slice.
+    With ``gain`` (a ``noisegain.NoiseGain``) a crop quieter than its target is shown as
+    inference shows it, the LD and ND crops amplified alike around the LD's smooth part
+    (:func:`amplify_crop`).
     """
     ld, nd, boxes = batch["ld"], batch["nd"], batch["box"]
     height, width = crop_room(ld, crop, "training slices")
@@ -269,15 +280,35 @@ def random_crops(batch: dict[str, torch.Tensor], crop: int, generator: torch.Gen
         pair = dihedral(pair, int(uniform[i, 2] * 8))
         if float(uniform[i, 3]) < replicate_share:
             pair = torch.stack([pair[1], pair[1], pair[1], pair[3]])
+        if gain is not None:
+            pair = amplify_crop(pair, gain)
         ld_crops.append(pair[:3])
         nd_crops.append(pair[3:])
     return normalize(torch.stack(ld_crops)), normalize(torch.stack(nd_crops))
 
 
+def amplify_crop(pair: torch.Tensor, gain) -> torch.Tensor:
+    """[above, centre, below, ND] HU crops with the noise-level gain of ``gain`` applied to all four.
+
+    The crop's noise is the RMS of its LD centre minus its ND (what inference measures in the
+    flattest tissue, up to the ND's own noise); k = target / noise within [1, max_gain]. The
+    ND is amplified around the LD centre's smooth part, so the network learns the amplified
+    slice's denoised version, the output inference divides back by k.
+    """
+    noise = float((pair[1] - pair[3]).pow(2).mean().sqrt())
+    k = min(max(gain.target_noise_hu / noise, 1.0), gain.max_gain) if noise > 0 else 1.0
+    if k == 1.0:
+        return pair
+    stack = pair.cpu().numpy()
+    amplified = gain.amplify(stack[None], np.array([k]))[0]
+    amplified[3] = amplified[1] + k * (stack[3] - stack[1])  # s_centre + k (nd - s_centre)
+    return torch.from_numpy(np.clip(amplified, HU_MIN, HU_MIN + HU_RANGE)).to(pair.device)
+
+
 def training_crops(model: torch.nn.Module, batch: dict[str, torch.Tensor], crop: int, generator: torch.Generator,
-                   replicate_share: float = 0.25):
+                   replicate_share: float = 0.25, gain=None):
     """(model_fn, centre, context, target) of a training step: crops on the step's device, the sampler's call."""
-    ld, target = random_crops(batch, crop, generator, replicate_share)
+    ld, target = random_crops(batch, crop, generator, replicate_share, gain)
     ld, target = ld.to(generator.device), target.to(generator.device)
 
     def model_fn(x_t, t, ctx, emm_input):
@@ -300,7 +331,7 @@ def plain_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share: float = 0.25,
-                 weighting: str = "noise"):
+                 weighting: str = "noise", gain=None):
     """CoreDiff's two-stage loss on random crops, for :class:`meddiffusion.training.Trainer`.
 
     ``weighting="none"`` is CoreDiff's plain mean of the two stages' MSEs (:func:`plain_mse`).
@@ -315,6 +346,8 @@ def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share:
     size of an MSE on CoreDiff's [0, 1] scale (about 1e-5): the gradients would then be about
     1e-9 per weight, below Adam's epsilon (1e-8), and Adam would take steps many times smaller
     than its learning rate says (the first version of this loss did, and learnt slowly).
+
+    ``gain`` trains on crops as the noise-level gain shows them (:func:`random_crops`).
     """
     if weighting not in LOSS_WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {', '.join(LOSS_WEIGHTINGS)}")
@@ -323,7 +356,7 @@ def make_loss_fn(diffusion: MeanPreservingDiffusion, crop: int, replicate_share:
         return (a - b).pow(2).flatten(1).mean(dim=1)
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
-        model_fn, centre, context, nd = training_crops(model, batch, crop, generator, replicate_share)
+        model_fn, centre, context, nd = training_crops(model, batch, crop, generator, replicate_share, gain)
         t = diffusion.random_timestep(generator)
         _, x0_hat, x0_hat2 = diffusion.two_stage_loss(model_fn, nd, centre, t, context=context)
         if weighting == "noise":

@@ -97,11 +97,24 @@ def make_loss(args, step):  # noqa: ARG001 - the loss does not change over the r
     from meddiffusion.diffusion.meanpreserving import MeanPreservingDiffusion
     from meddiffusion.tasks.ldct.data import make_loss_fn
 
+    gain = _noise_gain(args)
     if args.source == LOWDOSE_FOLDER:
         from meddiffusion.tasks.ldct.finetune import make_self_supervised_loss
 
+        if gain is not None:
+            raise ValueError("--noise-gain trains towards amplified normal-dose targets; --source lowdose-folder "
+                             "has none (use paired-folder or clean-folder, or leave --noise-gain out)")
         return make_self_supervised_loss(MeanPreservingDiffusion(args.timesteps), args.crop)
-    return make_loss_fn(MeanPreservingDiffusion(args.timesteps), args.crop, weighting=args.loss_weighting)
+    return make_loss_fn(MeanPreservingDiffusion(args.timesteps), args.crop, weighting=args.loss_weighting, gain=gain)
+
+
+def _noise_gain(args):
+    """The ``--noise-gain`` of the run (``noisegain.NoiseGain``), or None."""
+    if getattr(args, "noise_gain", None) is None:
+        return None
+    from meddiffusion.tasks.ldct.noisegain import NoiseGain
+
+    return NoiseGain(args.noise_gain)
 
 
 def make_val(args):
@@ -148,13 +161,19 @@ def preview(args, net, data, device):
 
 
 def architecture(args) -> dict:
-    """The card's architecture: the parent's for a fine-tune, else ``--config``'s network with the sampler options."""
+    """The card's architecture: the parent's for a fine-tune, else ``--config``'s network with the sampler options;
+    ``--noise-gain`` sets (or replaces) the card's noise-level gain."""
     if getattr(args, "start_architecture", None):
-        return args.start_architecture
-    kwargs = network_configs()[args.config]
-    return {"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
-            "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
-            "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
+        arch = dict(args.start_architecture)
+    else:
+        kwargs = network_configs()[args.config]
+        arch = {"network": "CLEARNet", "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+                "diffusion": {"kind": "mean_preserving", "num_timesteps": args.timesteps},
+                "sampler": {"steps": args.timesteps, "cpu_steps": args.cpu_steps or args.timesteps}}
+    gain = _noise_gain(args)
+    if gain is not None:
+        arch["noise_gain"] = gain.to_card()
+    return arch
 
 
 def model_id(args) -> str:
@@ -243,6 +262,11 @@ RECIPE = Recipe(
                                        "help": "noise: each crop's error relative to its low-dose error, so quiet "
                                                "scans count as much as noisy ones; none: CoreDiff's plain mean "
                                                "(default: noise)"}),
+        Option(("--noise-gain",), {"type": float, "default": None, "metavar": "HU",
+                                   "help": "train on crops as the noise-level gain shows them to the network (a crop "
+                                           "quieter than HU has its detail and target amplified to that noise, at "
+                                           "most 3x) and put the same gain on the card (default: none; a "
+                                           "--from-model card's own gain is kept)"}),
         Option(("--cpu-steps",), {"type": int, "default": None,
                                   "help": "sampling steps the model card sets as the CPU default (default: T)"}),
         Option(("--data",), {"metavar": "DIR|CSV", "help": "the user's volumes, with --source paired-folder (DIR with "
