@@ -26,7 +26,8 @@ from meddiffusion.tasks.ldct.noisegain import NoiseGain
 def sweep(model, targets: list[float], max_gain: float, smooth_px: float, count: int) -> list[dict]:
     device = torch.device("cpu")
     slices = bench.validation_slices(count)
-    pairs = [(k, dose, *bench.simulate_low_dose(k, item, dose)) for k, item in enumerate(slices) for dose in bench.DOSES]
+    pairs = [(k, dose, *bench.simulate_low_dose(k, item, dose))
+             for k, item in enumerate(slices) for dose in bench.DOSES]
     rows = []
     for target in targets:
         gain = NoiseGain(target, max_gain, smooth_px) if target > 0 else None

@@ -50,7 +50,8 @@ def error_breakdown(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     fy, fx = np.meshgrid(np.fft.fftfreq(error.shape[0]), np.fft.fftfreq(error.shape[1]), indexing="ij")
     radius = np.hypot(fy, fx)
     low, high = BANDS
-    gradient = np.hypot(ndimage.sobel(reference.astype(np.float64), 0), ndimage.sobel(reference.astype(np.float64), 1)) / 8
+    image = reference.astype(np.float64)
+    gradient = np.hypot(ndimage.sobel(image, 0), ndimage.sobel(image, 1)) / 8   # HU per pixel
     flat = gradient < FLAT_GRADIENT_HU
     return {"low": float(spectrum[radius < low].sum()), "mid": float(spectrum[(radius >= low) & (radius < high)].sum()),
             "high": float(spectrum[radius >= high].sum()), "flat": float(np.mean(error[flat] ** 2)),
@@ -59,7 +60,8 @@ def error_breakdown(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 def _breakdown_line(name: str, figures: dict[str, float]) -> str:
     return (f"    {name:>17}: low {figures['low']:7.1f}  mid {figures['mid']:7.1f}  high {figures['high']:7.1f}  |  "
-            f"flat {figures['flat']:7.1f}  edges {figures['edges']:7.1f}  (HU², flat {100 * figures['flat_share']:.0f} %)")
+            f"flat {figures['flat']:7.1f}  edges {figures['edges']:7.1f}  "
+            f"(HU², flat {100 * figures['flat_share']:.0f} %)")
 
 
 def validation_cases(indices: list[int], dose: float):
