@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from meddiffusion.metrics.image import HU_WINDOW
 from meddiffusion.tasks.ldct.infer import body_box
-from meddiffusion.tasks.ldct.model import HU_MIN, HU_RANGE, LDCTModel, denormalize, normalize
+from meddiffusion.tasks.ldct.model import LDCTModel, denormalize, normalize
 
 __all__ = ["Adaptation", "trajectory", "fit_weights", "band_energy_loss", "ssim_loss", "adapt"]
 
@@ -108,7 +108,7 @@ def trajectory(model: LDCTModel, low_dose_hu: torch.Tensor, steps: int | None = 
     stack, gain = low_dose_hu.detach().cpu().numpy().astype(np.float32)[None], None
     if model.noise_gain is not None:  # the sampler sees what ldct-denoise shows it (tasks/ldct/noisegain.py)
         gain = model.noise_gain.gains(stack[0, 1:2])
-        original, stack = stack[:, 1], np.clip(model.noise_gain.amplify(stack, gain), HU_MIN, HU_MIN + HU_RANGE)
+        original, stack = stack[:, 1], model.noise_gain.network_input(stack, gain)
     slices = normalize(torch.from_numpy(stack).to(device))
     steps = model.default_steps(device) if steps is None else steps
     centre, context = slices[:, 1:2], torch.cat([slices[:, :1], slices[:, 2:]], dim=1)

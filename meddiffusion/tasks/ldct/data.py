@@ -245,7 +245,7 @@ def make_val_fn(architecture: dict):
         if gain is not None:  # each slice with its own gain, as ldct-denoise shows it to the network
             k = np.array([gain.gains(slice_[1:2].cpu().numpy())[0] for slice_ in ld])
             original = ld[:, 1].cpu().numpy()
-            ld = torch.from_numpy(np.clip(gain.amplify(ld.cpu().numpy(), k), HU_MIN, HU_MIN + HU_RANGE)).to(ld.device)
+            ld = torch.from_numpy(gain.network_input(ld.cpu().numpy(), k)).to(ld.device)
         denoised = denormalize(sampler.denoise(normalize(ld), sampler.default_steps(ld.device)))
         denoised = denoised[:, 0].float().cpu().numpy()
         if gain is not None:

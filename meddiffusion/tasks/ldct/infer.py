@@ -116,8 +116,8 @@ def _denoise_slices(array: np.ndarray, model: LDCTModel, steps: int, batch_size:
         y0, y1, x0, x1 = box
         stack = np.stack([array[above, y0:y1, x0:x1], array[index, y0:y1, x0:x1], array[below, y0:y1, x0:x1]], axis=1)
         original = array[index, y0:y1, x0:x1]
-        if gains is not None:  # clipped to the network's HU range, so that restoring is exact where it clamps
-            stack = np.clip(model.noise_gain.amplify(stack, gains[index]), HU_MIN, HU_MIN + HU_RANGE)
+        if gains is not None:
+            stack = model.noise_gain.network_input(stack, gains[index])
         slices = normalize(torch.from_numpy(np.ascontiguousarray(stack, np.float32)).to(device, torch.float32))
         slices = slices.contiguous(memory_format=torch.channels_last)
 

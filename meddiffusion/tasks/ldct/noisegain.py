@@ -91,6 +91,13 @@ class NoiseGain:
         smooth = ndimage.gaussian_filter(stack_hu.astype(np.float32), (0, 0, self.smooth_px, self.smooth_px))
         return smooth + k * (stack_hu - smooth)
 
+    def network_input(self, stack_hu: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """x' of :meth:`amplify` clipped to the network's HU range: what the network is shown, and what
+        :meth:`restore` must subtract so that restoring stays exact where the network would clamp."""
+        from meddiffusion.tasks.ldct.model import HU_MIN, HU_RANGE  # model.py imports this module
+
+        return np.clip(self.amplify(stack_hu, k), HU_MIN, HU_MIN + HU_RANGE)
+
     @staticmethod
     def restore(original_hu: np.ndarray, amplified_hu: np.ndarray, output_hu: np.ndarray, k: np.ndarray) -> np.ndarray:
         """y = x + (net(x') - x') / k for centre slices (B, H, W)."""
