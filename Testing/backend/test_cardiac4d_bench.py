@@ -87,7 +87,10 @@ def test_validity_figures_count_first_draws_redraws_and_the_myocardium():
                {"first_valid": False, "valid": True, "attempts": 3, "myo_ratio_first": 1.40},
                {"first_valid": False, "valid": False, "attempts": 5, "myo_ratio_first": None},
                {"first_valid": False, "valid": False, "attempts": 5, "myo_ratio_first": math.inf}]
+    anatomy = [(1, []), (2, ["no septum"]), (4, ["a", "b", "c", "d"]), (1, [])]
+    records = [r | {"anatomy_draws_first": n, "anatomy_rejected_first": why} for r, (n, why) in zip(records, anatomy)]
     figures = bench.validity_figures(records, 5)
+    assert figures["anatomy_first_valid_percent"] == 50.0 and figures["anatomy_mean_draws"] == 2.0
     assert figures["first_valid_percent"] == 25.0 and figures["valid_after_redraws_percent"] == 50.0
     assert figures["never_valid"] == 2 and figures["mean_draws"] == pytest.approx(3.5)
     assert figures["myo_ratio_mean"] == pytest.approx(1.25) and figures["myo_ratio_worst"] == pytest.approx(1.4)

@@ -193,6 +193,54 @@ def test_redraws_then_refuses_and_keep_reports_the_reasons(cascade):
     assert kept.info["attempts"] == 2 and kept.info["implausible"]
 
 
+def test_an_implausible_anatomy_is_redrawn_before_any_motion(cascade, monkeypatch):
+    from meddiffusion.tasks.cardiac4d import measure
+
+    request = make_request("NOR", 130, ef_percent=60, slices=8, frames=10)
+    calls = {"anatomy": 0, "motion": 0, "checks": 0}
+    verdicts = []  # the checks' answers in turn; then every check passes
+    draw_anatomy, draw_motion, check = cascade.draw_anatomy, cascade.draw_motion, measure.check_sample
+
+    def counting(name, function):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapped
+
+    def scripted(labels, spacing, **kwargs):
+        calls["checks"] += 1
+        figures = check(labels, spacing, **kwargs).figures
+        return measure.Validity(True, [], figures) if not verdicts or verdicts.pop(0) else \
+            measure.Validity(False, ["no septum"], figures)
+
+    monkeypatch.setattr(cascade, "draw_anatomy", counting("anatomy", draw_anatomy))
+    monkeypatch.setattr(cascade, "draw_motion", counting("motion", draw_motion))
+    monkeypatch.setattr(measure, "check_sample", scripted)
+
+    plain = cascade.generate(request, seed=4, steps=2)  # the first anatomy passes: one draw, as unchecked
+    assert calls == {"anatomy": 1, "motion": 1, "checks": 1}
+    assert {key: plain.info[key] for key in ("anatomy_draws", "anatomy_rejected", "anatomy_kept")} == \
+        {"anatomy_draws": 1, "anatomy_rejected": [], "anatomy_kept": 1}
+
+    verdicts[:] = [False]
+    redrawn = cascade.generate(request, seed=4, steps=2)
+    assert calls == {"anatomy": 3, "motion": 2, "checks": 3}  # two anatomies, one motion
+    assert redrawn.info["anatomy_draws"] == 2 and redrawn.info["anatomy_rejected"] == ["no septum"]
+    assert redrawn.info["anatomy_kept"] == 2 and not np.array_equal(redrawn.images, plain.images)
+
+    verdicts[:] = [False] * 4
+    none_pass = cascade.generate(request, seed=4, steps=2, anatomy_attempts=4)
+    assert none_pass.info["anatomy_draws"] == 4 and none_pass.info["anatomy_kept"] == 1
+    np.testing.assert_array_equal(none_pass.images, plain.images)  # the first draw, with its own motion noise
+
+    verdicts[:] = [False]
+    unchecked = cascade.generate(request, seed=4, steps=2, anatomy_attempts=1)  # the anatomy LDM's first draw
+    assert unchecked.info["anatomy_rejected"] == ["no septum"]
+    np.testing.assert_array_equal(unchecked.images, plain.images)
+    with pytest.raises(ValueError, match="anatomy attempts must be >= 1"):
+        cascade.generate(request, seed=4, steps=2, anatomy_attempts=0)
+
+
 def test_the_request_checks_run_before_any_model_loads():
     from meddiffusion.tasks.cardiac4d.infer import check_arguments
 

@@ -31,7 +31,8 @@ requested diagnosis, EDV, ESV (or EF) and slice count; a residual-motion LDM the
 each cardiac phase, the change of that latent from end-diastole, all frames from the same
 initial noise so the heart stays one heart. Both run DDIM with classifier-free guidance.
 Samples whose labels are implausible (LV or myocardium too small, LV slices not contiguous,
-LV not enclosed by myocardium, myocardium not conserved) are redrawn.
+LV not enclosed by myocardium, myocardium not conserved) are redrawn: the end-diastolic anatomy
+is checked first and redrawn before any motion is drawn, then the whole cine.
 
 The LV and RV volumes measured on the generated labels are reported against the request
 (--table writes them per frame). With --count N and a folder as -o, N cines are written as a

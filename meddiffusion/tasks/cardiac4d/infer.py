@@ -206,10 +206,13 @@ def run(job: Job):
     m = comparison["measured"]
     summary = (f"{request.diagnosis} cine, {request.slices} slices × {request.frames} frames: EDV {m['lv_edv_ml']:.0f} "
                f"ml (asked {request.edv_ml:.0f}), ESV {m['lv_esv_ml']:.0f} ml (asked {request.esv_ml:.0f}), EF "
-               f"{m['lv_ef_percent']:.0f} % (asked {request.ef_percent:.0f}); {generated.info['attempts']} draw(s), "
-               f"{job.steps} DDIM steps, model {model.id}")
+               f"{m['lv_ef_percent']:.0f} % (asked {request.ef_percent:.0f}); {generated.info['attempts']} draw(s)"
+               + (f" (end-diastolic anatomy of the kept one: draw {generated.info['anatomy_kept']} of "
+                  f"{generated.info['anatomy_draws']})" if generated.info["anatomy_draws"] > 1 else "")
+               + f", {job.steps} DDIM steps, model {model.id}")
     summary += "".join(f"\nwarning: {w}" for w in warnings + implausible)
-    return outputs, {**comparison, "attempts": generated.info["attempts"], "model": model.id, "steps": job.steps,
+    return outputs, {**comparison, "attempts": generated.info["attempts"],
+                     "anatomy_draws": generated.info["anatomy_draws"], "model": model.id, "steps": job.steps,
                      "anatomy_given": anatomy is not None, "warnings_request": warnings + implausible,
                      "plausible": not implausible, "summary": summary}
 

@@ -10,7 +10,11 @@ Drawing one cine (:meth:`Cardiac4DModel.generate`):
 
 1. the clinical token from diagnosis, EF, EDV, ESV and slice count; the slice mask;
 2. the end-diastolic latent z_ED from the anatomy LDM (guided DDIM from seeded noise), or the
-   encoded ED frame of a given stack;
+   encoded ED frame of a given stack. A drawn z_ED is decoded and its labels checked
+   (``measure.check_sample``) before any motion is drawn: an implausible heart is redrawn, up to
+   ``ANATOMY_ATTEMPTS`` draws in all. This is the paper's rejection sampling at the stage where it
+   is cheap (one latent instead of one per frame): the invalid cines of the validation and held-out
+   requests were invalid in their end-diastolic anatomy already;
 3. every frame's Δz from the motion LDM, conditioned on z_ED and the phase τ of the frame, all
    frames from **the same** initial noise (one heart, smooth in time);
 4. z_t = z_ED + Δz decoded by both decoders: image and labels (argmax), the central slices kept;
@@ -29,14 +33,19 @@ import torch
 from meddiffusion.catalog import ModelEntry, get_model, list_models, load_task_model
 from meddiffusion.tasks.cardiac4d import GUIDANCE
 
-__all__ = ["TASK", "DEFAULT_STEPS", "SYSTOLIC_FRACTION", "Cardiac4DModel", "Generated", "load_model",
-           "load_vae", "build_network", "frame_phases", "decode_frames"]
+__all__ = ["TASK", "DEFAULT_STEPS", "SYSTOLIC_FRACTION", "ANATOMY_ATTEMPTS", "ANATOMY_SEED_OFFSET",
+           "Cardiac4DModel", "Generated", "load_model", "load_vae", "build_network", "frame_phases", "decode_frames"]
 
 TASK = "cardiac4d"
 #: DDIM steps by device: the paper's 30 on a GPU; fewer on a CPU keep a 10 × 25 cine within a minute
 DEFAULT_STEPS = {"cpu": 20, "cuda": 30}
 #: share of the cycle in systole at generation (the training phantoms draw 0.32-0.38)
 SYSTOLIC_FRACTION = 0.35
+#: anatomy draws per cine draw: an end-diastolic heart whose labels fail ``measure.check_sample`` is redrawn
+#: (each draw costs one latent's DDIM, a twentieth of the motion stage's 20-frame cine)
+ANATOMY_ATTEMPTS = 4
+#: the anatomy redraws' noise seed is the cine's seed plus this (cine redraws step by ``infer.SEED_STRIDE``, 1000003)
+ANATOMY_SEED_OFFSET = 500_000_001
 NUM_TRAIN_TIMESTEPS = 1000
 
 
@@ -193,19 +202,54 @@ class Cardiac4DModel:
         return out
 
     @torch.no_grad()
+    def draw_checked_anatomy(self, request, cond, steps: int, guidance: float, generator: torch.Generator, device,
+                             seed: int, attempts: int = ANATOMY_ATTEMPTS, progress=None) -> tuple[torch.Tensor, dict]:
+        """The scaled z_ED of the first of up to ``attempts`` anatomy draws whose decoded end-diastolic labels pass
+        ``measure.check_sample``, and what happened (``draws``, ``rejected``: why each failed, ``kept``).
+
+        The first draw takes its noise from ``generator``, as an unchecked cascade does; redraws take theirs from
+        a generator of their own (``seed`` + ``ANATOMY_SEED_OFFSET``), so ``generator`` then gives the motion the
+        same noise whichever anatomy is kept. If no draw passes, the first is kept: the check never returns a
+        heart the unchecked cascade would not have drawn, except a plausible one.
+        """
+        from meddiffusion.tasks.cardiac4d.measure import check_sample
+
+        if attempts < 1:
+            raise ValueError(f"anatomy attempts must be >= 1, got {attempts}")
+        redraws = torch.Generator(device="cpu").manual_seed(int(seed) + ANATOMY_SEED_OFFSET)
+        rejected, first = [], None
+        for attempt in range(attempts):
+            source = generator if attempt == 0 else redraws
+            if progress is None:
+                z_ed = self.draw_anatomy(cond, steps, guidance, source, device)
+            else:
+                name = "anatomy" if attempt == 0 else f"anatomy, draw {attempt + 1}"
+                with progress.stage(name, total=steps) as tick:
+                    z_ed = self.draw_anatomy(cond, steps, guidance, source, device, callback=lambda i, n: tick())
+            first = z_ed if first is None else first
+            _, labels, _ = self.read(z_ed / self.latent_scale, request.slices)
+            check = check_sample(labels[0], self.spacing)
+            if check.valid:
+                return z_ed, {"draws": attempt + 1, "rejected": rejected, "kept": attempt + 1}
+            rejected.append("; ".join(check.reasons))
+            if progress is not None:
+                progress.log(f"end-diastolic anatomy draw {attempt + 1} rejected: {rejected[-1]}")
+        return first, {"draws": attempts, "rejected": rejected, "kept": 1}
+
+    @torch.no_grad()
     def generate(self, request, *, seed: int = 0, steps: int | None = None, guidance: float = GUIDANCE, device="cpu",
-                 anatomy: torch.Tensor | None = None, progress=None) -> Generated:
-        """One cine of ``request`` (see the module docstring); ``anatomy`` a scaled ED latent to keep."""
+                 anatomy: torch.Tensor | None = None, progress=None,
+                 anatomy_attempts: int = ANATOMY_ATTEMPTS) -> Generated:
+        """One cine of ``request`` (see the module docstring); ``anatomy`` a scaled ED latent to keep, else the
+        anatomy is drawn and checked (``anatomy_attempts`` draws at most; 1: the anatomy LDM's first draw as is)."""
         steps = self.default_steps(device) if steps is None else int(steps)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         cond = self.condition(request, device)
         stage = (lambda name, total: progress.stage(name, total=total)) if progress is not None else None
+        checked = {"draws": 0, "rejected": [], "kept": 0}
         if anatomy is None:
-            if stage is None:
-                z_ed = self.draw_anatomy(cond, steps, guidance, generator, device)
-            else:
-                with stage("anatomy", steps) as tick:
-                    z_ed = self.draw_anatomy(cond, steps, guidance, generator, device, callback=lambda i, n: tick())
+            z_ed, checked = self.draw_checked_anatomy(request, cond, steps, guidance, generator, device, seed,
+                                                      anatomy_attempts, progress)
         else:
             z_ed = anatomy.to(device)
             torch.randn(z_ed.shape, generator=generator)  # the same motion noise as a drawn anatomy of this seed
@@ -221,7 +265,9 @@ class Cardiac4DModel:
         images, labels, removed = self.read(z, request.slices)
         return Generated(images, labels, tau,
                          {"seed": int(seed), "steps": steps, "guidance": float(guidance),
-                          "open_end_slices_removed": removed})
+                          "open_end_slices_removed": removed,
+                          "anatomy_draws": checked["draws"], "anatomy_rejected": checked["rejected"],
+                          "anatomy_kept": checked["kept"]})
 
 
 def _schedule_of(entry: ModelEntry):
