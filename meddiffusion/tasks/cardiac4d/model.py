@@ -13,8 +13,8 @@ Drawing one cine (:meth:`Cardiac4DModel.generate`):
    encoded ED frame of a given stack. A drawn z_ED is decoded and its labels checked
    (``measure.check_sample``) before any motion is drawn: an implausible heart is redrawn, up to
    ``ANATOMY_ATTEMPTS`` draws in all. This is the paper's rejection sampling at the stage where it
-   is cheap (one latent instead of one per frame): the invalid cines of the validation and held-out
-   requests were invalid in their end-diastolic anatomy already;
+   is cheap (one latent instead of one per frame): the invalid cines examined on validation and
+   held-out requests were invalid in their end-diastolic anatomy already;
 3. every frame's Δz from the motion LDM, conditioned on z_ED and the phase τ of the frame, all
    frames from **the same** initial noise (one heart, smooth in time);
 4. z_t = z_ED + Δz decoded by both decoders: image and labels (argmax), the central slices kept;
