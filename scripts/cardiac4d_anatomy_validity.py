@@ -22,15 +22,14 @@ import torch
 
 def anatomy_validity(model, count: int, steps: int, guidance: float) -> dict:
     from meddiffusion.tasks.cardiac4d.bench import GROUPS, VALIDATION_SEED, heldout_requests
-    from meddiffusion.tasks.cardiac4d.measure import check_sample, volumes_ml
+    from meddiffusion.tasks.cardiac4d.measure import volumes_ml
 
     valid, errors, failures = defaultdict(int), defaultdict(list), []
     for i, request in enumerate(heldout_requests(count, seed=VALIDATION_SEED)):
         generator = torch.Generator().manual_seed(1000 + i)
         cond = model.condition(request, "cpu")
-        z_ed = model.draw_anatomy(cond, steps, guidance, generator, "cpu") / model.latent_scale
-        _, labels, _ = model.read(z_ed, request.slices)
-        check = check_sample(labels[0], model.spacing)
+        z_ed = model.draw_anatomy(cond, steps, guidance, generator, "cpu")
+        labels, check = model.check_anatomy(z_ed, request.slices)
         edv = float(volumes_ml(labels, model.spacing)["lv"][0])
         valid[request.diagnosis] += check.valid
         errors[request.diagnosis].append(abs(edv - request.edv_ml))

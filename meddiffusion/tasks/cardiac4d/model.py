@@ -202,6 +202,15 @@ class Cardiac4DModel:
         return out
 
     @torch.no_grad()
+    def check_anatomy(self, z_ed: torch.Tensor, slices: int):
+        """The decoded end-diastolic labels (1, S, H, W) of a scaled z_ED, read as generated cines are, and their
+        ``measure.check_sample`` verdict."""
+        from meddiffusion.tasks.cardiac4d.measure import check_sample
+
+        _, labels, _ = self.read(z_ed / self.latent_scale, slices)
+        return labels, check_sample(labels[0], self.spacing)
+
+    @torch.no_grad()
     def draw_checked_anatomy(self, request, cond, steps: int, guidance: float, generator: torch.Generator, device,
                              seed: int, attempts: int = ANATOMY_ATTEMPTS, progress=None) -> tuple[torch.Tensor, dict]:
         """The scaled z_ED of the first of up to ``attempts`` anatomy draws whose decoded end-diastolic labels pass
@@ -212,8 +221,6 @@ class Cardiac4DModel:
         same noise whichever anatomy is kept. If no draw passes, the first is kept: the check never returns a
         heart the unchecked cascade would not have drawn, except a plausible one.
         """
-        from meddiffusion.tasks.cardiac4d.measure import check_sample
-
         if attempts < 1:
             raise ValueError(f"anatomy attempts must be >= 1, got {attempts}")
         redraws = torch.Generator(device="cpu").manual_seed(int(seed) + ANATOMY_SEED_OFFSET)
@@ -226,9 +233,9 @@ class Cardiac4DModel:
                 name = "anatomy" if attempt == 0 else f"anatomy, draw {attempt + 1}"
                 with progress.stage(name, total=steps) as tick:
                     z_ed = self.draw_anatomy(cond, steps, guidance, source, device, callback=lambda i, n: tick())
-            first = z_ed if first is None else first
-            _, labels, _ = self.read(z_ed / self.latent_scale, request.slices)
-            check = check_sample(labels[0], self.spacing)
+            if attempt == 0:
+                first = z_ed
+            _, check = self.check_anatomy(z_ed, request.slices)
             if check.valid:
                 return z_ed, {"draws": attempt + 1, "rejected": rejected, "kept": attempt + 1}
             rejected.append("; ".join(check.reasons))
